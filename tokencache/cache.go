@@ -1,0 +1,204 @@
+package tokencache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Cache serves broker tokens from memory, backed by Redis, refreshed from the broker by
+// exactly one caller across every process that shares the Redis. Create it with [New];
+// its methods are safe for concurrent use. Close it to stop its background work.
+type Cache struct {
+	opts  Options
+	auth  Authenticator // nil: read-only
+	store store
+	log   *slog.Logger
+	seed  uint64 // per-process jitter seed
+
+	users    sync.Map // login user -> *entry
+	accounts sync.Map // account -> *entry (UserFor remembered)
+
+	// base is the lifetime of the cache's background work (refreshes, the invalidation
+	// listener, watchers); it is not a request context. Close cancels it.
+	base   context.Context
+	cancel context.CancelFunc
+	pubsub *redis.PubSub
+
+	life   sync.RWMutex // guards closed against background starts racing Close
+	closed atomic.Bool
+	wg     sync.WaitGroup // every goroutine the cache starts
+}
+
+// New returns a Cache for opts and subscribes to the invalidation channel. It does not
+// wait for Redis to be reachable: calls fail with ErrRedisUnavailable until it is.
+func New(opts Options) (*Cache, error) {
+	o, err := opts.init()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cache{
+		opts: o,
+		auth: o.Authenticator,
+		store: store{
+			rdb:     o.Redis,
+			prefix:  o.Prefix,
+			channel: o.Prefix + ":invalidate",
+		},
+		log:  o.Logger,
+		seed: rand.Uint64(),
+	}
+	c.base, c.cancel = context.WithCancel(context.Background())
+	c.pubsub = o.Redis.Subscribe(c.base, c.store.channel)
+	c.wg.Add(1)
+	go c.listen()
+	return c, nil
+}
+
+// Token returns a valid token for account: from memory when it is fresh, else from
+// Redis, else from the broker through the single fleet-wide refresh. It waits at most
+// until ctx is done. The returned Token is shared and must not be modified.
+//
+// Errors: ErrNoToken (read-only cache, nothing valid stored), ErrRedisUnavailable,
+// *RefreshError (the broker refused), ErrClosed, or ctx's error.
+func (c *Cache) Token(ctx context.Context, account string) (*Token, error) {
+	e := c.entryFor(account)
+	if t := e.fresh.Load(); t != nil {
+		return t, nil
+	}
+	return c.token(ctx, e)
+}
+
+// Source returns a TokenSource for account. It resolves the account's login user once,
+// so its Token is the cheapest way to read a token on a hot path.
+func (c *Cache) Source(account string) TokenSource {
+	return source{c: c, e: c.entryFor(account)}
+}
+
+type source struct {
+	c *Cache
+	e *entry
+}
+
+func (s source) Token(ctx context.Context) (*Token, error) {
+	if t := s.e.fresh.Load(); t != nil {
+		return t, nil
+	}
+	return s.c.token(ctx, s.e)
+}
+
+// Set stores a token obtained outside the cache (a login callback, the daemon) for a
+// login user. It becomes the user's newest version and reaches every process like a
+// refresh does. A zero Expiry is resolved from the token's JWT exp claim, else from
+// DefaultLifetime; a zero ObtainedAt means now. Storing the token already stored is a
+// no-op that returns the stored version.
+//
+// Errors: ErrInvalidToken (empty or expired), ErrRedisUnavailable, ErrClosed.
+func (c *Cache) Set(ctx context.Context, user string, t *Token) (*Token, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	if t == nil || t.AccessToken == "" {
+		return nil, fmt.Errorf("%w: empty access token for %s", ErrInvalidToken, user)
+	}
+	now := time.Now()
+	tok := *t
+	tok.Version = 0
+	if tok.ObtainedAt.IsZero() {
+		tok.ObtainedAt = now
+	}
+	tok.Expiry = ResolveExpiry(tok.Expiry, tok.AccessToken, tok.ObtainedAt, c.opts.DefaultLifetime)
+	if !now.Before(tok.Expiry) {
+		return nil, fmt.Errorf("%w: token for %s expired at %s", ErrInvalidToken, user, tok.Expiry.UTC().Format(time.RFC3339))
+	}
+	e := c.userEntry(user)
+	stored, _, err := c.store.get(ctx, user)
+	if err != nil && !errors.Is(err, errCorrupt) {
+		return nil, err
+	}
+	if stored != nil && stored.AccessToken == tok.AccessToken && stored.MDAccessToken == tok.MDAccessToken &&
+		stored.Expiry.Equal(tok.Expiry.Truncate(time.Millisecond)) {
+		return c.install(e, stored), nil
+	}
+	_, v, err := c.store.write(ctx, user, -1, &tok, "set")
+	if err != nil {
+		return nil, err
+	}
+	tok.Version = v
+	c.log.Info("tokencache: token set", "user", user, "version", v, "token", Redact(tok.AccessToken))
+	c.install(e, &tok)
+	c.writeLegacy(ctx, user, &tok)
+	return &tok, nil
+}
+
+// Close stops the cache's background work (refreshes in flight are cancelled and their
+// leases released), closes every Watch channel and makes later calls return ErrClosed.
+// It does not close the Redis client. Close is idempotent.
+func (c *Cache) Close() error {
+	c.life.Lock()
+	if c.closed.Load() {
+		c.life.Unlock()
+		return nil
+	}
+	c.closed.Store(true)
+	c.life.Unlock()
+
+	c.cancel()
+	err := c.pubsub.Close()
+	c.wg.Wait()
+	c.users.Range(func(_, v any) bool {
+		e := v.(*entry)
+		e.mu.Lock()
+		e.fresh.Store(nil)
+		if e.timer != nil {
+			e.timer.Stop()
+		}
+		e.mu.Unlock()
+		return true
+	})
+	if err != nil && !errors.Is(err, redis.ErrClosed) {
+		return fmt.Errorf("tokencache: close: %w", err)
+	}
+	return nil
+}
+
+// goBackground runs f in a goroutine that Close waits for, unless the cache is closed.
+func (c *Cache) goBackground(f func()) bool {
+	c.life.RLock()
+	defer c.life.RUnlock()
+	if c.closed.Load() {
+		return false
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// entryFor returns the entry of account's login user, remembering the mapping.
+func (c *Cache) entryFor(account string) *entry {
+	if v, ok := c.accounts.Load(account); ok {
+		return v.(*entry)
+	}
+	e := c.userEntry(c.opts.UserFor(account))
+	v, _ := c.accounts.LoadOrStore(account, e)
+	return v.(*entry)
+}
+
+// userEntry returns the entry of a login user, creating it on first use.
+func (c *Cache) userEntry(user string) *entry {
+	if v, ok := c.users.Load(user); ok {
+		return v.(*entry)
+	}
+	v, _ := c.users.LoadOrStore(user, newEntry(user))
+	return v.(*entry)
+}

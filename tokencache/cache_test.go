@@ -1,0 +1,153 @@
+package tokencache_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/brokertoken/brokertoken/tokencache"
+)
+
+func TestNewValidatesOptions(t *testing.T) {
+	_, err := tokencache.New(tokencache.Options{})
+	require.ErrorContains(t, err, "Options.Redis is required")
+
+	e := newEnv(t)
+	_, err = tokencache.New(tokencache.Options{Redis: e.client(), Prefix: "a{b}"})
+	require.ErrorContains(t, err, "Prefix")
+	_, err = tokencache.New(tokencache.Options{Redis: e.client(), LeaseTTL: -time.Second})
+	require.ErrorContains(t, err, "negative")
+}
+
+func TestTokenLayers(t *testing.T) {
+	e := newEnv(t)
+	b := &broker{}
+	user := e.user("U")
+	rdb := e.client()
+	cmds := countCommands(rdb)
+	c := newCache(t, rdb, e.srv.Prefix, b)
+	ctx := context.Background()
+
+	// L3: a cold user is logged in once and the token lands in Redis.
+	tok, err := c.Token(ctx, user)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, b.logins.Load())
+	assert.Positive(t, tok.Version)
+
+	// L1: a hit touches neither Redis nor the broker, and does not allocate.
+	cmds.reset()
+	for range 100 {
+		again, err := c.Token(ctx, user)
+		require.NoError(t, err)
+		require.Same(t, tok, again)
+	}
+	assert.Zero(t, cmds.get("get")+cmds.get("evalsha")+cmds.get("eval"))
+	src := c.Source(user)
+	allocs := testing.AllocsPerRun(1000, func() { _, _ = src.Token(ctx) })
+	assert.Zero(t, allocs, "Source.Token hit allocates")
+	allocs = testing.AllocsPerRun(1000, func() { _, _ = c.Token(ctx, user) })
+	assert.Zero(t, allocs, "Cache.Token hit allocates")
+
+	// L2: another process finds it in Redis with exactly one GET.
+	rdb2 := e.client()
+	cmds2 := countCommands(rdb2)
+	c2 := newCache(t, rdb2, e.srv.Prefix, b)
+	cmds2.reset()
+	tok2, err := c2.Token(ctx, user)
+	require.NoError(t, err)
+	assert.Equal(t, tok.AccessToken, tok2.AccessToken)
+	assert.Equal(t, tok.Version, tok2.Version)
+	assert.Equal(t, 1, cmds2.get("get"))
+	assert.EqualValues(t, 1, b.logins.Load())
+}
+
+func TestOneLoginForTheFleet(t *testing.T) {
+	e := newEnv(t)
+	b := &broker{delay: 100 * time.Millisecond}
+	user := e.user("U")
+	const caches, callers = 8, 50
+	var fleet []*tokencache.Cache
+	for range caches {
+		fleet = append(fleet, e.cache(b))
+	}
+	got := make(chan string, caches*callers)
+	var wg sync.WaitGroup
+	for _, c := range fleet {
+		for range callers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				tok, err := c.Token(ctx, user)
+				if assert.NoError(t, err) {
+					got <- tok.AccessToken
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(got)
+	assert.EqualValues(t, 1, b.logins.Load(), "logins")
+	seen := map[string]int{}
+	for tok := range got {
+		seen[tok]++
+	}
+	require.Len(t, seen, 1, "every caller gets the same token")
+	for _, n := range seen {
+		assert.Equal(t, caches*callers, n)
+	}
+}
+
+func TestDeadLeaseHolderIsReplacedWithinLeaseTTL(t *testing.T) {
+	e := newEnv(t)
+	b := &broker{}
+	user := e.user("U")
+	ctx := context.Background()
+	lease := e.srv.Prefix + ":{" + user + "}:lease"
+	const ttl = 500 * time.Millisecond
+
+	// A process took the lease and died: nobody extends or releases it.
+	require.NoError(t, e.client().Set(ctx, lease, "dead-process", ttl).Err())
+	c := e.cache(b, func(o *tokencache.Options) { o.LeaseTTL = ttl })
+	start := time.Now()
+	tok, err := c.Token(ctx, user)
+	require.NoError(t, err)
+	assert.NotEmpty(t, tok.AccessToken)
+	assert.EqualValues(t, 1, b.logins.Load())
+	assert.GreaterOrEqual(t, time.Since(start), ttl/2, "the lease was respected")
+}
+
+func TestStoppedLeaderIsReplaced(t *testing.T) {
+	e := newEnv(t)
+	user := e.user("U")
+	ctx := context.Background()
+	const ttl = 300 * time.Millisecond
+
+	// The leader's broker call never returns; then its Redis connection goes away, as if
+	// the process were killed: its lease stops being extended.
+	stuck := &broker{}
+	entered := make(chan struct{})
+	var once sync.Once
+	stuck.failLogins(func(ctx context.Context, _ int64) error {
+		once.Do(func() { close(entered) })
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	leaderRedis := e.client()
+	leader := newCache(t, leaderRedis, e.srv.Prefix, stuck, func(o *tokencache.Options) { o.LeaseTTL = ttl })
+	go func() { _, _ = leader.Token(context.Background(), user) }()
+	<-entered
+	require.NoError(t, leaderRedis.Close())
+
+	b := &broker{}
+	c := e.cache(b, func(o *tokencache.Options) { o.LeaseTTL = ttl })
+	tok, err := c.Token(ctx, user)
+	require.NoError(t, err)
+	assert.Contains(t, tok.AccessToken, "login-tok-")
+	assert.EqualValues(t, 1, b.logins.Load())
+}

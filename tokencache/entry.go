@@ -1,0 +1,220 @@
+package tokencache
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// maxBad is how many reported-bad access tokens an entry remembers.
+const maxBad = 8
+
+// entry is one login user's token in this process: the L1 layer.
+type entry struct {
+	user string
+
+	// fresh is the token while it may be served with no further check; nil otherwise.
+	// The hot path reads only this: no lock, no clock, no allocation. A timer clears it
+	// at the next point where something must be checked (refresh point, expiry leeway,
+	// max staleness), and so does anything that learns the token changed.
+	fresh atomic.Pointer[Token]
+
+	mu        sync.Mutex    // guards the fields below
+	tok       *Token        // newest token this process knows; may be stale or expired
+	known     int64         // newest version announced on pub/sub; tok is superseded below it
+	confirmed time.Time     // when tok last matched Redis; zero after a pub/sub reconnect
+	retryAt   time.Time     // no background refresh before this (after a failure)
+	failures  int           // consecutive failed refreshes
+	bad       []string      // access tokens reported bad by Invalidate: never served again
+	corrupt   bool          // a corrupt record was logged (log once)
+	flight    *flight       // the refresh in progress, if any
+	timer     *time.Timer   // clears fresh at armedTo
+	armedTo   time.Time     // when fresh must be cleared
+	changed   chan struct{} // closed and replaced when a newer version is announced
+	watchers  map[*watcher]struct{}
+}
+
+func newEntry(user string) *entry {
+	return &entry{user: user, changed: make(chan struct{}), watchers: map[*watcher]struct{}{}}
+}
+
+// isBad reports whether access was reported bad. e.mu must be held.
+func (e *entry) isBad(access string) bool {
+	for _, b := range e.bad {
+		if b == access {
+			return true
+		}
+	}
+	return false
+}
+
+// markBad remembers access as bad. e.mu must be held.
+func (e *entry) markBad(access string) {
+	if e.isBad(access) {
+		return
+	}
+	if len(e.bad) == maxBad {
+		copy(e.bad, e.bad[1:])
+		e.bad = e.bad[:maxBad-1]
+	}
+	e.bad = append(e.bad, access)
+}
+
+// signal wakes everything waiting for this user's token to change. e.mu must be held.
+func (e *entry) signal() {
+	close(e.changed)
+	e.changed = make(chan struct{})
+}
+
+// lifetime is how long t was meant to live, for capping the refresh windows.
+func lifetime(t *Token) time.Duration {
+	if t.ObtainedAt.IsZero() || !t.Expiry.After(t.ObtainedAt) {
+		return 0
+	}
+	return t.Expiry.Sub(t.ObtainedAt)
+}
+
+// unusableAt is when t stops being served: Leeway before expiry, capped at a tenth of
+// its lifetime.
+func (c *Cache) unusableAt(t *Token) time.Time {
+	leeway := c.opts.Leeway
+	if l := lifetime(t); l > 0 && leeway > l/10 {
+		leeway = l / 10
+	}
+	return t.Expiry.Add(-leeway)
+}
+
+// refreshPoint is when t turns stale in this process: RefreshBefore before expiry
+// (capped at half its lifetime), minus a per-process jitter of up to a tenth of that
+// window, so a fleet does not wake at once.
+func (c *Cache) refreshPoint(t *Token) time.Time {
+	window := c.opts.RefreshBefore
+	if l := lifetime(t); l > 0 && window > l/2 {
+		window = l / 2
+	}
+	span := uint64(window / 10)
+	if span == 0 {
+		return t.Expiry.Add(-window)
+	}
+	// splitmix64 of seed and version: fixed for one token in one process.
+	z := c.seed + uint64(t.Version)*0x9e3779b97f4a7c15
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	z ^= z >> 31
+	return t.Expiry.Add(-window - time.Duration(z%span))
+}
+
+// usable reports whether t may be handed to a caller at now. e.mu must be held.
+func (c *Cache) usable(e *entry, t *Token, now time.Time) bool {
+	return t != nil && now.Before(c.unusableAt(t)) && !e.isBad(t.AccessToken)
+}
+
+// servable reports whether the entry's own token may be served without reading Redis.
+// e.mu must be held.
+func (c *Cache) servable(e *entry, now time.Time) bool {
+	return c.usable(e, e.tok, now) && e.tok.Version >= e.known && !e.confirmed.IsZero()
+}
+
+// due reports whether a background refresh of the servable e.tok should start now.
+func (c *Cache) due(e *entry, now time.Time) bool {
+	if now.Before(e.retryAt) {
+		return false
+	}
+	if !now.Before(e.confirmed.Add(c.opts.MaxStaleness)) {
+		return true
+	}
+	return c.auth != nil && !now.Before(c.refreshPoint(e.tok))
+}
+
+// arm publishes e.tok on the hot path until the next point where it must be looked at
+// again, or clears it when that point has come. e.mu must be held and e.tok servable.
+func (c *Cache) arm(e *entry, now time.Time) {
+	t := e.tok
+	next := c.unusableAt(t)
+	if e.flight == nil {
+		check := e.confirmed.Add(c.opts.MaxStaleness)
+		if c.auth != nil {
+			check = earliest(check, c.refreshPoint(t))
+		}
+		if check.Before(e.retryAt) {
+			check = e.retryAt
+		}
+		next = earliest(next, check)
+	}
+	if !now.Before(next) {
+		e.fresh.Store(nil)
+		return
+	}
+	e.armedTo = next
+	if e.timer == nil {
+		e.timer = time.AfterFunc(next.Sub(now), func() { c.expire(e) })
+	} else {
+		e.timer.Reset(next.Sub(now))
+	}
+	e.fresh.Store(t)
+}
+
+// expire runs when an entry's armed time has come: it takes the token off the hot path,
+// and for a watched entry starts what is due, so watchers hear of new tokens without
+// anyone calling Token.
+func (c *Cache) expire(e *entry) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := time.Now()
+	if c.closed.Load() || now.Before(e.armedTo) {
+		return // closed, or re-armed after this timer fired
+	}
+	e.fresh.Store(nil)
+	if len(e.watchers) > 0 {
+		c.kick(e, now)
+	}
+}
+
+// kick brings the entry up to date in the background: it starts a refresh when one is
+// due or the token cannot be served, and re-arms the hot path otherwise. e.mu must be held.
+func (c *Cache) kick(e *entry, now time.Time) {
+	if !c.servable(e, now) {
+		c.startFlight(e)
+		return
+	}
+	if e.flight == nil && c.due(e, now) {
+		c.startFlight(e)
+	}
+	c.arm(e, now)
+}
+
+// install makes t the entry's token if it is newer, records that Redis agrees with it,
+// and tells watchers. It returns the entry's token afterwards.
+func (c *Cache) install(e *entry, t *Token) *Token {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c.installLocked(e, t)
+	return e.tok
+}
+
+func (c *Cache) installLocked(e *entry, t *Token) {
+	now := time.Now()
+	if e.tok == nil || t.Version > e.tok.Version {
+		e.tok = t
+		e.corrupt = false
+		c.notify(e, t)
+	}
+	if t.Version >= e.tok.Version {
+		e.confirmed = now
+	}
+	if t.Version > e.known {
+		e.known = t.Version
+	}
+	if c.servable(e, now) {
+		c.arm(e, now)
+	} else {
+		e.fresh.Store(nil)
+	}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}

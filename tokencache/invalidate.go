@@ -1,0 +1,147 @@
+package tokencache
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// pingEvery is how long the invalidation listener waits for a message before it pings
+// Redis; a ping left unanswered that long again means a dead connection.
+const pingEvery = 5 * time.Second
+
+// listen receives invalidation messages until Close. Every (re)subscription drops the
+// whole L1 layer: whatever was published while the connection was down is unknown.
+func (c *Cache) listen() {
+	defer c.wg.Done()
+	ps := c.pubsub
+	delay := 50 * time.Millisecond
+	pinged := false
+	for {
+		msg, err := ps.ReceiveTimeout(c.base, pingEvery)
+		if c.closed.Load() {
+			return
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if !pinged {
+					pinged = true
+					_ = ps.Ping(c.base)
+					continue
+				}
+				// No answer to our ping: the connection is half-open. Start over.
+				c.log.Warn("tokencache: invalidation channel unresponsive; resubscribing")
+				c.life.RLock()
+				if !c.closed.Load() {
+					_ = ps.Close()
+					ps = c.opts.Redis.Subscribe(c.base, c.store.channel)
+					c.pubsub = ps
+				}
+				c.life.RUnlock()
+				pinged = false
+				continue
+			}
+			select {
+			case <-c.base.Done():
+				return
+			case <-time.After(delay):
+			}
+			delay = min(2*delay, 2*time.Second)
+			continue
+		}
+		delay, pinged = 50*time.Millisecond, false
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				c.dropAll()
+			}
+		case *redis.Message:
+			c.announce(m.Payload)
+		}
+	}
+}
+
+// announce handles "<version>:<user>": the user's token now has that version in Redis.
+func (c *Cache) announce(payload string) {
+	vs, user, ok := strings.Cut(payload, ":")
+	v, err := strconv.ParseInt(vs, 10, 64)
+	if !ok || err != nil {
+		c.log.Warn("tokencache: ignoring malformed invalidation message", "len", len(payload))
+		return
+	}
+	ev, ok := c.users.Load(user)
+	if !ok {
+		return // never asked for here
+	}
+	e := ev.(*entry)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if v > e.known {
+		e.known = v
+	}
+	if e.tok == nil || e.tok.Version < v {
+		e.fresh.Store(nil)
+		e.signal()
+		c.startFlight(e) // fetch it now, so the next call is a hit and watchers hear
+	}
+}
+
+// dropAll makes every entry confirm its token with Redis before serving it again.
+func (c *Cache) dropAll() {
+	c.users.Range(func(_, v any) bool {
+		e := v.(*entry)
+		e.mu.Lock()
+		e.fresh.Store(nil)
+		e.confirmed = time.Time{}
+		e.signal()
+		if len(e.watchers) > 0 {
+			c.startFlight(e)
+		}
+		e.mu.Unlock()
+		return true
+	})
+}
+
+// Invalidate reports that the broker rejected badAccessToken for account (a 401). The
+// token is never served by this cache again. If Redis still holds it, one refresh
+// starts (shared with every other report of the same token, in this process and
+// others); if Redis already holds another token, nothing is refreshed. Invalidate does
+// not wait for the refresh: the next Token call does.
+func (c *Cache) Invalidate(ctx context.Context, account, badAccessToken string) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if badAccessToken == "" {
+		return nil
+	}
+	e := c.entryFor(account)
+	e.mu.Lock()
+	e.markBad(badAccessToken)
+	if e.tok != nil && e.tok.AccessToken == badAccessToken {
+		e.fresh.Store(nil)
+	}
+	e.mu.Unlock()
+
+	stored, _, err := c.read(ctx, e)
+	if err != nil {
+		return err
+	}
+	if stored != nil && stored.AccessToken != badAccessToken {
+		c.install(e, stored)
+		return nil
+	}
+	if stored == nil || c.auth == nil {
+		return nil // nothing to replace, or the writer (daemon) will
+	}
+	c.log.Info("tokencache: token reported bad; refreshing", "user", e.user, "token", Redact(badAccessToken))
+	e.mu.Lock()
+	c.startFlight(e)
+	e.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,79 @@
+package tokencache
+
+import (
+	"context"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// legacyTokenKeys are the token:{account} keys of a user: the user's own first, then
+// each of its accounts once.
+func (c *Cache) legacyTokenKeys(user string) []string {
+	keys := []string{"token:" + user}
+	seen := map[string]bool{user: true}
+	for _, a := range c.opts.AccountsFor(user) {
+		if !seen[a] {
+			seen[a] = true
+			keys = append(keys, "token:"+a)
+		}
+	}
+	return keys
+}
+
+// legacyTimeFormat is ISO-8601 as Python's datetime.fromisoformat reads it.
+const legacyTimeFormat = "2006-01-02T15:04:05.000000+00:00"
+
+// writeLegacy writes the keys that services predating this library read (see
+// Options.LegacyKeys), each with a TTL equal to the time to expiry. Failures are logged,
+// not returned: the versioned record is the source of truth.
+//
+// Two writers may finish in either order, so after writing it reads the record again
+// and rewrites the keys if a newer token was stored meanwhile: whoever writes last has
+// seen the newest version.
+func (c *Cache) writeLegacy(ctx context.Context, user string, t *Token) {
+	if !c.opts.LegacyKeys {
+		return
+	}
+	rdb := c.opts.Redis
+	keys := c.legacyTokenKeys(user)
+	for range 3 {
+		ttl := time.Until(t.Expiry)
+		if ttl < time.Millisecond {
+			return
+		}
+		pipe := rdb.Pipeline()
+		for _, k := range keys {
+			pipe.Set(ctx, k, t.AccessToken, ttl)
+		}
+		pipe.Set(ctx, "auth:"+user, t.AccessToken, ttl)
+		pipe.Set(ctx, "token_expiry:"+user, t.Expiry.UTC().Format(legacyTimeFormat), ttl)
+		_, err := pipe.Exec(ctx)
+		if err == nil {
+			// The list is replaced atomically so a reader never sees it empty.
+			_, err = rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Del(ctx, user)
+				p.RPush(ctx, user, toAny(keys)...)
+				p.PExpire(ctx, user, ttl)
+				return nil
+			})
+		}
+		if err != nil {
+			c.log.Warn("tokencache: writing legacy keys failed", "user", user, "err", redisErr("write legacy keys", err))
+			return
+		}
+		stored, _, err := c.store.get(ctx, user)
+		if err != nil || stored == nil || stored.Version <= t.Version {
+			return
+		}
+		t = stored
+	}
+}
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}

@@ -1,0 +1,120 @@
+package tokencache
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Options configures a [Cache]. The zero value of every field except Redis is useful;
+// each field's comment gives its default.
+type Options struct {
+	// Redis is the shared store: a single node, Sentinel or Cluster client. Required.
+	// The Cache does not close it.
+	Redis redis.UniversalClient
+
+	// Authenticator obtains new tokens from the broker. Nil makes the cache read-only:
+	// it only serves tokens that other processes (such as the daemon) write, and
+	// returns ErrNoToken when none is valid.
+	Authenticator Authenticator
+
+	// Prefix namespaces every key and the invalidation channel. Default "brokertoken".
+	Prefix string
+
+	// UserFor maps a trading account to the login user whose token it shares. It must
+	// be a pure function: the cache remembers its answer per account. Default: identity.
+	UserFor func(account string) string
+
+	// AccountsFor lists the trading accounts of a login user, for the legacy keys
+	// (token:{account}). Default: none besides the user itself.
+	AccountsFor func(user string) []string
+
+	// LegacyKeys also writes the keys that pre-existing services read: token:{account}
+	// for the user and each of its accounts, auth:{user}, the {user} list of those keys
+	// and token_expiry:{user}, each with a TTL equal to the time to expiry. Default off.
+	LegacyKeys bool
+
+	// RefreshBefore is how long before expiry a token turns stale: it is still served,
+	// and one background refresh starts. Default 15 minutes (Tradovate's advice); it is
+	// capped at half the token's lifetime so short-lived tokens are not refreshed at once.
+	RefreshBefore time.Duration
+
+	// Leeway is how long before expiry a token stops being served at all: callers then
+	// wait for the refresh. Default 30 seconds; capped at a tenth of the token's lifetime.
+	Leeway time.Duration
+
+	// DefaultLifetime is the lifetime assumed for a token whose expiry is known neither
+	// from the broker nor from a JWT exp claim. Default 1 hour.
+	DefaultLifetime time.Duration
+
+	// LeaseTTL bounds how long a crashed refresher blocks the others: the lease it holds
+	// expires after LeaseTTL unless its holder, still working, extends it. Default 10 s.
+	LeaseTTL time.Duration
+
+	// MaxStaleness is how long a token may be served from memory without reading Redis
+	// again: the backstop for a lost invalidation message. Default 30 seconds.
+	MaxStaleness time.Duration
+
+	// RefreshTimeout bounds one refresh, including waiting for another process's.
+	// Refreshes run detached from the callers' contexts. Default 2 minutes.
+	RefreshTimeout time.Duration
+
+	// RetryMin and RetryMax bound the jittered exponential backoff between background
+	// refreshes that failed while the token was still valid. Defaults 1 s and 1 minute.
+	RetryMin, RetryMax time.Duration
+
+	// Logger receives the cache's events; tokens appear only redacted. Default: discard.
+	Logger *slog.Logger
+}
+
+// init returns a copy of o with every default filled in, or an error naming the field
+// that is invalid.
+func (o Options) init() (Options, error) {
+	if o.Redis == nil {
+		return o, errors.New("tokencache: Options.Redis is required")
+	}
+	if o.Prefix == "" {
+		o.Prefix = "brokertoken"
+	}
+	if strings.ContainsAny(o.Prefix, "{}") {
+		return o, errors.New("tokencache: Options.Prefix must not contain { or } (they would break the Cluster hash tag)")
+	}
+	if o.UserFor == nil {
+		o.UserFor = func(account string) string { return account }
+	}
+	if o.AccountsFor == nil {
+		o.AccountsFor = func(string) []string { return nil }
+	}
+	defaults := []struct {
+		d   *time.Duration
+		def time.Duration
+	}{
+		{&o.RefreshBefore, 15 * time.Minute},
+		{&o.Leeway, 30 * time.Second},
+		{&o.DefaultLifetime, time.Hour},
+		{&o.LeaseTTL, 10 * time.Second},
+		{&o.MaxStaleness, 30 * time.Second},
+		{&o.RefreshTimeout, 2 * time.Minute},
+		{&o.RetryMin, time.Second},
+		{&o.RetryMax, time.Minute},
+	}
+	for _, f := range defaults {
+		if *f.d < 0 {
+			return o, errors.New("tokencache: Options durations must not be negative")
+		}
+		if *f.d == 0 {
+			*f.d = f.def
+		}
+	}
+	if o.RetryMax < o.RetryMin {
+		o.RetryMax = o.RetryMin
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return o, nil
+}

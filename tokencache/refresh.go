@@ -1,0 +1,295 @@
+package tokencache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// flight is one refresh of one user in this process; every caller that needs the
+// user's token while it runs waits for it instead of starting another (singleflight).
+type flight struct {
+	done chan struct{} // closed when tok and err are set
+	tok  *Token
+	err  error
+}
+
+// maxWaits bounds how often one Token call waits for a refresh whose result turned out
+// unusable (reported bad or superseded meanwhile) before it gives up.
+const maxWaits = 3
+
+// token is the slow path of Token: the L1 entry is not fresh.
+func (c *Cache) token(ctx context.Context, e *entry) (*Token, error) {
+	for range maxWaits {
+		e.mu.Lock()
+		if c.closed.Load() {
+			e.mu.Unlock()
+			return nil, ErrClosed
+		}
+		now := time.Now()
+		if c.servable(e, now) {
+			t := e.tok
+			c.kick(e, now)
+			e.mu.Unlock()
+			return t, nil
+		}
+		fl := c.startFlight(e)
+		e.mu.Unlock()
+		select {
+		case <-fl.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("tokencache: waiting for the token of %s: %w", e.user, ctx.Err())
+		}
+		if fl.err != nil {
+			return nil, fl.err
+		}
+		e.mu.Lock()
+		ok := c.usable(e, fl.tok, time.Now())
+		e.mu.Unlock()
+		if ok {
+			return fl.tok, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: every refresh of %s returned a token reported bad or expired", ErrNoToken, e.user)
+}
+
+// startFlight returns the entry's refresh in progress, starting one if there is none.
+// The refresh runs detached from any caller's context, so one caller giving up never
+// fails it for the others; RefreshTimeout and Close bound it. e.mu must be held.
+func (c *Cache) startFlight(e *entry) *flight {
+	if e.flight != nil {
+		return e.flight
+	}
+	fl := &flight{done: make(chan struct{})}
+	started := c.goBackground(func() {
+		ctx, cancel := context.WithTimeout(c.base, c.opts.RefreshTimeout)
+		tok, err := c.refresh(ctx, e)
+		cancel()
+		c.finish(e, fl, tok, err)
+	})
+	if !started {
+		fl.err = ErrClosed
+		close(fl.done)
+		return fl
+	}
+	e.flight = fl
+	return fl
+}
+
+// finish records a refresh's outcome and wakes its waiters. A failure while the entry's
+// token is still usable is not passed on: the token keeps being served, and the next
+// attempt waits a jittered, growing backoff.
+func (c *Cache) finish(e *entry, fl *flight, tok *Token, err error) {
+	e.mu.Lock()
+	now := time.Now()
+	e.flight = nil
+	if c.closed.Load() {
+		tok, err = nil, ErrClosed
+	}
+	if err == nil {
+		e.failures = 0
+		e.retryAt = time.Time{}
+	} else if !c.closed.Load() {
+		e.failures++
+		wait := c.backoff(e.failures)
+		e.retryAt = now.Add(wait)
+		if local := e.tok; c.usable(e, local, now) && local.Version >= e.known {
+			if e.confirmed.IsZero() {
+				// Redis could not confirm the token after a pub/sub reconnect: serve it
+				// and try again after the backoff rather than failing every caller.
+				e.confirmed = now.Add(wait - c.opts.MaxStaleness)
+			}
+			c.log.Warn("tokencache: refresh failed; serving the current token", "user", e.user,
+				"failures", e.failures, "retry_in", wait.Round(time.Millisecond), "err", err)
+			tok, err = local, nil
+		} else {
+			c.log.Error("tokencache: refresh failed", "user", e.user, "failures", e.failures, "err", err)
+		}
+	}
+	if c.servable(e, now) {
+		c.arm(e, now)
+	}
+	fl.tok, fl.err = tok, err
+	e.mu.Unlock()
+	close(fl.done)
+}
+
+// backoff is the wait after the n-th consecutive failure: exponential from RetryMin,
+// capped at RetryMax, with full jitter on its upper half.
+func (c *Cache) backoff(n int) time.Duration {
+	d := c.opts.RetryMin
+	for i := 1; i < n && d < c.opts.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, c.opts.RetryMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+// errLostRace means another process stored a newer token while this one refreshed.
+var errLostRace = errors.New("tokencache: a newer token was stored meanwhile")
+
+// refresh brings the entry up to date: from Redis when Redis holds a good token, else
+// from the broker under the user's lease, else by waiting for the lease holder.
+func (c *Cache) refresh(ctx context.Context, e *entry) (*Token, error) {
+	for {
+		e.mu.Lock()
+		changed := e.changed // taken before reading Redis, so no announcement is missed
+		e.mu.Unlock()
+
+		stored, base, err := c.read(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		now := time.Now()
+		e.mu.Lock()
+		storedOK := c.usable(e, stored, now)
+		local := e.tok
+		localOK := c.usable(e, local, now) && (stored == nil || local.Version >= stored.Version)
+		e.mu.Unlock()
+
+		switch {
+		case storedOK && (c.auth == nil || now.Before(c.refreshPoint(stored))):
+			return c.install(e, stored), nil
+		case c.auth == nil:
+			return nil, fmt.Errorf("%w for %s (read-only cache)", ErrNoToken, e.user)
+		case stored == nil && localOK && now.Before(c.refreshPoint(local)):
+			// Redis lost the record (a restart without persistence): put ours back
+			// rather than logging in again.
+			if t, err := c.reseed(ctx, e, base, local); !errors.Is(err, errLostRace) {
+				return t, err
+			}
+			continue
+		}
+
+		l, wait, err := acquireLease(ctx, c.opts.Redis, c.store.leaseKey(e.user), c.opts.LeaseTTL)
+		if err != nil {
+			return nil, err
+		}
+		if l == nil {
+			// Another process is refreshing: wait for its announcement, or for its lease
+			// to run out (it may have died), then look again.
+			timer := time.NewTimer(wait + 10*time.Millisecond)
+			select {
+			case <-changed:
+			case <-timer.C:
+			case <-ctx.Done():
+				timer.Stop()
+				return nil, fmt.Errorf("tokencache: waiting for another process to refresh %s: %w", e.user, ctx.Err())
+			}
+			timer.Stop()
+			continue
+		}
+		t, err := c.obtain(ctx, e)
+		l.release()
+		if !errors.Is(err, errLostRace) {
+			return t, err
+		}
+	}
+}
+
+// read returns the user's stored token. A corrupt record reads as a miss (logged once
+// per record), with the base version that replaces it.
+func (c *Cache) read(ctx context.Context, e *entry) (*Token, int64, error) {
+	stored, base, err := c.store.get(ctx, e.user)
+	if errors.Is(err, errCorrupt) {
+		e.mu.Lock()
+		if !e.corrupt {
+			e.corrupt = true
+			c.log.Warn("tokencache: corrupt token record treated as missing; it will be replaced",
+				"user", e.user, "key", c.store.recordKey(e.user), "err", err)
+		}
+		e.mu.Unlock()
+		return nil, base, nil
+	}
+	return stored, base, err
+}
+
+// reseed writes the entry's own valid token back to Redis after Redis lost it.
+func (c *Cache) reseed(ctx context.Context, e *entry, base int64, local *Token) (*Token, error) {
+	t := *local
+	ok, v, err := c.store.write(ctx, e.user, base, &t, "reseed")
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, errLostRace
+	}
+	t.Version = v
+	c.log.Info("tokencache: token restored to redis", "user", e.user, "version", v)
+	tok := c.install(e, &t)
+	c.writeLegacy(ctx, e.user, &t)
+	return tok, nil
+}
+
+// obtain gets a new token from the broker and stores it. The caller holds the lease.
+func (c *Cache) obtain(ctx context.Context, e *entry) (*Token, error) {
+	// Look again under the lease: the previous holder may have just finished.
+	stored, base, err := c.read(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	e.mu.Lock()
+	storedOK := c.usable(e, stored, now)
+	current := stored
+	if !storedOK {
+		current = nil
+		if c.usable(e, e.tok, now) {
+			current = e.tok
+		}
+	}
+	e.mu.Unlock()
+	if storedOK && now.Before(c.refreshPoint(stored)) {
+		return c.install(e, stored), nil
+	}
+
+	var tok *Token
+	op := "login"
+	if r, ok := c.auth.(Renewer); ok && current != nil && now.Before(current.Expiry) {
+		op = "renew"
+		tok, err = r.Renew(ctx, e.user, current)
+		if errors.Is(err, ErrTokenRejected) {
+			c.log.Info("tokencache: broker rejected the token on renew; logging in", "user", e.user)
+			op, tok, err = "login", nil, nil
+		}
+	}
+	if op == "login" {
+		tok, err = c.auth.Login(ctx, e.user)
+	}
+	if err == nil && (tok == nil || tok.AccessToken == "") {
+		err = errors.New("no token returned")
+	}
+	if err != nil {
+		return nil, &RefreshError{User: e.user, Op: op, Err: err}
+	}
+
+	t := *tok
+	t.Version = 0
+	if t.ObtainedAt.IsZero() {
+		t.ObtainedAt = now
+	}
+	t.Expiry = ResolveExpiry(t.Expiry, t.AccessToken, t.ObtainedAt, c.opts.DefaultLifetime)
+	if op == "renew" && t.MDAccessToken == "" {
+		t.MDAccessToken = current.MDAccessToken
+	}
+	if !now.Before(c.unusableAt(&t)) {
+		return nil, &RefreshError{User: e.user, Op: op,
+			Err: fmt.Errorf("broker returned a token that expires at %s", t.Expiry.UTC().Format(time.RFC3339))}
+	}
+	ok, v, err := c.store.write(ctx, e.user, base, &t, op)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		c.log.Warn("tokencache: a newer token was stored while refreshing; discarding ours", "user", e.user, "op", op)
+		return nil, errLostRace
+	}
+	t.Version = v
+	c.log.Info("tokencache: token refreshed", "user", e.user, "op", op, "version", v,
+		"expires_in", time.Until(t.Expiry).Round(time.Second), "token", Redact(t.AccessToken))
+	installed := c.install(e, &t)
+	c.writeLegacy(ctx, e.user, &t)
+	return installed, nil
+}

@@ -1,0 +1,26 @@
+-- set.lua: compare-and-set of a user's token record, then the invalidation message.
+-- KEYS[1]  the record key, e.g. brokertoken:{USER}:token
+-- ARGV[1]  base version: the version of the record this write replaces (0 = no record);
+--          -1 writes whatever is stored
+-- ARGV[2]  the record as a JSON object without its version: {"a":...}
+-- ARGV[3]  key TTL in milliseconds
+-- ARGV[4]  pub/sub channel
+-- ARGV[5]  login user, sent in the message as "<version>:<user>"
+-- Returns {1, new version} when written, {0, stored version} when the stored record is
+-- not the base (a newer write won). A version is max(stored + 1, server time in ms), so
+-- versions keep increasing even after the record expired or Redis lost its data.
+local cur = 0
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  cur = tonumber(string.match(raw, '^{"v":(%d+)')) or 0
+end
+local base = tonumber(ARGV[1])
+if base >= 0 and cur ~= base then
+  return {0, cur}
+end
+local t = redis.call('TIME')
+local v = math.max(cur + 1, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local vs = string.format('%d', v)
+redis.call('SET', KEYS[1], '{"v":' .. vs .. ',' .. string.sub(ARGV[2], 2), 'PX', ARGV[3])
+redis.call('PUBLISH', ARGV[4], vs .. ':' .. ARGV[5])
+return {1, v}

@@ -1,0 +1,103 @@
+package tokencache
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Token is a broker access token with the facts the cache needs about it.
+//
+// A Token returned by the cache is shared by every caller and must not be modified.
+// Formatting a Token with fmt (any verb) or logging it with log/slog shows only a short
+// prefix and the length of each secret, never the whole value.
+type Token struct {
+	// AccessToken is the bearer token sent to the broker's REST API.
+	AccessToken string
+	// MDAccessToken is the optional market-data token (Tradovate's mdAccessToken).
+	MDAccessToken string
+	// Expiry is when the broker stops accepting AccessToken.
+	Expiry time.Time
+	// ObtainedAt is when the token was obtained from the broker.
+	ObtainedAt time.Time
+	// Version increases strictly with every write of a login user's token to Redis.
+	// The cache assigns it; a token not yet stored has Version 0.
+	Version int64
+}
+
+// TokenSource supplies a valid token. Implementations are safe for concurrent use.
+type TokenSource interface {
+	// Token returns a token that is valid now, or an error.
+	Token(ctx context.Context) (*Token, error)
+}
+
+// Authenticator obtains a brand-new token for a login user from the broker.
+// The Cache calls it for at most one caller at a time across every process that shares
+// a Redis. Implementations must be safe for concurrent use.
+type Authenticator interface {
+	Login(ctx context.Context, user string) (*Token, error)
+}
+
+// Renewer is optional: when the Authenticator also implements it, a token that is still
+// valid is renewed (same broker session) instead of a new login. A Renewer that finds
+// current rejected by the broker returns an error wrapping [ErrTokenRejected], and the
+// cache logs in instead.
+type Renewer interface {
+	Renew(ctx context.Context, user string, current *Token) (*Token, error)
+}
+
+// Valid reports whether t is non-nil, has an access token and is not expired at now.
+func (t *Token) Valid(now time.Time) bool {
+	return t != nil && t.AccessToken != "" && now.Before(t.Expiry)
+}
+
+// String shows the token's prefix, length, expiry and version, never the whole secret.
+func (t Token) String() string {
+	s := "Token{AccessToken:" + Redact(t.AccessToken)
+	if t.MDAccessToken != "" {
+		s += " MDAccessToken:" + Redact(t.MDAccessToken)
+	}
+	return s + fmt.Sprintf(" Expiry:%s ObtainedAt:%s Version:%d}",
+		t.Expiry.UTC().Format(time.RFC3339), t.ObtainedAt.UTC().Format(time.RFC3339), t.Version)
+}
+
+// GoString is String: %#v must not reveal the secret either.
+func (t Token) GoString() string { return t.String() }
+
+// Format makes every fmt verb (%v, %+v, %s, %q, %#v, %x...) print String, so no verb
+// can reach the secret fields.
+func (t Token) Format(f fmt.State, verb rune) {
+	switch verb {
+	case 'q':
+		fmt.Fprintf(f, "%q", t.String())
+	default:
+		_, _ = f.Write([]byte(t.String()))
+	}
+}
+
+// LogValue makes log/slog record the redacted form.
+func (t Token) LogValue() slog.Value {
+	attrs := []slog.Attr{slog.String("access_token", Redact(t.AccessToken))}
+	if t.MDAccessToken != "" {
+		attrs = append(attrs, slog.String("md_access_token", Redact(t.MDAccessToken)))
+	}
+	return slog.GroupValue(append(attrs,
+		slog.Time("expiry", t.Expiry),
+		slog.Int64("version", t.Version))...)
+}
+
+// redactPrefix is how many leading characters of a secret Redact keeps.
+const redactPrefix = 6
+
+// Redact returns a form of secret safe for logs: its first few characters and its
+// length, e.g. "eyJraW…(215)". Secrets of up to 12 characters show no prefix at all.
+func Redact(secret string) string {
+	if secret == "" {
+		return `""`
+	}
+	if len(secret) <= 2*redactPrefix {
+		return fmt.Sprintf("…(%d)", len(secret))
+	}
+	return fmt.Sprintf("%s…(%d)", secret[:redactPrefix], len(secret))
+}
