@@ -25,6 +25,7 @@ type entry struct {
 	confirmed time.Time     // when tok last matched Redis; zero after a pub/sub reconnect
 	retryAt   time.Time     // no background refresh before this (after a failure)
 	failures  int           // consecutive failed refreshes
+	lastErr   error         // the last failure, returned until retryAt when nothing is servable
 	bad       []string      // access tokens reported bad by Invalidate: never served again
 	corrupt   bool          // a corrupt record was logged (log once)
 	flight    *flight       // the refresh in progress, if any

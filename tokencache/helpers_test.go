@@ -19,8 +19,14 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// go-redis logs every failed dial; the fault tests cause many on purpose.
+	redis.SetLogger(quietLogger{})
 	goleak.VerifyTestMain(m)
 }
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
 
 // broker is a hand-written fake Authenticator and Renewer. It issues opaque tokens
 // "tok-<user>-<n>" living for lifetime, counts calls, and fails when told to.

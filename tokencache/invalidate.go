@@ -139,8 +139,10 @@ func (c *Cache) Invalidate(ctx context.Context, account, badAccessToken string) 
 	if stored == nil || c.auth == nil {
 		return nil // nothing to replace, or the writer (daemon) will
 	}
-	c.log.Info("tokencache: token reported bad; refreshing", "user", e.user, "token", Redact(badAccessToken))
 	e.mu.Lock()
+	if e.flight == nil {
+		c.log.Info("tokencache: token reported bad; refreshing", "user", e.user, "token", Redact(badAccessToken))
+	}
 	c.startFlight(e)
 	e.mu.Unlock()
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 )
@@ -34,6 +35,12 @@ func (c *Cache) token(ctx context.Context, e *entry) (*Token, error) {
 			c.kick(e, now)
 			e.mu.Unlock()
 			return t, nil
+		}
+		if e.flight == nil && e.lastErr != nil && now.Before(e.retryAt) {
+			// Nothing valid is left and the broker just failed: do not hammer it.
+			err := e.lastErr
+			e.mu.Unlock()
+			return nil, err
 		}
 		fl := c.startFlight(e)
 		e.mu.Unlock()
@@ -88,6 +95,7 @@ func (c *Cache) finish(e *entry, fl *flight, tok *Token, err error) {
 	if c.closed.Load() {
 		tok, err = nil, ErrClosed
 	}
+	e.lastErr = nil
 	if err == nil {
 		e.failures = 0
 		e.retryAt = time.Time{}
@@ -105,7 +113,12 @@ func (c *Cache) finish(e *entry, fl *flight, tok *Token, err error) {
 				"failures", e.failures, "retry_in", wait.Round(time.Millisecond), "err", err)
 			tok, err = local, nil
 		} else {
-			c.log.Error("tokencache: refresh failed", "user", e.user, "failures", e.failures, "err", err)
+			e.lastErr = err
+			level := slog.LevelError
+			if errors.Is(err, ErrNoToken) {
+				level = slog.LevelInfo // a read-only cache waiting for the writer
+			}
+			c.log.Log(context.Background(), level, "tokencache: refresh failed", "user", e.user, "failures", e.failures, "err", err)
 		}
 	}
 	if c.servable(e, now) {

@@ -1,0 +1,125 @@
+package tokencache_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/brokertoken/brokertoken/internal/testutil"
+	"github.com/brokertoken/brokertoken/tokencache"
+)
+
+func TestRedisDownServesValidTokensAndFailsClearlyOtherwise(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	e := &env{t: t, srv: srv}
+	b := &broker{}
+	ctx := context.Background()
+	c := e.cache(b, func(o *tokencache.Options) { o.MaxStaleness = 100 * time.Millisecond })
+	known := e.user("known")
+	tok, err := c.Token(ctx, known)
+	require.NoError(t, err)
+
+	srv.Stop(t)
+	// The known user keeps being served from memory, past MaxStaleness.
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		got, err := c.Token(ctx, known)
+		require.NoError(t, err)
+		require.Equal(t, tok.AccessToken, got.AccessToken)
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A user with nothing in memory gets a clear error, and nobody logs in.
+	short, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err = c.Token(short, e.user("cold"))
+	require.ErrorIs(t, err, tokencache.ErrRedisUnavailable)
+	assert.EqualValues(t, 1, b.logins.Load())
+
+	// Back up, empty: the known token is written back rather than a new login made.
+	srv.Start(t)
+	require.Eventually(t, func() bool {
+		got, err := c.Token(ctx, known)
+		require.NoError(t, err)
+		require.Equal(t, tok.AccessToken, got.AccessToken)
+		n, err := e.client().Exists(ctx, srv.Prefix+":{"+known+"}:token").Result()
+		return err == nil && n == 1
+	}, 10*time.Second, 20*time.Millisecond)
+	assert.EqualValues(t, 1, b.logins.Load())
+}
+
+func TestCloseStopsEverythingAndReleasesTheLease(t *testing.T) {
+	e := newEnv(t)
+	user := e.user("U")
+	b := &broker{}
+	entered := make(chan struct{})
+	b.failLogins(func(ctx context.Context, _ int64) error {
+		close(entered)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	c, err := tokencache.New(tokencache.Options{Redis: e.client(), Prefix: e.srv.Prefix, Authenticator: b})
+	require.NoError(t, err)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Token(context.Background(), user)
+		errc <- err
+	}()
+	<-entered
+	lease := e.srv.Prefix + ":{" + user + "}:lease"
+	require.EqualValues(t, 1, e.client().Exists(context.Background(), lease).Val())
+
+	require.NoError(t, c.Close())
+	require.ErrorIs(t, <-errc, tokencache.ErrClosed)
+	assert.Zero(t, e.client().Exists(context.Background(), lease).Val(), "lease released")
+	_, err = c.Token(context.Background(), user)
+	require.ErrorIs(t, err, tokencache.ErrClosed)
+	_, err = c.Set(context.Background(), user, &tokencache.Token{AccessToken: "x"})
+	require.ErrorIs(t, err, tokencache.ErrClosed)
+	require.ErrorIs(t, c.Invalidate(context.Background(), user, "x"), tokencache.ErrClosed)
+	require.NoError(t, c.Close(), "idempotent")
+}
+
+func TestFleetOnCluster(t *testing.T) {
+	cl := testutil.Cluster(t)
+	b := &broker{delay: 50 * time.Millisecond}
+	ctx := context.Background()
+	var fleet []*tokencache.Cache
+	for range 4 {
+		fleet = append(fleet, newCache(t, cl.Client(t), cl.Prefix, b))
+	}
+	// Users spread over the three shards; each gets exactly one login.
+	users := []string{cl.Name("a"), cl.Name("b"), cl.Name("c"), cl.Name("d"), cl.Name("e"), cl.Name("f")}
+	for _, u := range users {
+		done := make(chan string, len(fleet)*10)
+		for _, c := range fleet {
+			for range 10 {
+				go func() {
+					tok, err := c.Token(ctx, u)
+					if assert.NoError(t, err) {
+						done <- tok.AccessToken
+					} else {
+						done <- ""
+					}
+				}()
+			}
+		}
+		first := <-done
+		for range len(fleet)*10 - 1 {
+			assert.Equal(t, first, <-done)
+		}
+	}
+	assert.EqualValues(t, len(users), b.logins.Load())
+
+	// Invalidation crosses the cluster too.
+	v, err := fleet[0].Set(ctx, users[0], &tokencache.Token{AccessToken: "cluster-set", Expiry: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	for _, c := range fleet[1:] {
+		require.Eventually(t, func() bool {
+			tok, err := c.Token(ctx, users[0])
+			return err == nil && tok.Version == v.Version
+		}, 3*time.Second, 5*time.Millisecond)
+	}
+}

@@ -1,0 +1,111 @@
+package tokencache_test
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/brokertoken/brokertoken/internal/testutil"
+	"github.com/brokertoken/brokertoken/tokencache"
+)
+
+func TestSetReachesEveryProcessWithAVersion(t *testing.T) {
+	e := newEnv(t)
+	user := e.user("U")
+	ctx := context.Background()
+	other := e.cache(nil)
+	_, err := other.Token(ctx, user)
+	require.ErrorIs(t, err, tokencache.ErrNoToken)
+	ch := other.Watch(ctx, user)
+
+	callback := e.cache(nil)
+	in := &tokencache.Token{AccessToken: "from-a-login-callback", Expiry: time.Now().Add(time.Hour)}
+	stored, err := callback.Set(ctx, user, in)
+	require.NoError(t, err)
+	assert.Positive(t, stored.Version)
+	assert.Zero(t, in.Version, "the caller's token is not modified")
+	assert.Equal(t, stored.Version, receive(t, ch).Version)
+	tok, err := other.Token(ctx, user)
+	require.NoError(t, err)
+	assert.Equal(t, "from-a-login-callback", tok.AccessToken)
+
+	// The same token again is a no-op.
+	again, err := callback.Set(ctx, user, in)
+	require.NoError(t, err)
+	assert.Equal(t, stored.Version, again.Version)
+}
+
+func TestSetResolvesExpiryFromJWT(t *testing.T) {
+	e := newEnv(t)
+	c := e.cache(nil)
+	future := time.Now().Add(2 * time.Hour).Truncate(time.Second)
+	jwt := hs256(t, map[string]any{"exp": future.Unix()})
+	tok, err := c.Set(context.Background(), e.user("U"), &tokencache.Token{AccessToken: jwt})
+	require.NoError(t, err)
+	assert.True(t, future.Equal(tok.Expiry), "expiry %s", tok.Expiry)
+}
+
+func TestRecordTTLFollowsExpiry(t *testing.T) {
+	e := newEnv(t)
+	user := e.user("U")
+	ctx := context.Background()
+	c := e.cache(nil)
+	set(t, c, user, "x") // expires in one hour
+	key := e.srv.Prefix + ":{" + user + "}:token"
+	ttl, err := e.client().PTTL(ctx, key).Result()
+	require.NoError(t, err)
+	assert.InDelta(t, (time.Hour + 30*time.Second).Seconds(), ttl.Seconds(), 5, "TTL is time to expiry plus a short grace")
+}
+
+func TestLegacyKeysForPythonServices(t *testing.T) {
+	srv := testutil.StartRedis(t) // redis-cli needs a real server
+	e := &env{t: t, srv: srv}
+	user := e.user("APEX")
+	accounts := []string{user + "-0000001", user + "-0000002"}
+	ctx := context.Background()
+	b := &broker{lifetime: 90 * time.Minute}
+	c := e.cache(b, func(o *tokencache.Options) {
+		o.LegacyKeys = true
+		o.AccountsFor = func(u string) []string {
+			if u == user {
+				return accounts
+			}
+			return nil
+		}
+		o.UserFor = func(a string) string {
+			if strings.HasPrefix(a, user) {
+				return user
+			}
+			return a
+		}
+	})
+	tok, err := c.Token(ctx, accounts[1])
+	require.NoError(t, err)
+
+	host, port, _ := strings.Cut(srv.Addr(), ":")
+	cli := func(args ...string) string {
+		out, err := exec.Command("redis-cli", append([]string{"-h", host, "-p", port}, args...)...).Output()
+		require.NoError(t, err)
+		return strings.TrimSpace(string(out))
+	}
+	for _, k := range []string{"token:" + user, "token:" + accounts[0], "token:" + accounts[1], "auth:" + user} {
+		assert.Equal(t, tok.AccessToken, cli("GET", k), k)
+		ttl, err := e.client().TTL(ctx, k).Result()
+		require.NoError(t, err)
+		assert.InDelta(t, (90 * time.Minute).Seconds(), ttl.Seconds(), 5, "%s TTL is the time to expiry", k)
+	}
+	assert.Equal(t, "token:"+user+"\ntoken:"+accounts[0]+"\ntoken:"+accounts[1], cli("LRANGE", user, "0", "-1"))
+	exp, err := time.Parse(time.RFC3339, cli("GET", "token_expiry:"+user))
+	require.NoError(t, err)
+	assert.WithinDuration(t, tok.Expiry, exp, time.Second)
+
+	// A new token replaces every legacy key.
+	next, err := c.Set(ctx, user, &tokencache.Token{AccessToken: "replacement", Expiry: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	assert.Equal(t, next.AccessToken, cli("GET", "token:"+accounts[0]))
+}
