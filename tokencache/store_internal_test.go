@@ -22,7 +22,9 @@ func TestOlderVersionNeverReplacesNewer(t *testing.T) {
 	s, srv := testStore(t)
 	ctx := context.Background()
 	user := srv.Name("U")
-	tok := func(a string) *Token { return &Token{AccessToken: a, Expiry: time.Now().Add(time.Hour), ObtainedAt: time.Now()} }
+	tok := func(a string) *Token {
+		return &Token{AccessToken: a, Expiry: time.Now().Add(time.Hour), ObtainedAt: time.Now()}
+	}
 
 	ok, v1, err := s.write(ctx, user, 0, tok("one"), "login")
 	require.NoError(t, err)
