@@ -42,8 +42,16 @@ func (c *Cache) token(ctx context.Context, e *entry) (*Token, error) {
 			e.mu.Unlock()
 			return nil, err
 		}
-		fl := c.startFlight(e)
+		fl := e.flight
+		leader := fl == nil
+		if leader {
+			fl = &flight{done: make(chan struct{})}
+			e.flight = fl
+		}
 		e.mu.Unlock()
+		if leader {
+			c.lead(ctx, e, fl)
+		}
 		select {
 		case <-fl.done:
 		case <-ctx.Done():
@@ -62,14 +70,22 @@ func (c *Cache) token(ctx context.Context, e *entry) (*Token, error) {
 	return nil, fmt.Errorf("%w: every refresh of %s returned a token reported bad or expired", ErrNoToken, e.user)
 }
 
-// startFlight returns the entry's refresh in progress, starting one if there is none.
-// The refresh runs detached from any caller's context, so one caller giving up never
-// fails it for the others; RefreshTimeout and Close bound it. e.mu must be held.
+// startFlight returns the entry's refresh in progress, starting one in the background
+// if there is none. e.mu must be held.
 func (c *Cache) startFlight(e *entry) *flight {
 	if e.flight != nil {
 		return e.flight
 	}
 	fl := &flight{done: make(chan struct{})}
+	e.flight = fl
+	c.detach(e, fl)
+	return fl
+}
+
+// detach runs the refresh of fl in the background, detached from any caller's context,
+// so one caller giving up never fails it for the others; RefreshTimeout and Close
+// bound it.
+func (c *Cache) detach(e *entry, fl *flight) {
 	started := c.goBackground(func() {
 		ctx, cancel := context.WithTimeout(c.base, c.opts.RefreshTimeout)
 		tok, err := c.refresh(ctx, e)
@@ -77,12 +93,31 @@ func (c *Cache) startFlight(e *entry) *flight {
 		c.finish(e, fl, tok, err)
 	})
 	if !started {
-		fl.err = ErrClosed
-		close(fl.done)
-		return fl
+		c.finish(e, fl, nil, ErrClosed)
 	}
-	e.flight = fl
-	return fl
+}
+
+// lead runs the refresh of fl for the caller that started it. The common case, a good
+// token in Redis, is served in the caller's goroutine with one GET: no handoff to
+// another goroutine on this path. Anything more (an error, a broker call) continues in
+// the background, where the caller's context cannot cancel it for the others.
+func (c *Cache) lead(ctx context.Context, e *entry, fl *flight) {
+	stored, _, err := c.read(ctx, e)
+	if err == nil && c.fromStore(e, stored, time.Now()) {
+		c.finish(e, fl, c.install(e, stored), nil)
+		return
+	}
+	c.detach(e, fl)
+}
+
+// fromStore reports whether a token read from Redis can be served as it is, with no
+// broker call: it is usable, and fresh unless the cache is read-only (a read-only cache
+// serves stale tokens and leaves the refresh to the writer).
+func (c *Cache) fromStore(e *entry, stored *Token, now time.Time) bool {
+	e.mu.Lock()
+	ok := c.usable(e, stored, now)
+	e.mu.Unlock()
+	return ok && (c.auth == nil || now.Before(c.refreshPoint(stored)))
 }
 
 // finish records a refresh's outcome and wakes its waiters. A failure while the entry's
@@ -156,15 +191,15 @@ func (c *Cache) refresh(ctx context.Context, e *entry) (*Token, error) {
 			return nil, err
 		}
 		now := time.Now()
+		if c.fromStore(e, stored, now) {
+			return c.install(e, stored), nil
+		}
 		e.mu.Lock()
-		storedOK := c.usable(e, stored, now)
 		local := e.tok
 		localOK := c.usable(e, local, now) && (stored == nil || local.Version >= stored.Version)
 		e.mu.Unlock()
 
 		switch {
-		case storedOK && (c.auth == nil || now.Before(c.refreshPoint(stored))):
-			return c.install(e, stored), nil
 		case c.auth == nil:
 			return nil, fmt.Errorf("%w for %s (read-only cache)", ErrNoToken, e.user)
 		case stored == nil && localOK && now.Before(c.refreshPoint(local)):
@@ -244,19 +279,18 @@ func (c *Cache) obtain(ctx context.Context, e *entry) (*Token, error) {
 		return nil, err
 	}
 	now := time.Now()
+	if c.fromStore(e, stored, now) {
+		return c.install(e, stored), nil
+	}
 	e.mu.Lock()
-	storedOK := c.usable(e, stored, now)
 	current := stored
-	if !storedOK {
+	if !c.usable(e, stored, now) {
 		current = nil
 		if c.usable(e, e.tok, now) {
 			current = e.tok
 		}
 	}
 	e.mu.Unlock()
-	if storedOK && now.Before(c.refreshPoint(stored)) {
-		return c.install(e, stored), nil
-	}
 
 	var tok *Token
 	op := "login"

@@ -1,0 +1,115 @@
+package tokencache_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/brokertoken/brokertoken/internal/testutil"
+	"github.com/brokertoken/brokertoken/tokencache"
+)
+
+// benchCache returns a cache holding a fresh token for the returned user.
+func benchCache(b *testing.B) (*tokencache.Cache, *testutil.Server, string) {
+	srv := testutil.Redis(b)
+	c := newCache(b, srv.Client(b), srv.Prefix, &broker{})
+	user := srv.Name("U")
+	if _, err := c.Token(context.Background(), user); err != nil {
+		b.Fatal(err)
+	}
+	return c, srv, user
+}
+
+// oauth2Source is the baseline: golang.org/x/oauth2's ReuseTokenSource holding a valid token.
+func oauth2Source() oauth2.TokenSource {
+	return oauth2.ReuseTokenSource(&oauth2.Token{AccessToken: "x", Expiry: time.Now().Add(time.Hour)}, nil)
+}
+
+func BenchmarkHit(b *testing.B) {
+	ctx := context.Background()
+	c, _, user := benchCache(b)
+	src := c.Source(user)
+	base := oauth2Source()
+
+	b.Run("oauth2.ReuseTokenSource/serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			if _, err := base.Token(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("oauth2.ReuseTokenSource/parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := base.Token(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+	b.Run("Source.Token/serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			if _, err := src.Token(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Source.Token/parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := src.Token(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+	b.Run("Cache.Token/serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			if _, err := c.Token(ctx, user); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Cache.Token/parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := c.Token(ctx, user); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}
+
+func BenchmarkMiss(b *testing.B) {
+	ctx := context.Background()
+	c, srv, user := benchCache(b)
+	rdb := srv.Client(b)
+	key := srv.Prefix + ":{" + user + "}:token"
+
+	b.Run("bare go-redis GET", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			if _, err := rdb.Get(ctx, key).Bytes(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Cache.Token L1 miss", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			c.Forget(user)
+			if _, err := c.Token(ctx, user); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
