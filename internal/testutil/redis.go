@@ -227,6 +227,7 @@ func newMiniredis(t testing.TB) *Server {
 		t.Fatalf("testutil: start miniredis: %v", err)
 	}
 	t.Cleanup(m.Close)
+	passRealTime(t, m)
 	addr := m.Addr()
 	return &Server{
 		Kind:   kindMiniredis,
@@ -259,4 +260,30 @@ func startRedisServer(t testing.TB, extra ...string) *Server {
 	s.opts = &redis.Options{Addr: s.addr}
 	t.Cleanup(s.shutdown)
 	return s
+}
+
+// passRealTime makes miniredis expire keys as time passes. miniredis only ages TTLs
+// when told to (FastForward); leases and token records rely on real expiry.
+func passRealTime(t testing.TB, m *miniredis.Miniredis) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-tick.C:
+				m.FastForward(now.Sub(last))
+				last = now
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(done)
+		<-stopped
+	})
 }

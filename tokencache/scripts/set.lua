@@ -12,7 +12,10 @@
 local cur = 0
 local raw = redis.call('GET', KEYS[1])
 if raw then
-  cur = tonumber(string.match(raw, '^{"v":(%d+)')) or 0
+  local v = string.match(raw, '^{"v":(%d+)')
+  if v then
+    cur = tonumber(v)
+  end
 end
 local base = tonumber(ARGV[1])
 if base >= 0 and cur ~= base then
