@@ -148,10 +148,11 @@ func (c *Cache) Close() error {
 		return nil
 	}
 	c.closed.Store(true)
+	ps := c.pubsub // the listener replaces it only under c.life and while open
 	c.life.Unlock()
 
 	c.cancel()
-	err := c.pubsub.Close()
+	err := ps.Close()
 	c.wg.Wait()
 	c.users.Range(func(_, v any) bool {
 		e := v.(*entry)

@@ -23,6 +23,9 @@ const maxWaits = 3
 
 // token is the slow path of Token: the L1 entry is not fresh.
 func (c *Cache) token(ctx context.Context, e *entry) (*Token, error) {
+	if e.user == "" {
+		return nil, errors.New("tokencache: empty account or user name")
+	}
 	for range maxWaits {
 		e.mu.Lock()
 		if c.closed.Load() {
