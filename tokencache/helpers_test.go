@@ -21,7 +21,7 @@ import (
 func TestMain(m *testing.M) {
 	// go-redis logs every failed dial; the fault tests cause many on purpose.
 	redis.SetLogger(quietLogger{})
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, testutil.LeakOptions()...)
 }
 
 type quietLogger struct{}

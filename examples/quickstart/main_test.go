@@ -14,7 +14,7 @@ import (
 	"github.com/brokertoken/brokertoken/internal/testutil"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testutil.LeakOptions()...) }
 
 func TestQuickstart(t *testing.T) {
 	srv := testutil.Redis(t)

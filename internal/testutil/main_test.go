@@ -12,7 +12,7 @@ import (
 // TestMain fails the package if any goroutine (for example of a client or
 // of the goroutine waiting for a redis-server process) outlives the tests.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, LeakOptions()...)
 }
 
 // recordingTB wraps a real testing.TB but records Skip and Fatal calls

@@ -7,8 +7,9 @@
 -- ARGV[4]  pub/sub channel
 -- ARGV[5]  login user, sent in the message as "<version>:<user>"
 -- Returns {1, new version} when written, {0, stored version} when the stored record is
--- not the base (a newer write won). A version is max(stored + 1, server time in ms), so
--- versions keep increasing even after the record expired or Redis lost its data.
+-- not the base (a newer write won). A version is max(stored + 1, server time in µs), so
+-- versions keep increasing even after the record expired or Redis lost its data (two
+-- scripts never run within the same microsecond).
 local cur = 0
 local raw = redis.call('GET', KEYS[1])
 if raw then
@@ -22,7 +23,7 @@ if base >= 0 and cur ~= base then
   return {0, cur}
 end
 local t = redis.call('TIME')
-local v = math.max(cur + 1, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local v = math.max(cur + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
 local vs = string.format('%d', v)
 redis.call('SET', KEYS[1], '{"v":' .. vs .. ',' .. string.sub(ARGV[2], 2), 'PX', ARGV[3])
 redis.call('PUBLISH', ARGV[4], vs .. ':' .. ARGV[5])

@@ -1,0 +1,120 @@
+package tradovate_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/brokertoken/brokertoken/tokencache"
+	"github.com/brokertoken/brokertoken/tradovate"
+)
+
+// A daemon shares Tradovate tokens across a fleet: credentials from the original file,
+// sub-accounts from the original naming rule, budget and cool-downs in Redis, and a
+// tokencache.Cache that logs each user in once and renews from then on.
+func ExampleNew() {
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
+	defer rdb.Close()
+
+	creds, err := tradovate.LoadCredentials("credentials.json")
+	if err != nil {
+		log.Fatal(err)
+	}
+	auth, err := tradovate.New(tradovate.Options{
+		Environment: tradovate.Demo,
+		Credentials: creds,
+		Redis:       rdb, // fleet-wide login budget and captcha/lockout cool-downs
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	accounts, err := tradovate.NewAccountMap(ctx, creds, tradovate.AccountOptions{NamingRule: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	cache, err := tokencache.New(tokencache.Options{
+		Redis:         rdb,
+		Authenticator: auth,
+		UserFor:       accounts.UserFor,
+		AccountsFor:   accounts.AccountsFor,
+		LegacyKeys:    true, // token:{account} for the existing Python services
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cache.Close()
+
+	tok, err := cache.Token(ctx, "PAAPEX2720450000001")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(tok) // redacted: prefix and length only
+}
+
+// Login errors are branched on with errors.Is: bad credentials are never retried, and a
+// captcha or lockout stops logins for the cool-down.
+func ExampleAuthenticator_Login() {
+	creds, err := tradovate.CredentialsFromEnv() // TRADOVATE_USERNAME, TRADOVATE_PASSWORD, ...
+	if err != nil {
+		log.Fatal(err)
+	}
+	auth, err := tradovate.New(tradovate.Options{Credentials: creds})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tok, err := auth.Login(ctx, creds.Users()[0])
+	var cooldown *tradovate.CooldownError
+	switch {
+	case errors.As(err, &cooldown):
+		log.Printf("logins paused until %s: %v", cooldown.Until, err)
+	case errors.Is(err, tradovate.ErrCaptchaRequired), errors.Is(err, tradovate.ErrLockedOut):
+		log.Printf("a human must act: %v", err)
+	case errors.Is(err, tradovate.ErrBadCredentials):
+		log.Printf("fix the password: %v", err)
+	case err != nil:
+		log.Print(err)
+	default:
+		fmt.Println("expires", tok.Expiry)
+	}
+}
+
+// The original system's naming rule maps a login user to its trading accounts.
+func ExampleNamedAccounts() {
+	fmt.Println(tradovate.NamedAccounts("APEX_272045", 5))
+	// Output: [PAAPEX2720450000001 PAAPEX2720450000002 PAAPEX2720450000003 PAAPEX2720450000004 PAAPEX2720450000005]
+}
+
+// LoadCredentials reads the original credentials.json unchanged and reports problems
+// by file and entry, never showing a password.
+func ExampleLoadCredentials() {
+	dir, err := os.MkdirTemp("", "creds")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := dir + "/credentials.json"
+	data := `[{"username": "APEX_272045", "password": "s3cret"}, {"username": "APEX_272046"}]`
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		log.Fatal(err)
+	}
+	_, err = tradovate.LoadCredentials(path)
+	fmt.Println(err != nil)
+	// Output: true
+}
+
+// A Credential never prints its password, whatever the verb.
+func ExampleCredential_String() {
+	c := tradovate.Credential{Username: "APEX_272045", Password: "s3cret"}
+	fmt.Printf("%v\n%+v\n", c, c)
+	// Output:
+	// Credential{Username:"APEX_272045" Password:[REDACTED]}
+	// Credential{Username:"APEX_272045" Password:[REDACTED]}
+}

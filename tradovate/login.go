@@ -1,0 +1,214 @@
+package tradovate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/brokertoken/brokertoken/tokencache"
+)
+
+// Login obtains a new token for user, opening a new broker session. The method (official
+// or TradingView-style) comes from the user's credential (see [Options].Method).
+//
+// Before each request Login checks the user's cool-down and takes a slot of the
+// fleet-wide login budget, waiting for one as long as ctx (and Options.LoginBudgetWait,
+// when set) allows. Time penalties
+// are waited out and the request resent with its p-ticket; temporary failures are
+// retried with backoff. Errors wrap [ErrBadCredentials], [ErrCaptchaRequired],
+// [ErrLockedOut], [ErrPenaltyLimit], [ErrInactiveUser], [ErrLoginBudgetExhausted],
+// [ErrUnavailable], [ErrMalformedResponse], [ErrUnexpectedStatus] or [ErrUnknownUser].
+// After a captcha or lockout the user (after a lockout, every user) is not tried again
+// for Options.Cooldown by any process sharing the Redis.
+func (a *Authenticator) Login(ctx context.Context, user string) (*tokencache.Token, error) {
+	cred, err := a.credential(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	method := cred.method(&a.opts)
+	var ans *answer
+	if method == MethodOfficial {
+		ans, err = a.exchange(ctx, a.officialCall(cred))
+	} else {
+		ans, err = a.exchange(ctx, a.tradingViewCall(cred))
+	}
+	if err != nil {
+		a.afterLoginFailure(ctx, user, err)
+		return nil, err
+	}
+	tok := a.token(ans)
+	if method == MethodTradingView && a.opts.ExchangeTVToken {
+		pair, err := a.Renew(ctx, user, tok)
+		switch {
+		case errors.Is(err, tokencache.ErrTokenRejected):
+			return nil, err
+		case err != nil:
+			a.opts.Logger.Warn("tradovate: could not exchange the TradingView token for a REST pair; using it as is",
+				"user", user, "err", err.Error())
+		default:
+			tok = pair
+		}
+	}
+	a.opts.Logger.Info("tradovate: logged in", "user", user, "method", string(method),
+		"access_token", tokencache.Redact(tok.AccessToken), "expiry", tok.Expiry)
+	return tok, nil
+}
+
+// officialCall is POST {REST}/auth/accesstokenrequest with the JSON body of the spec.
+func (a *Authenticator) officialCall(cred Credential) call {
+	body := officialRequest{
+		Name:       cred.Username,
+		Password:   cred.Password,
+		AppID:      firstSet(cred.AppID, a.opts.AppID),
+		AppVersion: firstSet(cred.AppVersion, a.opts.AppVersion),
+		CID:        CID(firstSet(string(cred.CID), string(a.opts.CID))),
+		Sec:        firstSet(cred.Sec, a.opts.Sec),
+		DeviceID:   a.deviceID(cred),
+	}
+	if body.AppID != "" && body.AppVersion == "" {
+		body.AppVersion = defaultAppVersion
+	}
+	return call{
+		endpoint: endpointLogin,
+		user:     cred.Username,
+		login:    true,
+		secrets:  []string{cred.Password, body.Sec},
+		build: func(ticket string) request {
+			b := body
+			b.PTicket = ticket
+			raw, _ := json.Marshal(b) // a struct of strings always marshals
+			return request{method: http.MethodPost, url: a.opts.RESTURL + "/" + endpointLogin,
+				contentType: "application/json", body: raw}
+		},
+		interpret: func(status int, raw []byte) (*answer, *APIError) {
+			return interpretTokenAnswer(status, raw, true)
+		},
+	}
+}
+
+// tradingViewCall is POST {TV}/authorize?locale=en with the form
+// locale=en&login=USER&password=PASS.
+func (a *Authenticator) tradingViewCall(cred Credential) call {
+	return call{
+		endpoint: endpointTV,
+		user:     cred.Username,
+		login:    true,
+		secrets:  []string{cred.Password},
+		build: func(ticket string) request {
+			form := url.Values{"locale": {"en"}, "login": {cred.Username}, "password": {cred.Password}}
+			if ticket != "" {
+				form.Set("p-ticket", ticket)
+			}
+			return request{method: http.MethodPost, url: a.opts.TradingViewURL + "/" + endpointTV + "?locale=en",
+				contentType: "application/x-www-form-urlencoded", body: []byte(form.Encode())}
+		},
+		interpret: interpretTVAnswer,
+	}
+}
+
+// interpretTokenAnswer reads an accesstokenrequest (login true) or renewaccesstoken
+// answer.
+func interpretTokenAnswer(status int, raw []byte, login bool) (*answer, *APIError) {
+	if status != http.StatusOK {
+		r, _ := decodeTokenResponse(raw) // 401 may carry an errorText
+		return nil, statusError(status, login, r.ErrorText)
+	}
+	r, err := decodeTokenResponse(raw)
+	if err != nil {
+		return nil, malformed(err.Error())
+	}
+	if p := r.penalty(); p != nil && r.AccessToken == "" {
+		return &answer{penalty: p}, nil
+	}
+	if r.ErrorText != "" {
+		e := &APIError{StatusCode: status, Text: r.ErrorText, Err: ErrBadCredentials}
+		if !login {
+			e.Err = errTokenRejected
+		}
+		return nil, e
+	}
+	if r.AccessToken == "" {
+		return nil, malformed("neither a token nor an error")
+	}
+	if r.UserStatus != "" && r.UserStatus != "Active" {
+		return nil, &APIError{StatusCode: status, UserStatus: r.UserStatus, Err: ErrInactiveUser}
+	}
+	exp, _ := parseExpirationTime(r.ExpirationTime)
+	return &answer{access: r.AccessToken, md: r.MDAccessToken, expiry: exp}, nil
+}
+
+// interpretTVAnswer reads a TradingView-style login answer.
+func interpretTVAnswer(status int, raw []byte) (*answer, *APIError) {
+	if status != http.StatusOK {
+		r, _ := decodeTVResponse(raw)
+		return nil, statusError(status, true, r.ErrMsg)
+	}
+	r, err := decodeTVResponse(raw)
+	if err != nil {
+		return nil, malformed(err.Error())
+	}
+	// Penalties are documented for the official login; honour them here too.
+	if p := r.penalty(); p != nil && (r.D == nil || r.D.AccessToken == "") {
+		return &answer{penalty: p}, nil
+	}
+	switch {
+	case r.S == "ok" && r.D != nil && r.D.AccessToken != "":
+		exp, _ := unixExpiration(r.D.Expiration)
+		return &answer{access: r.D.AccessToken, expiry: exp}, nil
+	case r.S == "ok" || r.S == "":
+		return nil, malformed("neither a token nor an error")
+	}
+	return nil, &APIError{StatusCode: status, Text: firstSet(r.ErrMsg, fmt.Sprintf("s=%q", r.S)), Err: ErrBadCredentials}
+}
+
+// token builds the cache's Token from an answer.
+func (a *Authenticator) token(ans *answer) *tokencache.Token {
+	now := a.opts.Now()
+	return &tokencache.Token{
+		AccessToken:   ans.access,
+		MDAccessToken: ans.md,
+		ObtainedAt:    now,
+		Expiry:        tokencache.ResolveExpiry(ans.expiry, ans.access, now, a.opts.DefaultLifetime),
+	}
+}
+
+// afterLoginFailure starts the cool-down a captcha or lockout calls for, and says so
+// loudly.
+func (a *Authenticator) afterLoginFailure(ctx context.Context, user string, err error) {
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) {
+		return
+	}
+	var reason error
+	switch {
+	case errors.Is(err, ErrCaptchaRequired):
+		reason = ErrCaptchaRequired
+	case errors.Is(err, ErrLockedOut):
+		reason = ErrLockedOut
+	default:
+		return
+	}
+	cause := fmt.Sprintf("HTTP %d on %s for user %q", apiErr.StatusCode, apiErr.Endpoint, user)
+	if reason == ErrCaptchaRequired {
+		cause = fmt.Sprintf("p-captcha on %s for user %q", apiErr.Endpoint, user)
+	}
+	until, cdErr := a.cooldown.start(ctx, user, reason, cause)
+	a.opts.Logger.Error("tradovate: logins stopped; a human must act or wait for the cool-down",
+		"user", user, "reason", reason.Error(), "cause", cause, "until", until, "all_users", reason == ErrLockedOut)
+	if cdErr != nil {
+		a.opts.Logger.Error("tradovate: could not record the cool-down in Redis; other processes may still try",
+			"user", user, "err", cdErr.Error())
+	}
+}
+
+func firstSet(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
