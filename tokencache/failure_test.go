@@ -123,3 +123,22 @@ func TestFleetOnCluster(t *testing.T) {
 		}, 3*time.Second, 5*time.Millisecond)
 	}
 }
+
+type permanentErr struct{}
+
+func (permanentErr) Error() string   { return "bad credentials" }
+func (permanentErr) Temporary() bool { return false }
+
+func TestPermanentBrokerErrorWaitsTheLongestBackoff(t *testing.T) {
+	e := newEnv(t)
+	b := &broker{}
+	b.failLogins(func(context.Context, int64) error { return permanentErr{} })
+	c := e.cache(b, func(o *tokencache.Options) { o.RetryMin = time.Millisecond; o.RetryMax = time.Hour })
+	user := e.user("U")
+	for range 50 {
+		_, err := c.Token(context.Background(), user)
+		require.ErrorIs(t, err, permanentErr{})
+		time.Sleep(2 * time.Millisecond)
+	}
+	assert.EqualValues(t, 1, b.logins.Load(), "no retry within RetryMax")
+}

@@ -63,8 +63,10 @@ type Options struct {
 	// Refreshes run detached from the callers' contexts. Default 2 minutes.
 	RefreshTimeout time.Duration
 
-	// RetryMin and RetryMax bound the jittered exponential backoff between background
-	// refreshes that failed while the token was still valid. Defaults 1 s and 1 minute.
+	// RetryMin and RetryMax bound the jittered exponential backoff after a failed
+	// refresh: while the token is still valid it keeps being served meanwhile; once it is
+	// not, callers get the failure until the next attempt. An error whose Temporary()
+	// method says false waits RetryMax at once. Defaults 1 s and 1 minute.
 	RetryMin, RetryMax time.Duration
 
 	// Logger receives the cache's events; tokens appear only redacted. Default: discard.

@@ -140,6 +140,12 @@ func (c *Cache) finish(e *entry, fl *flight, tok *Token, err error) {
 	} else if !c.closed.Load() {
 		e.failures++
 		wait := c.backoff(e.failures)
+		var tmp interface{ Temporary() bool }
+		if errors.As(err, &tmp) && !tmp.Temporary() {
+			// The broker said trying again soon will not help (bad credentials, a
+			// captcha, a lockout): wait the longest.
+			wait = c.opts.RetryMax
+		}
 		e.retryAt = now.Add(wait)
 		if local := e.tok; c.usable(e, local, now) && local.Version >= e.known {
 			if e.confirmed.IsZero() {
