@@ -86,6 +86,9 @@ func (c *Cache) announce(payload string) {
 		e.known = v
 	}
 	if e.tok == nil || e.tok.Version < v {
+		if h := c.opts.Hooks.Invalidated; h != nil && e.tok != nil {
+			h(user, v)
+		}
 		e.fresh.Store(nil)
 		e.signal()
 		c.startFlight(e) // fetch it now, so the next call is a hit and watchers hear

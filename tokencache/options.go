@@ -71,6 +71,25 @@ type Options struct {
 
 	// Logger receives the cache's events; tokens appear only redacted. Default: discard.
 	Logger *slog.Logger
+
+	// Hooks receive the cache's events, for metrics and alerts. Default: none.
+	Hooks Hooks
+}
+
+// Hooks are called on the cache's events. Each may be nil. They run on the goroutine
+// that saw the event, so they must return quickly and must not call the Cache.
+type Hooks struct {
+	// Refreshed is called after this cache obtained a token from the broker and stored
+	// it; op is "login" or "renew".
+	Refreshed func(user, op string, t *Token)
+	// RefreshFailed is called when a refresh by this cache failed; op is "login",
+	// "renew" or "redis".
+	RefreshFailed func(user, op string, err error)
+	// LeaseWait is called when this cache waited for another process's refresh.
+	LeaseWait func(user string, waited time.Duration)
+	// Invalidated is called when another process announced a newer version of a
+	// user's token that this cache held an older copy of.
+	Invalidated func(user string, version int64)
 }
 
 // init returns a copy of o with every default filled in, or an error naming the field

@@ -134,6 +134,9 @@ func (c *Cache) finish(e *entry, fl *flight, tok *Token, err error) {
 		tok, err = nil, ErrClosed
 	}
 	e.lastErr = nil
+	if err != nil && !c.closed.Load() {
+		c.reportFailure(e.user, err)
+	}
 	if err == nil {
 		e.failures = 0
 		e.retryAt = time.Time{}
@@ -227,6 +230,7 @@ func (c *Cache) refresh(ctx context.Context, e *entry) (*Token, error) {
 		if l == nil {
 			// Another process is refreshing: wait for its announcement, or for its lease
 			// to run out (it may have died), then look again.
+			waited := time.Now()
 			timer := time.NewTimer(wait + 10*time.Millisecond)
 			select {
 			case <-changed:
@@ -236,6 +240,9 @@ func (c *Cache) refresh(ctx context.Context, e *entry) (*Token, error) {
 				return nil, fmt.Errorf("tokencache: waiting for another process to refresh %s: %w", e.user, ctx.Err())
 			}
 			timer.Stop()
+			if h := c.opts.Hooks.LeaseWait; h != nil {
+				h(e.user, time.Since(waited))
+			}
 			continue
 		}
 		t, err := c.obtain(ctx, e)
@@ -345,7 +352,24 @@ func (c *Cache) obtain(ctx context.Context, e *entry) (*Token, error) {
 	t.Version = v
 	c.log.Info("tokencache: token refreshed", "user", e.user, "op", op, "version", v,
 		"expires_in", time.Until(t.Expiry).Round(time.Second), "token", Redact(t.AccessToken))
+	if h := c.opts.Hooks.Refreshed; h != nil {
+		h(e.user, op, &t)
+	}
 	installed := c.install(e, &t)
 	c.writeLegacy(ctx, e.user, &t)
 	return installed, nil
+}
+
+// reportFailure passes a failed refresh to Hooks.RefreshFailed.
+func (c *Cache) reportFailure(user string, err error) {
+	h := c.opts.Hooks.RefreshFailed
+	if h == nil || errors.Is(err, ErrNoToken) {
+		return
+	}
+	op := "redis"
+	var re *RefreshError
+	if errors.As(err, &re) {
+		op = re.Op
+	}
+	h(user, op, err)
 }
