@@ -22,6 +22,7 @@ type entry struct {
 	mu        sync.Mutex    // guards the fields below
 	tok       *Token        // newest token this process knows; may be stale or expired
 	known     int64         // newest version announced on pub/sub; tok is superseded below it
+	rerun     int64         // newest announced version a failed refresh was re-run for
 	confirmed time.Time     // when tok last matched Redis; zero after a pub/sub reconnect
 	retryAt   time.Time     // no background refresh before this (after a failure)
 	failures  int           // consecutive failed refreshes

@@ -142,3 +142,36 @@ func TestPermanentBrokerErrorWaitsTheLongestBackoff(t *testing.T) {
 	}
 	assert.EqualValues(t, 1, b.logins.Load(), "no retry within RetryMax")
 }
+
+func TestTokenStoredDuringAFailingRefreshIsPickedUpAtOnce(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	user := e.user("U")
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	b := &broker{}
+	b.failLogins(func(context.Context, int64) error {
+		close(entered)
+		<-release
+		return permanentErr{} // would otherwise wait RetryMax before looking again
+	})
+	c := e.cache(b, func(o *tokencache.Options) { o.RetryMax = time.Hour })
+	ch := c.Watch(ctx, user)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Token(ctx, user)
+		errc <- err
+	}()
+	<-entered
+	// A human's login lands through another process while this one's attempt fails.
+	stored, err := e.cache(nil).Set(ctx, user, &tokencache.Token{AccessToken: "from-a-login", Expiry: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	time.Sleep(50 * time.Millisecond) // let the announcement arrive while the attempt still runs
+	close(release)
+	require.ErrorIs(t, <-errc, permanentErr{})
+
+	assert.Equal(t, stored.Version, receive(t, ch).Version, "the watcher hears of it")
+	tok, err := c.Token(ctx, user)
+	require.NoError(t, err)
+	assert.Equal(t, "from-a-login", tok.AccessToken)
+}

@@ -111,7 +111,8 @@ func (c *Cache) dropAll() {
 	})
 }
 
-// Invalidate reports that the broker rejected badAccessToken for account (a 401). The
+// Invalidate reports that the broker rejected badAccessToken for account (an HTTP 401
+// from Tradovate, a 403 TokenException from Kite, a failed websocket authorize). The
 // token is never served by this cache again. If Redis still holds it, one refresh
 // starts (shared with every other report of the same token, in this process and
 // others); if Redis already holds another token, nothing is refreshed. Invalidate does

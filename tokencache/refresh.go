@@ -171,6 +171,14 @@ func (c *Cache) finish(e *entry, fl *flight, tok *Token, err error) {
 	if c.servable(e, now) {
 		c.arm(e, now)
 	}
+	if err != nil && e.known > e.rerun && (e.tok == nil || e.tok.Version < e.known) && !c.closed.Load() {
+		// A newer version was announced while this attempt ran (a login landed
+		// meanwhile): read it now rather than after the backoff. Once per version, so a
+		// Redis outage cannot make this spin.
+		e.rerun = e.known
+		e.lastErr, e.retryAt = nil, time.Time{}
+		c.startFlight(e)
+	}
 	fl.tok, fl.err = tok, err
 	e.mu.Unlock()
 	close(fl.done)
