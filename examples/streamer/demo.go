@@ -1,0 +1,227 @@
+package main
+
+// This file holds the demo's stand-ins: an embedded Redis, the fake broker and fake
+// market-data socket of internal/testutil, and a stand-in for the daemon. A service of
+// your own needs none of it: it calls run with its Redis, user and socket URL.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/brokertoken/brokertoken/internal/testutil/tradovatefake"
+	"github.com/brokertoken/brokertoken/internal/testutil/wsfake"
+	"github.com/brokertoken/brokertoken/tokencache"
+	"github.com/brokertoken/brokertoken/tradovate"
+)
+
+// demo plays the streamer against in-process fakes: the daemon logs in, the streamer
+// connects; then every pace the token changes (a new login; the broker revoking the
+// market-data token before the next login; another login), and the streamer follows
+// each change with one reconnect.
+func demo(ctx context.Context, w io.Writer, redisOpts *redis.Options, prefix string, pace time.Duration) error {
+	fakes := &processTB{}
+	defer fakes.cleanup()
+	broker := tradovatefake.New(fakes, tradovatefake.Options{})
+	const user = "APEX_272045"
+	broker.AddUser(user, "demo-password")
+	md := wsfake.New(wsfake.Options{Valid: broker.Valid, QuoteInterval: pace / 4})
+	defer md.Close()
+
+	daemonRedis := redis.NewClient(redisOpts)
+	defer daemonRedis.Close()
+	d, err := newDaemon(daemonRedis, prefix, broker, user)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	fmt.Fprintf(w, "Redis at %s, fake broker at %s, fake market-data socket at %s\n", redisOpts.Addr, broker.RESTURL(), md.URL())
+
+	streamerRedis := redis.NewClient(redisOpts) // its own connection, as another process
+	defer streamerRedis.Close()
+	streamCtx, stopStreamer := context.WithCancel(ctx)
+	defer stopStreamer()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(streamCtx, w, config{
+			Redis: streamerRedis, Prefix: prefix, User: user, URL: md.URL(),
+			Symbols: []string{"ESZ6", "NQZ6"}, Heartbeat: pace / 3, RetryMin: pace / 10,
+		})
+	}()
+
+	pause := func(d time.Duration) error {
+		select {
+		case <-time.After(d):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-done:
+			return fmt.Errorf("the streamer stopped early: %v", err)
+		}
+	}
+	login := func(why string) error {
+		t, err := d.login(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "[daemon] %s: stored version %d\n", why, t.Version)
+		return nil
+	}
+
+	steps := []func() error{
+		func() error { return login("logged in again") },
+		func() error {
+			cur, err := d.cache.Token(ctx, user)
+			if err != nil {
+				return err
+			}
+			broker.Revoke(cur.MDAccessToken)
+			fmt.Fprintln(w, "[broker] revoked the market-data token (as when a login elsewhere closes the session)")
+			if err := pause(pace / 2); err != nil {
+				return err
+			}
+			return login("logged in after the revocation")
+		},
+		func() error { return login("logged in again") },
+	}
+	if err := pause(pace / 3); err != nil { // the streamer starts with no token: it waits
+		return err
+	}
+	if err := login("first login"); err != nil {
+		return err
+	}
+	for _, step := range steps {
+		if err := pause(pace); err != nil {
+			return err
+		}
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	if err := pause(pace); err != nil {
+		return err
+	}
+	stopStreamer()
+	if err := <-done; err != nil {
+		return err
+	}
+	rejected := 0
+	for _, a := range md.Authorizations() {
+		if !a.Accepted {
+			rejected++
+		}
+	}
+	fmt.Fprintf(w, "market-data socket: %d connections, %d authorizations refused\n", md.Connections(), rejected)
+	return nil
+}
+
+// daemon stands in for `brokertoken run`: it logs the user in at the (fake) broker and
+// stores the token in Redis, where every cache sharing the Redis finds it.
+type daemon struct {
+	auth  *tradovate.Authenticator
+	cache *tokencache.Cache
+	user  string
+}
+
+func newDaemon(rdb redis.UniversalClient, prefix string, broker *tradovatefake.Server, user string) (*daemon, error) {
+	creds, err := tradovate.NewCredentials(tradovate.Credential{Username: user, Password: "demo-password"})
+	if err != nil {
+		return nil, err
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	auth, err := tradovate.New(tradovate.Options{
+		RESTURL:        broker.RESTURL(),
+		TradingViewURL: broker.TradingViewURL(),
+		Method:         tradovate.MethodOfficial,
+		Credentials:    creds,
+		DeviceID:       "brokertoken-demo",
+		Redis:          rdb,
+		Prefix:         prefix,
+		Logger:         quiet,
+	})
+	if err != nil {
+		return nil, err
+	}
+	cache, err := tokencache.New(tokencache.Options{Redis: rdb, Prefix: prefix, Authenticator: auth, Logger: quiet})
+	if err != nil {
+		return nil, err
+	}
+	return &daemon{auth: auth, cache: cache, user: user}, nil
+}
+
+// login opens a new broker session and stores its token: a new version with a new
+// market-data token.
+func (d *daemon) login(ctx context.Context) (*tokencache.Token, error) {
+	t, err := d.auth.Login(ctx, d.user)
+	if err != nil {
+		return nil, err
+	}
+	return d.cache.Set(ctx, d.user, t)
+}
+
+// renew extends the session of the stored token and stores the result: a new version
+// that keeps the market-data token (Tradovate's renewal omits it).
+func (d *daemon) renew(ctx context.Context) (*tokencache.Token, error) {
+	cur, err := d.cache.Token(ctx, d.user)
+	if err != nil {
+		return nil, err
+	}
+	t, err := d.auth.Renew(ctx, d.user, cur)
+	if err != nil {
+		return nil, err
+	}
+	return d.cache.Set(ctx, d.user, t)
+}
+
+func (d *daemon) close() { d.cache.Close() }
+
+// redisOptions connects to REDIS_URL, or starts an embedded Redis.
+func redisOptions() (*redis.Options, func(), error) {
+	if url := os.Getenv("REDIS_URL"); url != "" {
+		opts, err := redis.ParseURL(url)
+		return opts, func() {}, err
+	}
+	m, err := miniredis.Run()
+	if err != nil {
+		return nil, nil, err
+	}
+	return &redis.Options{Addr: m.Addr()}, m.Close, nil
+}
+
+// processTB lets tradovatefake, written for tests, run inside this program: it
+// implements the testing.TB methods the fake calls (Helper, Fatalf, Cleanup). Any other
+// method would panic on the nil embedded interface.
+type processTB struct {
+	testing.TB
+	mu       sync.Mutex // guards cleanups
+	cleanups []func()
+}
+
+func (p *processTB) Helper() {}
+
+func (p *processTB) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
+
+func (p *processTB) Cleanup(f func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cleanups = append(p.cleanups, f)
+}
+
+// cleanup runs the registered functions, last first, as testing does.
+func (p *processTB) cleanup() {
+	p.mu.Lock()
+	fs := p.cleanups
+	p.cleanups = nil
+	p.mu.Unlock()
+	for i := len(fs) - 1; i >= 0; i-- {
+		fs[i]()
+	}
+}
