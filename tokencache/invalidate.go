@@ -69,10 +69,15 @@ func (c *Cache) listen() {
 
 // announce handles "<version>:<user>": the user's token now has that version in Redis.
 func (c *Cache) announce(payload string) {
-	vs, user, ok := strings.Cut(payload, ":")
+	bad := strings.HasPrefix(payload, badPrefix)
+	vs, user, ok := strings.Cut(strings.TrimPrefix(payload, badPrefix), ":")
 	v, err := strconv.ParseInt(vs, 10, 64)
 	if !ok || err != nil {
 		c.log.Warn("tokencache: ignoring malformed invalidation message", "len", len(payload))
+		return
+	}
+	if bad {
+		c.reported(user, v)
 		return
 	}
 	ev, ok := c.users.Load(user)
@@ -115,8 +120,9 @@ func (c *Cache) dropAll() {
 // from Tradovate, a 403 TokenException from Kite, a failed websocket authorize). The
 // token is never served by this cache again. If Redis still holds it, one refresh
 // starts (shared with every other report of the same token, in this process and
-// others); if Redis already holds another token, nothing is refreshed. Invalidate does
-// not wait for the refresh: the next Token call does.
+// others); if Redis already holds another token, nothing is refreshed. A read-only
+// cache cannot refresh: it asks the caches that can (the daemon) over the invalidation
+// channel. Invalidate does not wait for the refresh: the next Token call does.
 func (c *Cache) Invalidate(ctx context.Context, account, badAccessToken string) error {
 	if c.closed.Load() {
 		return ErrClosed
@@ -124,10 +130,17 @@ func (c *Cache) Invalidate(ctx context.Context, account, badAccessToken string) 
 	if badAccessToken == "" {
 		return nil
 	}
-	e := c.entryFor(account)
+	return c.invalidate(ctx, c.entryFor(account), badAccessToken)
+}
+
+// badPrefix starts the message a read-only cache publishes for a rejected token:
+// "!<version>:<user>".
+const badPrefix = "!"
+
+func (c *Cache) invalidate(ctx context.Context, e *entry, bad string) error {
 	e.mu.Lock()
-	e.markBad(badAccessToken)
-	if e.tok != nil && e.tok.AccessToken == badAccessToken {
+	e.markBad(bad)
+	if e.tok != nil && e.tok.AccessToken == bad {
 		e.fresh.Store(nil)
 	}
 	e.mu.Unlock()
@@ -136,18 +149,45 @@ func (c *Cache) Invalidate(ctx context.Context, account, badAccessToken string) 
 	if err != nil {
 		return err
 	}
-	if stored != nil && stored.AccessToken != badAccessToken {
+	if stored != nil && stored.AccessToken != bad {
 		c.install(e, stored)
 		return nil
 	}
-	if stored == nil || c.auth == nil {
-		return nil // nothing to replace, or the writer (daemon) will
+	if stored == nil {
+		return nil // nothing to replace
+	}
+	if c.auth == nil {
+		msg := badPrefix + strconv.FormatInt(stored.Version, 10) + ":" + e.user
+		if err := c.opts.Redis.Publish(ctx, c.store.channel, msg).Err(); err != nil {
+			return redisErr("report a rejected token of "+e.user, err)
+		}
+		return nil
 	}
 	e.mu.Lock()
 	if e.flight == nil {
-		c.log.Info("tokencache: token reported bad; refreshing", "user", e.user, "token", Redact(badAccessToken))
+		c.log.Info("tokencache: token reported bad; refreshing", "user", e.user, "token", Redact(bad))
 	}
 	c.startFlight(e)
 	e.mu.Unlock()
 	return nil
+}
+
+// reported handles a read-only cache's report that version v of user's token was
+// rejected: a cache that can refresh does, if Redis still holds that version.
+func (c *Cache) reported(user string, v int64) {
+	if c.auth == nil {
+		return
+	}
+	e := c.userEntry(user)
+	c.goBackground(func() {
+		ctx, cancel := context.WithTimeout(c.base, c.opts.RefreshTimeout)
+		defer cancel()
+		stored, _, err := c.read(ctx, e)
+		if err != nil || stored == nil || stored.Version != v {
+			return
+		}
+		if err := c.invalidate(ctx, e, stored.AccessToken); err != nil {
+			c.log.Warn("tokencache: acting on a reported bad token failed", "user", user, "err", err)
+		}
+	})
 }

@@ -179,3 +179,37 @@ func TestReadOnlyCacheNeverLogsIn(t *testing.T) {
 		return err == nil && got.AccessToken == tok.AccessToken
 	}, 3*time.Second, 10*time.Millisecond)
 }
+
+func TestReadOnlyReportReachesTheWriter(t *testing.T) {
+	e := newEnv(t)
+	b := &broker{}
+	user := e.user("U")
+	ctx := context.Background()
+	daemon := e.cache(b)
+	first, err := daemon.Token(ctx, user)
+	require.NoError(t, err)
+
+	var consumers []*tokencache.Cache
+	for range 5 {
+		consumers = append(consumers, e.cache(nil))
+	}
+	var wg sync.WaitGroup
+	for _, c := range consumers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, err := c.Token(ctx, user)
+			if assert.NoError(t, err) {
+				assert.NoError(t, c.Invalidate(ctx, user, tok.AccessToken)) // all saw the same 401
+			}
+		}()
+	}
+	wg.Wait()
+	for _, c := range consumers {
+		require.Eventually(t, func() bool {
+			tok, err := c.Token(ctx, user)
+			return err == nil && tok.AccessToken != first.AccessToken
+		}, 3*time.Second, 5*time.Millisecond)
+	}
+	assert.EqualValues(t, 2, b.logins.Load(), "the daemon logged in once more, for all reports")
+}
