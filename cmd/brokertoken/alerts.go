@@ -1,0 +1,417 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Alert events.
+const (
+	eventFailure   = "failure"    // a user's first failed refresh since its last good token
+	eventCaptcha   = "captcha"    // the broker asks for a captcha for a user
+	eventLockedOut = "locked_out" // HTTP 429/423: every login paused
+	eventRecovered = "recovered"  // a user that failed has a new valid token
+	eventRedisDown = "redis_down" // this daemon cannot reach Redis
+	eventRedisUp   = "redis_up"   // ...and can again
+)
+
+// Fleet agreement: how long the keys that make one alert per event live.
+const (
+	incidentTTL = 24 * time.Hour // a failing user is reported again after a day
+	blockTTL    = time.Hour      // Tradovate's cool-down after a captcha or lockout
+)
+
+// alertEvent is one thing worth telling a human.
+type alertEvent struct {
+	Event    string
+	User     string
+	Accounts []string
+	Kind     string    // failureKind of the error
+	Error    string    // scrubbed, one line
+	Version  int64     // the user's newest token version known here
+	Expiry   time.Time // its expiry
+	Until    time.Time // end of the cool-down (captcha, lockout), when known
+	AllUsers bool      // the cool-down pauses every login
+	Time     time.Time
+}
+
+// alerter delivers alerts to the webhook, one at a time, in the background.
+//
+// Every daemon sharing a Redis sees the same failures, and exactly one of them sends
+// each alert. They agree through keys in Redis:
+//
+//   - failure: SET {prefix}:{user}:alert NX EX 24h opens the user's incident; the daemon
+//     whose SET succeeds sends the alert.
+//   - captcha: SET {prefix}:{user}:alert-captcha NX (for the cool-down) does the same,
+//     and opens the incident.
+//   - lockout: SET {prefix}:alert:lockout NX (for the cool-down): one alert for the
+//     fleet, since a lockout pauses every login; it opens the incident of the user
+//     that met it.
+//   - recovery: DEL {prefix}:{user}:alert; only the daemon whose DEL removed the key
+//     sends it, so a recovery is reported once, and only after a failure was.
+//
+// When Redis cannot be reached the daemons cannot agree: each sends the alert itself,
+// rather than none of them. redis_down and redis_up are always sent by each daemon.
+type alerter struct {
+	url, format string
+	rdb         redis.UniversalClient
+	prefix      string
+	host        string
+	client      *http.Client
+	log         *slog.Logger
+	scrub       *scrubber
+	metrics     *metrics
+	queue       chan alertEvent
+
+	mu       sync.Mutex      // guards unagreed
+	unagreed map[string]bool // users whose failure alert was sent without agreement
+}
+
+func newAlerter(cfg *config, rdb redis.UniversalClient, log *slog.Logger, s *scrubber, m *metrics) *alerter {
+	host, _ := os.Hostname()
+	return &alerter{
+		url: cfg.alertWebhook, format: cfg.alertFormat, rdb: rdb, prefix: cfg.prefix, host: host,
+		client: &http.Client{Timeout: 10 * time.Second}, log: log, scrub: s, metrics: m,
+		queue: make(chan alertEvent, 256), unagreed: map[string]bool{},
+	}
+}
+
+// describe says where alerts go, without the webhook's secret path.
+func (a *alerter) describe() string {
+	if a.url == "" {
+		return "log only"
+	}
+	u, err := url.Parse(a.url)
+	if err != nil {
+		return a.format
+	}
+	return a.format + " webhook at " + u.Scheme + "://" + u.Host
+}
+
+// enqueue hands ev to the sender without blocking. Without a webhook, alerts are only
+// the log lines the daemon writes anyway.
+func (a *alerter) enqueue(ev alertEvent) {
+	if a.url == "" {
+		return
+	}
+	select {
+	case a.queue <- ev:
+	default:
+		a.log.Error("brokertoken: alert queue full; alert dropped", "event", ev.Event, "user", ev.User)
+	}
+}
+
+// run sends queued alerts until ctx is done; alerts still queued then are dropped.
+func (a *alerter) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-a.queue:
+			a.handle(ctx, ev)
+		}
+	}
+}
+
+func (a *alerter) handle(ctx context.Context, ev alertEvent) {
+	if (ev.Event == eventCaptcha || ev.Event == eventLockedOut) && ev.Until.IsZero() {
+		// The broker's first captcha or lockout answer does not say until when; the
+		// cool-down tradovate recorded does.
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if cd, err := readCooldown(rctx, a.rdb, a.prefix, ev.User); err == nil && cd != nil {
+			ev.Until = cd.Until
+		}
+		cancel()
+	}
+	send, err := a.claim(ctx, ev)
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		a.log.Warn("brokertoken: cannot agree on alerts through redis; sending this one anyway",
+			"event", ev.Event, "user", ev.User, "err", a.scrub.scrub(oneLine(err.Error())))
+		send = true
+		if ev.Event == eventFailure || ev.Event == eventCaptcha || ev.Event == eventLockedOut {
+			a.mu.Lock()
+			a.unagreed[ev.User] = true
+			a.mu.Unlock()
+		}
+	}
+	if !send {
+		if ev.Event != eventRecovered {
+			a.log.Debug("brokertoken: alert already sent by another daemon", "event", ev.Event, "user", ev.User)
+		}
+		return
+	}
+	if err := a.post(ctx, ev); err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		a.metrics.alertFailed()
+		a.log.Error("brokertoken: alert not delivered", "event", ev.Event, "user", ev.User, "err", a.scrub.scrub(oneLine(err.Error())))
+		return
+	}
+	a.metrics.alertSent(ev.Event)
+	a.log.Info("brokertoken: alert sent", "event", ev.Event, "user", ev.User)
+}
+
+func (a *alerter) incidentKey(user string) string { return a.prefix + ":{" + user + "}:alert" }
+func (a *alerter) captchaKey(user string) string  { return a.prefix + ":{" + user + "}:alert-captcha" }
+func (a *alerter) lockoutKey() string             { return a.prefix + ":alert:lockout" }
+
+// claim reports whether this daemon is the one to send ev (see alerter).
+func (a *alerter) claim(ctx context.Context, ev alertEvent) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	record, _ := json.Marshal(map[string]any{"event": ev.Event, "kind": ev.Kind, "host": a.host,
+		"version": ev.Version, "time": ev.Time.UTC().Format(time.RFC3339)})
+	blockFor := blockTTL
+	if d := time.Until(ev.Until); !ev.Until.IsZero() && d > time.Second {
+		blockFor = d
+	}
+	switch ev.Event {
+	case eventFailure:
+		return a.rdb.SetNX(ctx, a.incidentKey(ev.User), record, incidentTTL).Result()
+	case eventCaptcha, eventLockedOut:
+		key := a.captchaKey(ev.User)
+		if ev.Event == eventLockedOut {
+			key = a.lockoutKey()
+		}
+		won, err := a.rdb.SetNX(ctx, key, record, blockFor).Result()
+		if err != nil {
+			return false, err
+		}
+		// The same episode must not also be reported as a plain failure, and its end
+		// must be reported as a recovery.
+		if err := a.rdb.SetNX(ctx, a.incidentKey(ev.User), record, incidentTTL).Err(); err != nil {
+			return false, err
+		}
+		return won, nil
+	case eventRecovered:
+		n, err := a.rdb.Del(ctx, a.incidentKey(ev.User)).Result()
+		if err != nil {
+			return false, err
+		}
+		_ = a.rdb.Del(ctx, a.captchaKey(ev.User)).Err()
+		a.mu.Lock()
+		own := a.unagreed[ev.User]
+		delete(a.unagreed, ev.User)
+		a.mu.Unlock()
+		return n == 1 || own, nil
+	}
+	return true, nil // redis_down, redis_up: no agreement possible
+}
+
+// post delivers ev, trying up to three times on network errors, HTTP 429 and 5xx.
+func (a *alerter) post(ctx context.Context, ev alertEvent) error {
+	body, err := a.render(ev)
+	if err != nil {
+		return err
+	}
+	var last error
+	for attempt := range 3 {
+		if attempt > 0 {
+			wait := time.Duration(attempt) * time.Second
+			if ra, ok := last.(retryAfter); ok && ra.d > 0 {
+				wait = min(ra.d, 10*time.Second)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait):
+			}
+		}
+		last = a.postOnce(ctx, body)
+		if last == nil {
+			return nil
+		}
+		var perm permanentError
+		if errors.As(last, &perm) {
+			return last
+		}
+	}
+	return last
+}
+
+type permanentError struct{ error }
+
+type retryAfter struct {
+	error
+	d time.Duration
+}
+
+func (a *alerter) postOnce(ctx context.Context, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.url, bytes.NewReader(body))
+	if err != nil {
+		return permanentError{err}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "brokertoken")
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return nil
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		secs, _ := strconv.ParseFloat(resp.Header.Get("Retry-After"), 64)
+		return retryAfter{fmt.Errorf("webhook answered HTTP %d", resp.StatusCode), time.Duration(secs * float64(time.Second))}
+	}
+	return permanentError{fmt.Errorf("webhook answered HTTP %d", resp.StatusCode)}
+}
+
+// isDiscordWebhook reports whether raw is a Discord webhook URL (discord.com,
+// discordapp.com or a subdomain such as ptb.discord.com).
+func isDiscordWebhook(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	h := strings.ToLower(u.Hostname())
+	for _, d := range []string{"discord.com", "discordapp.com"} {
+		if h == d || strings.HasSuffix(h, "."+d) {
+			return true
+		}
+	}
+	return false
+}
+
+// alertText is an alert's title, description and severity.
+func (a *alerter) alertText(ev alertEvent) (title, text, severity string) {
+	left := ""
+	if !ev.Expiry.IsZero() {
+		if d := time.Until(ev.Expiry); d > 0 {
+			left = fmt.Sprintf(" Its current token (version %d) stays valid for %s.", ev.Version, d.Round(time.Second))
+		} else {
+			left = fmt.Sprintf(" Its last token (version %d) has expired: consumers have no valid token.", ev.Version)
+		}
+	} else if ev.User != "" {
+		left = " No valid token is stored: consumers have none."
+	}
+	until := ""
+	if !ev.Until.IsZero() {
+		until = " until " + ev.Until.UTC().Format(time.RFC3339)
+	}
+	switch ev.Event {
+	case eventFailure:
+		return "Token refresh failing: " + ev.User,
+			fmt.Sprintf("Refreshing the token of %s failed (%s): %s.%s Retries continue with backoff; no further alert until it recovers.", ev.User, ev.Kind, ev.Error, left),
+			"error"
+	case eventCaptcha:
+		return "Captcha required: " + ev.User,
+			fmt.Sprintf("Tradovate asks for a captcha for %s. No process logs it in%s; log in once by hand in Tradovate's web app to clear it.%s Error: %s", ev.User, until, left, ev.Error),
+			"critical"
+	case eventLockedOut:
+		return "Tradovate login lockout",
+			fmt.Sprintf("Tradovate locked logins out (HTTP 429/423; met for %s). Logins of every user are paused%s; renewals continue.%s Error: %s", ev.User, until, left, ev.Error),
+			"critical"
+	case eventRecovered:
+		valid := ""
+		if !ev.Expiry.IsZero() {
+			valid = fmt.Sprintf(" (version %d, valid for %s)", ev.Version, time.Until(ev.Expiry).Round(time.Second))
+		}
+		return "Token refresh recovered: " + ev.User,
+			fmt.Sprintf("%s has a new valid token%s.", ev.User, valid), "info"
+	case eventRedisDown:
+		return "Redis unreachable",
+			fmt.Sprintf("brokertoken on %s cannot reach Redis: %s. Consumers cannot read tokens and no token is refreshed until it is back.", a.host, ev.Error),
+			"critical"
+	case eventRedisUp:
+		return "Redis reachable again", fmt.Sprintf("brokertoken on %s reaches Redis again.", a.host), "info"
+	}
+	return ev.Event, ev.Error, "error"
+}
+
+// render returns ev's webhook body: a Discord embed (red for failures, green for
+// recoveries) or a plain JSON object.
+func (a *alerter) render(ev alertEvent) ([]byte, error) {
+	title, text, severity := a.alertText(ev)
+	title, text = a.scrub.scrub(title), a.scrub.scrub(text)
+	at := ev.Time.UTC().Format(time.RFC3339)
+	if a.format == "discord" {
+		color := 0xE74C3C // red
+		switch severity {
+		case "critical":
+			color = 0x992D22 // dark red
+		case "info":
+			color = 0x2ECC71 // green
+		}
+		type field struct {
+			Name   string `json:"name"`
+			Value  string `json:"value"`
+			Inline bool   `json:"inline,omitempty"`
+		}
+		var fields []field
+		if ev.User != "" {
+			fields = append(fields, field{"User", ev.User, true})
+		}
+		if ev.Kind != "" {
+			fields = append(fields, field{"Kind", ev.Kind, true})
+		}
+		if len(ev.Accounts) > 0 {
+			fields = append(fields, field{"Accounts", truncate(strings.Join(ev.Accounts, ", "), 1024), false})
+		}
+		return json.Marshal(map[string]any{
+			"username": "brokertoken",
+			"embeds": []map[string]any{{
+				"title":       truncate(title, 256),
+				"description": truncate(text, 4096),
+				"color":       color,
+				"fields":      fields,
+				"timestamp":   at,
+				"footer":      map[string]string{"text": "brokertoken on " + a.host},
+			}},
+		})
+	}
+	plain := map[string]any{
+		"source": "brokertoken", "event": ev.Event, "severity": severity, "title": title,
+		"message": text, "host": a.host, "time": at,
+	}
+	if ev.User != "" {
+		plain["user"] = ev.User
+	}
+	if len(ev.Accounts) > 0 {
+		plain["accounts"] = ev.Accounts
+	}
+	if ev.Kind != "" {
+		plain["kind"] = ev.Kind
+	}
+	if ev.Error != "" {
+		plain["error"] = a.scrub.scrub(ev.Error)
+	}
+	if ev.Version != 0 {
+		plain["version"] = ev.Version
+	}
+	if !ev.Expiry.IsZero() {
+		plain["expires_at"] = ev.Expiry.UTC().Format(time.RFC3339)
+	}
+	if !ev.Until.IsZero() {
+		plain["until"] = ev.Until.UTC().Format(time.RFC3339)
+	}
+	return json.Marshal(plain)
+}
+
+func truncate(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/brokertoken/brokertoken/internal/testutil"
+	"github.com/brokertoken/brokertoken/internal/testutil/tradovatefake"
+	"github.com/brokertoken/brokertoken/tokencache"
+)
+
+// promLine matches a sample line of the Prometheus text format.
+var promLine = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*",?)*\})? (-?[0-9.e+-]+|NaN|[+-]Inf)$`)
+
+// checkPromText checks every line of a /metrics answer and returns the samples.
+func checkPromText(t *testing.T, text string) map[string]string {
+	t.Helper()
+	typed := map[string]bool{}
+	samples := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		if strings.HasPrefix(line, "# TYPE ") {
+			f := strings.Fields(line)
+			require.Len(t, f, 4, line)
+			typed[f[2]] = true
+			continue
+		}
+		if strings.HasPrefix(line, "# HELP ") {
+			continue
+		}
+		m := promLine.FindStringSubmatch(line)
+		require.NotNil(t, m, "not a Prometheus sample: %q", line)
+		assert.True(t, typed[m[1]], "sample before its TYPE: %q", line)
+		i := strings.LastIndexByte(line, ' ')
+		samples[line[:i]] = line[i+1:]
+	}
+	return samples
+}
+
+func TestMetricsText(t *testing.T) {
+	m := newMetrics()
+	odd := `we"ird\user` + "\n"
+	m.setUsers([]string{"a", odd})
+	m.refreshed("a", "login")
+	m.refreshed("a", "renew")
+	m.refreshed("a", "renew")
+	m.failed("a", "renew", "unavailable")
+	m.leaseWait("a", 1500*time.Millisecond)
+	m.invalidated(odd)
+	m.alertSent(eventFailure)
+	now := time.Now()
+	views := []userView{
+		{user: "a", tok: &tokencache.Token{AccessToken: "x", Expiry: now.Add(90 * time.Second)}},
+		{user: odd, failing: true},
+	}
+	var b bytes.Buffer
+	require.NoError(t, m.write(&b, views, true, now))
+	samples := checkPromText(t, b.String())
+	for name, want := range map[string]string{
+		`brokertoken_refreshes_total{user="a",op="login"}`:                           "1",
+		`brokertoken_refreshes_total{user="a",op="renew"}`:                           "2",
+		`brokertoken_logins_total{user="a"}`:                                         "1",
+		`brokertoken_renewals_total{user="a"}`:                                       "2",
+		`brokertoken_refresh_failures_total{user="a",op="renew",kind="unavailable"}`: "1",
+		`brokertoken_lease_waits_total{user="a"}`:                                    "1",
+		`brokertoken_lease_wait_seconds_total{user="a"}`:                             "1.5",
+		`brokertoken_invalidations_total{user="we\"ird\\user\n"}`:                    "1",
+		`brokertoken_token_expiry_seconds{user="a"}`:                                 "90",
+		`brokertoken_token_valid{user="a"}`:                                          "1",
+		`brokertoken_token_valid{user="we\"ird\\user\n"}`:                            "0",
+		`brokertoken_user_failing{user="we\"ird\\user\n"}`:                           "1",
+		`brokertoken_alerts_total{event="failure"}`:                                  "1",
+		`brokertoken_redis_up`:                                                       "1",
+		`brokertoken_users`:                                                          "2",
+		`brokertoken_logins_total{user="we\"ird\\user\n"}`:                           "0",
+		`brokertoken_alert_errors_total`:                                             "0",
+		`brokertoken_refreshes_total{user="we\"ird\\user\n",op="login"}`:             "0",
+		`brokertoken_lease_wait_seconds_total{user="we\"ird\\user\n"}`:               "0",
+		`brokertoken_alerts_total{event="recovered"}`:                                "0",
+		`brokertoken_alerts_total{event="redis_down"}`:                               "0",
+		`brokertoken_renewals_total{user="we\"ird\\user\n"}`:                         "0",
+		`brokertoken_invalidations_total{user="a"}`:                                  "0",
+		`brokertoken_user_failing{user="a"}`:                                         "0",
+		`brokertoken_lease_waits_total{user="we\"ird\\user\n"}`:                      "0",
+		`brokertoken_refreshes_total{user="we\"ird\\user\n",op="renew"}`:             "0",
+		`brokertoken_alerts_total{event="captcha"}`:                                  "0",
+		`brokertoken_alerts_total{event="locked_out"}`:                               "0",
+		`brokertoken_alerts_total{event="redis_up"}`:                                 "0",
+	} {
+		assert.Equal(t, want, samples[name], name)
+	}
+	_, hasExpiry := samples[`brokertoken_token_expiry_seconds{user="we\"ird\\user\n"}`]
+	assert.False(t, hasExpiry, "no expiry gauge without a token")
+}
+
+// The daemon run in-process: it serves /healthz and /metrics, alerts when Redis goes
+// away and comes back, and returns promptly with no goroutine left when its context
+// ends (goleak checks in TestMain).
+func TestRunInProcessAlertsOnRedisOutageAndStopsCleanly(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	fake := tradovatefake.New(t, tradovatefake.Options{})
+	user := srv.Name("u")
+	fake.AddUser(user, password(user))
+	f := &fixture{t: t, redis: srv, rdb: srv.Client(t), fake: fake, users: []string{user}, prefix: srv.Prefix}
+	creds := fmt.Sprintf(`[{"username":%q,"password":%q}]`, user, password(user))
+	f.creds = t.TempDir() + "/credentials.json"
+	require.NoError(t, os.WriteFile(f.creds, []byte(creds), 0o600))
+	hook := newWebhook(t)
+	port := testutil.FreePort(t)
+	env := f.env()
+	env["BROKERTOKEN_ALERT_WEBHOOK"] = hook.srv.URL
+	env["BROKERTOKEN_ALERT_FORMAT"] = "discord"
+
+	stop := runInProcess(t, env, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--check-interval", "100ms", "--log-format", "json")
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	body := waitHTTP(t, base+"/healthz", 200, 20*time.Second)
+	var ans healthAnswer
+	require.NoError(t, json.Unmarshal([]byte(body), &ans))
+	require.Len(t, ans.Users, 1)
+	assert.Equal(t, "fresh", ans.Users[0].State)
+	assert.InDelta(t, 80*60, *ans.Users[0].ExpiresIn, 5)
+
+	_, metrics := get(t, base+"/metrics")
+	samples := checkPromText(t, metrics)
+	assert.Equal(t, "1", samples[fmt.Sprintf(`brokertoken_logins_total{user=%q}`, user)])
+	assert.Equal(t, "1", samples["brokertoken_redis_up"])
+
+	srv.Stop(t)
+	down := waitHTTP(t, base+"/healthz", 503, 10*time.Second)
+	require.NoError(t, json.Unmarshal([]byte(down), &ans))
+	assert.Equal(t, "unknown", ans.Users[0].State)
+	assert.Contains(t, ans.Error, "redis")
+	require.Eventually(t, func() bool { return hook.events()[""] >= 1 }, 10*time.Second, 20*time.Millisecond)
+	srv.Start(t)
+	// Redis restarted empty: the daemon puts its valid token back instead of logging in.
+	waitHTTP(t, base+"/healthz", 200, 20*time.Second)
+	require.Eventually(t, func() bool { return hook.events()[""] >= 2 }, 10*time.Second, 20*time.Millisecond)
+	assert.Equal(t, 1, fake.Logins(user))
+
+	// Discord bodies carry no "event" field: read the titles.
+	var titles []string
+	hook.mu.Lock()
+	for _, b := range hook.bodies {
+		embeds, _ := b["embeds"].([]any)
+		require.Len(t, embeds, 1)
+		titles = append(titles, embeds[0].(map[string]any)["title"].(string))
+	}
+	hook.mu.Unlock()
+	assert.Equal(t, []string{"Redis unreachable", "Redis reachable again"}, titles)
+
+	stopped := time.Now()
+	r := stop()
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Less(t, time.Since(stopped), 3*time.Second)
+	f.assertNoSecrets("run output", r.stdout+r.stderr+hook.all()+metrics+body+down)
+}
+
+// A valid token already in Redis is used as it is: the daemon logs nobody in, and writes
+// the legacy keys the process that stored it did not write.
+func TestRunUsesTheStoredTokenAndWritesLegacyKeys(t *testing.T) {
+	f := newFixture(t, tradovatefake.Options{}, userSpec{"a", []string{"a1"}})
+	user, a1 := f.users[0], f.redis.Name("a1")
+	env := f.env()
+	code, stdout, stderr := inProcess(t, context.Background(), env, "", "token", user)
+	require.Equal(t, 0, code, stderr)
+	require.Equal(t, 1, f.fake.Logins(user))
+	assert.Empty(t, f.keys("token:"+a1))
+
+	port := testutil.FreePort(t)
+	stop := runInProcess(t, env, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--check-interval", "50ms")
+	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/healthz", port), 200, 10*time.Second)
+	require.Eventually(t, func() bool {
+		v, _ := f.rdb.Get(context.Background(), "token:"+a1).Result()
+		return v+"\n" == stdout
+	}, 10*time.Second, 20*time.Millisecond, "legacy keys not written")
+	r := stop()
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, 1, f.fake.Logins(user), "the daemon logged in although a valid token was stored")
+	assert.Zero(t, f.fake.Renewals(user))
+	assert.Contains(t, r.stderr, "legacy keys written")
+}
+
+// --concurrency bounds how many users are logged in at once.
+func TestRunLogsInAtMostConcurrencyUsersAtOnce(t *testing.T) {
+	const latency = 200 * time.Millisecond
+	f := newFixture(t, tradovatefake.Options{Latency: latency}, userSpec{"a", nil}, userSpec{"b", nil}, userSpec{"c", nil})
+	port := testutil.FreePort(t)
+	stop := runInProcess(t, f.env(), "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--check-interval", "50ms", "--concurrency", "1")
+	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/healthz", port), 200, 20*time.Second)
+	r := stop()
+	assert.Equal(t, 0, r.code, r.stderr)
+
+	var arrivals []time.Time
+	for _, req := range f.fake.Requests() {
+		if req.Endpoint == tradovatefake.Authorize {
+			arrivals = append(arrivals, req.Time)
+		}
+	}
+	require.Len(t, arrivals, 3)
+	for i := 1; i < len(arrivals); i++ {
+		assert.GreaterOrEqual(t, arrivals[i].Sub(arrivals[i-1]), latency*3/4, "logins overlapped")
+	}
+}
+
+// A captcha is alerted once, as a captcha (not also as a plain failure), and the
+// retries that follow during the cool-down send nothing.
+func TestRunAlertsACaptchaOnce(t *testing.T) {
+	f := newFixture(t, tradovatefake.Options{}, userSpec{"c", nil})
+	user := f.users[0]
+	f.fake.Script(tradovatefake.Authorize, user, tradovatefake.Captcha())
+	hook := newWebhook(t)
+	env := f.env()
+	env["BROKERTOKEN_ALERT_WEBHOOK"] = hook.srv.URL
+	port := testutil.FreePort(t)
+	stop := runInProcess(t, env, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--check-interval", "50ms", "--retry-max", "100ms")
+
+	require.Eventually(t, func() bool { return hook.events()[eventCaptcha] == 1 }, 10*time.Second, 20*time.Millisecond)
+	code, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
+	assert.Equal(t, 503, code)
+	time.Sleep(500 * time.Millisecond) // several retries, each refused by the cool-down
+	assert.Equal(t, map[string]int{eventCaptcha: 1}, hook.events())
+	assert.Equal(t, 1, f.fake.Calls(tradovatefake.Authorize, user), "a captcha is not retried")
+
+	hook.mu.Lock()
+	alert := hook.bodies[0]
+	hook.mu.Unlock()
+	assert.Equal(t, "critical", alert["severity"])
+	assert.Equal(t, user, alert["user"])
+	until, err := time.Parse(time.RFC3339, fmt.Sprint(alert["until"]))
+	require.NoError(t, err)
+	assert.WithinDuration(t, time.Now().Add(time.Hour), until, time.Minute)
+	_, metrics := get(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	assert.Contains(t, metrics, fmt.Sprintf(`brokertoken_refresh_failures_total{user=%q,op="login",kind="captcha"}`, user))
+	assert.Contains(t, body, `"kind": "captcha"`)
+
+	r := stop()
+	assert.Equal(t, 0, r.code)
+	f.assertNoSecrets("captcha scenario", r.stderr+hook.all()+metrics+body)
+}

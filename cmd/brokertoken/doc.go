@@ -1,0 +1,170 @@
+// Command brokertoken keeps every Tradovate login's token fresh in Redis (the daemon)
+// and hands tokens to operators and scripts (the CLI). It replaces the original
+// "Token Refresher Service" and its helper scripts; the Python services that read
+// token:{account} from Redis keep working unchanged.
+//
+// Install it with
+//
+//	go install github.com/brokertoken/brokertoken/cmd/brokertoken@latest
+//
+// # Commands
+//
+//	brokertoken run                        keep every login in the credentials file fresh
+//	brokertoken token ACCOUNT [--md]       print the bare access token (--md: market-data token)
+//	brokertoken status [USER...] [--json]  table of users and their tokens
+//	brokertoken decode [TOKEN|-] [--json]  a JWT's header, claims and expiry, unverified
+//	brokertoken invalidate ACCOUNT         force a new login of ACCOUNT's user, fleet-wide
+//	brokertoken version                    the module version
+//
+// Flags go after the command and may follow its arguments (token ACCOUNT --md).
+// brokertoken -h and brokertoken COMMAND -h list them.
+//
+// run reads Redis first and logs in nobody who already has a valid token there; it
+// renews each token before it expires (--refresh-before), logs in only when it must,
+// runs at most --concurrency logins at once, and spends the login budget it shares
+// with every process on the same Redis (--login-budget requests a minute). Any number
+// of run processes may share a Redis: each user is still refreshed by one of them at a
+// time, through tokencache's lease. With --legacy-keys (on by default for run) it
+// writes the original layout: token:{account} for the user and each of its
+// sub-accounts, auth:{user}, the {user} list and token_expiry:{user}, each expiring
+// with the token; it also rewrites them when another process stored a token without
+// them. SIGINT or SIGTERM stops it within a second: refreshes in flight are cancelled
+// and their leases released. A second signal kills it at once.
+//
+// token reads the cache like any consumer (memory, Redis, then the fleet's single
+// refresh). With a credentials file it may log the user in or renew; without one (the
+// default credentials.json missing) it only reads what the daemon stored. Sub-accounts
+// come from the credential's "accounts" list or the original system's Redis list named
+// after the user. For example:
+//
+//	curl -H "Authorization: Bearer $(brokertoken token PAAPEX2720450000001)" ...
+//
+// status shows, per user: its accounts, state (fresh, stale, expired, missing, or
+// "locked out" while a captcha or lockout cool-down is recorded), time to expiry,
+// version, when and how (login, renew, set, reseed) the token was obtained, and the
+// token's first characters and length only. It only reads.
+//
+// decode prints a JWT's header and claims and its exp, iat and nbf as times, without
+// verifying the signature (no key is needed); the token itself is shown redacted.
+// It reads stdin when given no token or "-", and ignores a leading "Bearer ".
+//
+// invalidate reports the stored token of ACCOUNT's user as bad (tokencache's
+// Invalidate): it is served by no process again, and one new login replaces it for the
+// whole fleet. It waits for the new token and prints its version.
+//
+// # Configuration
+//
+// Every flag has an environment variable; a flag given on the command line wins, an
+// empty variable counts as unset.
+//
+//	flag               environment                  default
+//	--redis            REDIS_URL                    redis://127.0.0.1:6379/0
+//	--redis-ca         BROKERTOKEN_REDIS_CA         system roots
+//	--credentials      BROKERTOKEN_CREDENTIALS      credentials.json
+//	--env              TRADOVATE_ENV                demo (or live)
+//	--tradovate-url    TRADOVATE_URL                the environment's REST URL
+//	--tv-url           TRADOVATE_TV_URL             the environment's TradingView login URL
+//	--prefix           BROKERTOKEN_PREFIX           brokertoken
+//	--legacy-keys      BROKERTOKEN_LEGACY_KEYS      true for run, false otherwise
+//	--alert-webhook    BROKERTOKEN_ALERT_WEBHOOK    none (alerts are only logged)
+//	--alert-format     BROKERTOKEN_ALERT_FORMAT     auto (discord or json)
+//	--listen           BROKERTOKEN_LISTEN           127.0.0.1:9464 (run; empty disables)
+//	--log-format       BROKERTOKEN_LOG_FORMAT       text (or json)
+//	--log-level        BROKERTOKEN_LOG_LEVEL        info for run, off otherwise
+//	--concurrency      BROKERTOKEN_CONCURRENCY      10 (run)
+//	--refresh-before   BROKERTOKEN_REFRESH_BEFORE   15m
+//	--leeway           BROKERTOKEN_LEEWAY           30s
+//	--retry-max        BROKERTOKEN_RETRY_MAX        1m
+//	--check-interval   BROKERTOKEN_CHECK_INTERVAL   2s (run)
+//	--login-budget     BROKERTOKEN_LOGIN_BUDGET     10 login requests a minute, fleet-wide
+//	--timeout          BROKERTOKEN_TIMEOUT          2m
+//
+// The Redis URL is one of:
+//
+//	redis://[user:password@]host[:port][/db][?dial_timeout=3s&...]   one node
+//	rediss://...                                                     one node over TLS
+//	unix://[user:password@]/path/to/redis.sock[?db=N]                one node on a socket
+//	redis://h1:7000,h2:7001 (or redis://h1:7000,redis://h2:7001)     Redis Cluster seeds
+//	redis+cluster://h1:7000[,h2:7001]  rediss+cluster://...          Redis Cluster
+//
+// The password comes from the URL, else from REDIS_PASSWORD (Azure Cache for Redis:
+// rediss://name.redis.cache.windows.net:6380/0 with REDIS_PASSWORD set). Query options
+// are go-redis's (dial_timeout, read_timeout, pool_size, skip_verify...). Cluster URLs
+// accept database 0 only.
+//
+// # Endpoints
+//
+// run serves on --listen:
+//
+//   - /healthz: 200 when every user has a valid token in Redis (fresh, or stale while its
+//     renewal runs), else 503. The JSON body lists every user with its state, seconds
+//     to expiry, version and, while its refreshes fail, the kind and text of the last
+//     failure; "unhealthy" names the users without a valid token. When Redis cannot be
+//     read, every user is "unknown" and "error" says why. It reads Redis, so every
+//     daemon sharing a Redis gives the same answer, within 0.8 s. Use it for readiness
+//     and alerting, not as a liveness probe: a broker outage is not cured by a restart.
+//
+//   - /metrics: Prometheus text format (version 0.0.4), with the series below.
+//
+// The /metrics series:
+//
+//	brokertoken_refreshes_total{user,op}           tokens obtained by this process (op login|renew)
+//	brokertoken_logins_total{user}                 successful logins by this process
+//	brokertoken_renewals_total{user}               successful renewals by this process
+//	brokertoken_refresh_failures_total{user,op,kind}  failed refreshes (op login|renew|redis)
+//	brokertoken_token_expiry_seconds{user}         seconds to expiry of the newest known token
+//	brokertoken_token_valid{user}                  1 while that token has not expired
+//	brokertoken_user_failing{user}                 1 while the user's refreshes fail
+//	brokertoken_lease_waits_total{user}            waits for another process's refresh
+//	brokertoken_lease_wait_seconds_total{user}     time spent in those waits
+//	brokertoken_invalidations_total{user}          newer tokens announced by other processes
+//	brokertoken_alerts_total{event}                alerts delivered by this process
+//	brokertoken_alert_errors_total                 alerts the webhook did not accept
+//	brokertoken_redis_up                           1 while Redis answers pings
+//	brokertoken_users                              users in the credentials file
+//
+// Failure kinds: unavailable, malformed_response, unexpected_status, bad_credentials,
+// captcha, locked_out, login_budget, penalty, inactive_user, unknown_user,
+// token_rejected, redis, timeout, no_token, other.
+//
+// # Alerts
+//
+// With --alert-webhook, run posts an alert when a user's refresh first fails since its
+// last good token, when the broker asks for a captcha or locks logins out (HTTP
+// 429/423: one alert for the whole fleet, since every login is paused), and when the
+// user has a new valid token again. Retries send nothing. Discord webhook URLs
+// (discord.com, discordapp.com) get an embed, red for failures, dark red for captcha
+// and lockout, green for recovery; any other URL gets a JSON object with source, event
+// (failure, captcha, locked_out, recovered, redis_down, redis_up), severity, title,
+// message, user, accounts, kind, error, version, expires_at, until, host and time.
+//
+// Daemons sharing a Redis send each alert once: the first failure opens the user's
+// incident with SET {prefix}:{user}:alert NX (24 h), a captcha takes
+// {prefix}:{user}:alert-captcha and a lockout {prefix}:alert:lockout (for the
+// cool-down); whoever's SET succeeds sends. The recovery goes to the daemon whose DEL
+// of the incident key removes it. When Redis cannot be reached the daemons cannot
+// agree, so each one sends its own alert (and redis_down / redis_up are always per
+// daemon). Without a webhook, the same events are log lines at ERROR and INFO.
+//
+// # Exit codes
+//
+//	0  success; also run stopped by SIGINT or SIGTERM
+//	1  the command failed: no token could be obtained, the broker refused, Redis failed
+//	   during the command, decode was given something that is not a JWT
+//	2  usage or configuration error: unknown command or flag, bad value in a flag or
+//	   variable (named in the message), a missing or malformed credentials file (file
+//	   and entry index), an unknown environment, a bad URL, a Redis that cannot be
+//	   reached at start, an account not in the credentials file, a --listen address in
+//	   use. Nothing has been written to Redis.
+//
+// Errors are one line on stderr, starting with "brokertoken: ".
+//
+// # Secrets
+//
+// No password and no whole token reaches a log line, an error, an alert, /healthz,
+// /metrics or the output of status, decode or invalidate: tokens appear as
+// tokencache.Redact shows them (first six characters and the length), and every line
+// written passes a filter that replaces the configured passwords, API secrets, the
+// Redis password and the webhook URL with [REDACTED], and anything shaped like a JWT
+// with its redacted form. Only token prints a token, because that is its job.
+package main

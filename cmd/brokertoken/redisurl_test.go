@@ -1,0 +1,105 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseRedisURL(t *testing.T) {
+	tests := []struct {
+		name     string
+		url      string
+		password string // REDIS_PASSWORD
+		cluster  bool
+		addrs    []string
+		db       int
+		user     string
+		pass     string
+		tls      bool
+		display  string
+	}{
+		{name: "single", url: "redis://127.0.0.1:6379/2", addrs: []string{"127.0.0.1:6379"}, db: 2, display: "redis://127.0.0.1:6379/2"},
+		{name: "default port", url: "redis://cache.local", addrs: []string{"cache.local:6379"}, display: "redis://cache.local"},
+		{name: "password in URL", url: "redis://:hunter22@h:1", addrs: []string{"h:1"}, pass: "hunter22", display: "redis://:xxxxx@h:1"},
+		{name: "user and password", url: "redis://app:hunter22@h:1/0", addrs: []string{"h:1"}, user: "app", pass: "hunter22", display: "redis://app:xxxxx@h:1/0"},
+		{name: "password from REDIS_PASSWORD", url: "redis://h:1", password: "fromenv", addrs: []string{"h:1"}, pass: "fromenv"},
+		{name: "URL password wins over REDIS_PASSWORD", url: "redis://:inurl@h:1", password: "fromenv", addrs: []string{"h:1"}, pass: "inurl"},
+		{name: "TLS (Azure)", url: "rediss://:k3y@orca.redis.cache.windows.net:6380/0", addrs: []string{"orca.redis.cache.windows.net:6380"}, pass: "k3y", tls: true},
+		{name: "go-redis options", url: "redis://h:1/0?dial_timeout=3s&max_retries=2", addrs: []string{"h:1"}},
+		{name: "comma list of URLs", url: "redis://h1:7000,redis://h2:7001", cluster: true, addrs: []string{"h1:7000", "h2:7001"}},
+		{name: "comma list of hosts", url: "redis://:pw99@h1:7000, h2:7001 ,h3", cluster: true, addrs: []string{"h1:7000", "h2:7001", "h3:6379"}, pass: "pw99"},
+		{name: "redis+cluster", url: "redis+cluster://h1:7000,h2:7001", cluster: true, addrs: []string{"h1:7000", "h2:7001"}},
+		{name: "redis+cluster one seed", url: "redis+cluster://h1:7000", cluster: true, addrs: []string{"h1:7000"}},
+		{name: "rediss+cluster", url: "rediss+cluster://:pw99@h1:7000,h2:7001/0", password: "ignored", cluster: true, addrs: []string{"h1:7000", "h2:7001"}, pass: "pw99", tls: true},
+		{name: "cluster password from env", url: "redis+cluster://h1:7000", password: "fromenv", cluster: true, addrs: []string{"h1:7000"}, pass: "fromenv"},
+		{name: "cluster options", url: "redis+cluster://h1:7000,h2:7001?dial_timeout=2s", cluster: true, addrs: []string{"h1:7000", "h2:7001"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseRedisURL(tt.url, tt.password, "")
+			require.NoError(t, err)
+			assert.Equal(t, tt.cluster, got.isCluster())
+			if tt.cluster {
+				assert.Equal(t, tt.addrs, got.cluster.Addrs)
+				assert.Equal(t, tt.pass, got.cluster.Password)
+				assert.Equal(t, tt.tls, got.cluster.TLSConfig != nil)
+			} else {
+				assert.Equal(t, tt.addrs, []string{got.single.Addr})
+				assert.Equal(t, tt.db, got.single.DB)
+				assert.Equal(t, tt.user, got.single.Username)
+				assert.Equal(t, tt.pass, got.single.Password)
+				assert.Equal(t, tt.tls, got.single.TLSConfig != nil)
+			}
+			if tt.display != "" {
+				assert.Equal(t, tt.display, got.display)
+			}
+			if tt.pass != "" {
+				assert.NotContains(t, got.display, tt.pass)
+			}
+			c := got.client()
+			require.NoError(t, c.Close())
+		})
+	}
+}
+
+func TestParseRedisURLErrors(t *testing.T) {
+	tests := []struct{ name, url, want string }{
+		{"empty", " ", "empty Redis URL"},
+		{"no scheme", "localhost:6379", "not a URL"},
+		{"wrong scheme", "http://h:1", `unsupported scheme "http"`},
+		{"bad port", "redis://:topsecret@h:port", "element 1 is not a valid URL"},
+		{"bad db", "redis://h:1/x", `invalid database number`},
+		{"unknown option", "redis://h:1?bogus=1", "unexpected option: bogus"},
+		{"empty element", "redis://h1:1,,h2:2", "element 2 of the comma list is empty"},
+		{"mixed TLS", "rediss://h1:1,redis://h2:2", "element 2 uses redis:// but element 1 uses rediss://"},
+		{"cluster db", "redis+cluster://h1:1/3", "only database 0"},
+		{"cluster two passwords", "redis://:a111@h1:1,redis://:b222@h2:2", "other credentials"},
+		{"unix cluster", "unix:///tmp/a.sock,unix:///tmp/b.sock", "cannot be a Cluster"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseRedisURL(tt.url, "", "")
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.want)
+			assert.NotContains(t, err.Error(), "topsecret")
+			assert.NotContains(t, err.Error(), "a111")
+		})
+	}
+}
+
+func TestRedisCAFile(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.pem")
+	require.NoError(t, os.WriteFile(bad, []byte("not a certificate"), 0o600))
+
+	_, err := parseRedisURL("redis://h:1", "", bad)
+	assert.ErrorContains(t, err, "not rediss://")
+	_, err = parseRedisURL("rediss://h:1", "", bad)
+	assert.ErrorContains(t, err, "holds no PEM certificate")
+	_, err = parseRedisURL("rediss://h:1", "", filepath.Join(dir, "missing.pem"))
+	assert.ErrorContains(t, err, "no such file")
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/brokertoken/brokertoken/tokencache"
+	"github.com/brokertoken/brokertoken/tradovate"
+)
+
+// deps are the connected pieces a command works with. close releases them.
+type deps struct {
+	rdb      redis.UniversalClient
+	creds    *tradovate.Credentials // nil: no credentials (read-only)
+	accounts *tradovate.AccountMap  // nil without credentials
+	auth     *tradovate.Authenticator
+	cache    *tokencache.Cache
+}
+
+func (d *deps) close() {
+	if d.cache != nil {
+		_ = d.cache.Close()
+	}
+	if d.rdb != nil {
+		_ = d.rdb.Close()
+	}
+}
+
+// users returns the login users of the credentials file, in file order.
+func (d *deps) users() []string {
+	if d.creds == nil {
+		return nil
+	}
+	return d.creds.Users()
+}
+
+// accountsOf returns user's trading sub-accounts.
+func (d *deps) accountsOf(user string) []string {
+	if d.accounts == nil {
+		return nil
+	}
+	return d.accounts.AccountsFor(user)
+}
+
+// userOf returns the login user whose token account uses.
+func (d *deps) userOf(account string) string {
+	if d.accounts == nil {
+		return account
+	}
+	return d.accounts.UserFor(account)
+}
+
+// credsNeed says whether a command needs the credentials file.
+type credsNeed int
+
+const (
+	credsRequired credsNeed = iota // a missing file is a configuration error
+	credsOptional                  // a missing default file means read-only
+	credsNone                      // not read
+)
+
+// setupOptions are the per-command choices of setup.
+type setupOptions struct {
+	creds   credsNeed
+	hooks   tokencache.Hooks
+	noCache bool // connect Redis and read credentials only
+}
+
+// pingTimeout bounds the start-up check that Redis answers.
+const pingTimeout = 5 * time.Second
+
+// setup loads the credentials, checks every remaining setting, connects to Redis (one
+// PING, no write) and builds the Authenticator and Cache. Everything that can be wrong
+// with the configuration is found here, before anything is written to Redis; such
+// errors are usage errors (exit 2).
+func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so setupOptions) (_ *deps, err error) {
+	d := &deps{}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+
+	if so.creds != credsNone {
+		creds, err := tradovate.LoadCredentials(cfg.credentials)
+		switch {
+		case err == nil:
+			d.creds = creds
+		case so.creds == credsOptional && cfg.credsSource == "default" && errors.Is(err, fs.ErrNotExist):
+			log.Debug("no credentials file: read-only, tokens are only read from Redis", "path", cfg.credentials)
+		default:
+			return nil, usagef("%s (set with --credentials or BROKERTOKEN_CREDENTIALS)", oneLine(err.Error()))
+		}
+	}
+	if d.creds != nil {
+		for _, u := range d.creds.Users() {
+			cr, _ := d.creds.Credential(ctx, u)
+			s.add(cr.Password, cr.Sec)
+		}
+	}
+
+	d.rdb = cfg.redis.client()
+	if d.creds != nil {
+		d.auth, err = tradovate.New(tradovate.Options{
+			Environment:    cfg.environment,
+			RESTURL:        cfg.restURL,
+			TradingViewURL: cfg.tvURL,
+			Credentials:    d.creds,
+			Redis:          d.rdb,
+			Prefix:         cfg.prefix,
+			LoginBudget:    cfg.loginBudget,
+			Logger:         log,
+		})
+		if err != nil {
+			return nil, usagef("%s", oneLine(err.Error()))
+		}
+	}
+
+	wait := pingTimeout
+	if cfg.timeout > 0 {
+		wait = min(wait, cfg.timeout)
+	}
+	pctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if err := d.rdb.Ping(pctx).Err(); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, usagef("redis %s: cannot connect: %s", cfg.redis.display, oneLine(err.Error()))
+	}
+
+	if d.creds != nil {
+		// Sub-accounts: the credential's own list, else the original system's Redis list
+		// named after the user (read only).
+		d.accounts, err = tradovate.NewAccountMap(ctx, d.creds, tradovate.AccountOptions{LegacyRedis: d.rdb})
+		if err != nil {
+			return nil, usagef("%s", oneLine(err.Error()))
+		}
+	}
+	if so.noCache {
+		return d, nil
+	}
+
+	opts := tokencache.Options{
+		Redis:         d.rdb,
+		Prefix:        cfg.prefix,
+		LegacyKeys:    cfg.legacyKeys,
+		RefreshBefore: cfg.refreshBefore,
+		Leeway:        cfg.leeway,
+		RetryMax:      cfg.retryMax,
+		Logger:        log,
+		Hooks:         so.hooks,
+	}
+	if cfg.retryMax > 0 && cfg.retryMax < time.Second {
+		opts.RetryMin = cfg.retryMax
+	}
+	if d.auth != nil {
+		opts.Authenticator = d.auth
+	}
+	if d.accounts != nil {
+		opts.UserFor = d.accounts.UserFor
+		opts.AccountsFor = d.accounts.AccountsFor
+	}
+	d.cache, err = tokencache.New(opts)
+	if err != nil {
+		return nil, usagef("%s", oneLine(err.Error()))
+	}
+	return d, nil
+}
