@@ -109,3 +109,28 @@ func TestLegacyKeysForPythonServices(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, next.AccessToken, cli("GET", "token:"+accounts[0]))
 }
+
+func TestSyncLegacyWritesKeysOfATokenStoredWithoutThem(t *testing.T) {
+	e := newEnv(t)
+	user := e.user("U")
+	ctx := context.Background()
+	stored := set(t, e.cache(nil), user, "stored-without-legacy-keys")
+	rdb := e.client()
+	require.Zero(t, rdb.Exists(ctx, "token:"+user).Val())
+
+	c := e.cache(nil, func(o *tokencache.Options) { o.AccountsFor = func(string) []string { return []string{user + "-1"} } })
+	written, err := c.SyncLegacy(ctx, user)
+	require.NoError(t, err)
+	assert.True(t, written)
+	assert.Equal(t, stored.AccessToken, rdb.Get(ctx, "token:"+user).Val())
+	assert.Equal(t, stored.AccessToken, rdb.Get(ctx, "token:"+user+"-1").Val())
+	assert.Equal(t, stored.AccessToken, rdb.Get(ctx, "auth:"+user).Val())
+	assert.Equal(t, []string{"token:" + user, "token:" + user + "-1"}, rdb.LRange(ctx, user, 0, -1).Val())
+	written, err = c.SyncLegacy(ctx, user)
+	require.NoError(t, err)
+	assert.False(t, written, "nothing to do the second time")
+	written, err = c.SyncLegacy(ctx, e.user("nobody"))
+	require.NoError(t, err)
+	assert.False(t, written, "nothing stored: nothing written")
+	assert.Zero(t, rdb.Exists(ctx, "token:"+e.user("nobody")).Val())
+}

@@ -265,11 +265,17 @@ func (dm *daemon) succeeded(ctx context.Context, user string, tok *tokencache.To
 			Version: tok.Version, Expiry: tok.Expiry, Time: time.Now()})
 	}
 	if syncLegacy {
-		if err := dm.syncLegacy(ctx, user, tok); err != nil {
+		// The cache writes the legacy keys of tokens it stores itself; this covers one
+		// stored by a process that did not (a `token` command, a daemon without them).
+		written, err := dm.deps.cache.SyncLegacy(ctx, user)
+		if err != nil {
 			if ctx.Err() == nil {
 				dm.log.Warn("brokertoken: writing legacy keys failed", "user", user, "err", err)
 			}
 			return
+		}
+		if written {
+			dm.log.Info("brokertoken: legacy keys written", "user", user, "version", tok.Version)
 		}
 		st.mu.Lock()
 		if tok.Version > st.legacyAt {
