@@ -147,13 +147,18 @@ func (c *Cache) arm(e *entry, now time.Time) {
 		e.fresh.Store(nil)
 		return
 	}
-	e.armedTo = next
-	if e.timer == nil {
-		e.timer = time.AfterFunc(next.Sub(now), func() { c.expire(e) })
-	} else {
-		e.timer.Reset(next.Sub(now))
-	}
+	c.schedule(e, now, next)
 	e.fresh.Store(t)
+}
+
+// schedule makes the entry's timer run expire at the given time. e.mu must be held.
+func (c *Cache) schedule(e *entry, now, at time.Time) {
+	e.armedTo = at
+	if e.timer == nil {
+		e.timer = time.AfterFunc(at.Sub(now), func() { c.expire(e) })
+	} else {
+		e.timer.Reset(at.Sub(now))
+	}
 }
 
 // expire runs when an entry's armed time has come: it takes the token off the hot path,

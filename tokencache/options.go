@@ -14,7 +14,8 @@ import (
 // each field's comment gives its default.
 type Options struct {
 	// Redis is the shared store: a single node, Sentinel or Cluster client. Required.
-	// The Cache does not close it.
+	// The Cache does not close it. Its reads must go to masters (the default): a
+	// lagging replica could make two processes both see no token and both log in.
 	Redis redis.UniversalClient
 
 	// Authenticator obtains new tokens from the broker. Nil makes the cache read-only:
@@ -130,6 +131,9 @@ func (o Options) init() (Options, error) {
 		if *f.d == 0 {
 			*f.d = f.def
 		}
+	}
+	if o.LeaseTTL < 10*time.Millisecond {
+		return o, errors.New("tokencache: Options.LeaseTTL must be at least 10ms")
 	}
 	if o.RetryMax < o.RetryMin {
 		o.RetryMax = o.RetryMin

@@ -64,7 +64,7 @@ func (c *Cache) token(ctx context.Context, e *entry) (*Token, error) {
 			return nil, fl.err
 		}
 		e.mu.Lock()
-		ok := c.usable(e, fl.tok, time.Now())
+		ok := c.usable(e, fl.tok, time.Now()) && fl.tok.Version >= e.known
 		e.mu.Unlock()
 		if ok {
 			return fl.tok, nil
@@ -81,23 +81,29 @@ func (c *Cache) startFlight(e *entry) *flight {
 	}
 	fl := &flight{done: make(chan struct{})}
 	e.flight = fl
-	c.detach(e, fl)
+	if !c.goBackground(func() { c.runDetached(e, fl) }) {
+		// Closed. e.mu is held, so finish (which takes it) must not be called here.
+		e.flight = nil
+		fl.err = ErrClosed
+		close(fl.done)
+	}
 	return fl
 }
 
-// detach runs the refresh of fl in the background, detached from any caller's context,
-// so one caller giving up never fails it for the others; RefreshTimeout and Close
-// bound it.
+// detach runs the refresh of fl in the background. e.mu must not be held.
 func (c *Cache) detach(e *entry, fl *flight) {
-	started := c.goBackground(func() {
-		ctx, cancel := context.WithTimeout(c.base, c.opts.RefreshTimeout)
-		tok, err := c.refresh(ctx, e)
-		cancel()
-		c.finish(e, fl, tok, err)
-	})
-	if !started {
+	if !c.goBackground(func() { c.runDetached(e, fl) }) {
 		c.finish(e, fl, nil, ErrClosed)
 	}
+}
+
+// runDetached runs a refresh detached from any caller's context, so one caller giving
+// up never fails it for the others; RefreshTimeout and Close bound it.
+func (c *Cache) runDetached(e *entry, fl *flight) {
+	ctx, cancel := context.WithTimeout(c.base, c.opts.RefreshTimeout)
+	tok, err := c.refresh(ctx, e)
+	cancel()
+	c.finish(e, fl, tok, err)
 }
 
 // lead runs the refresh of fl for the caller that started it. The common case, a good
@@ -114,11 +120,12 @@ func (c *Cache) lead(ctx context.Context, e *entry, fl *flight) {
 }
 
 // fromStore reports whether a token read from Redis can be served as it is, with no
-// broker call: it is usable, and fresh unless the cache is read-only (a read-only cache
-// serves stale tokens and leaves the refresh to the writer).
+// broker call: it is usable, not older than the one this process holds, and fresh
+// unless the cache is read-only (a read-only cache serves stale tokens and leaves the
+// refresh to the writer).
 func (c *Cache) fromStore(e *entry, stored *Token, now time.Time) bool {
 	e.mu.Lock()
-	ok := c.usable(e, stored, now)
+	ok := c.usable(e, stored, now) && (e.tok == nil || stored.Version >= e.tok.Version)
 	e.mu.Unlock()
 	return ok && (c.auth == nil || now.Before(c.refreshPoint(stored)))
 }
@@ -171,6 +178,11 @@ func (c *Cache) finish(e *entry, fl *flight, tok *Token, err error) {
 	if c.servable(e, now) {
 		c.arm(e, now)
 	}
+	if e.lastErr != nil && len(e.watchers) > 0 {
+		// Nothing servable and nobody calling Token: try again after the backoff, so
+		// Watch-only consumers are not left waiting for someone else's write.
+		c.schedule(e, now, e.retryAt)
+	}
 	if err != nil && e.known > e.rerun && (e.tok == nil || e.tok.Version < e.known) && !c.closed.Load() {
 		// A newer version was announced while this attempt ran (a login landed
 		// meanwhile): read it now rather than after the backoff. Once per version, so a
@@ -222,9 +234,10 @@ func (c *Cache) refresh(ctx context.Context, e *entry) (*Token, error) {
 		switch {
 		case c.auth == nil:
 			return nil, fmt.Errorf("%w for %s (read-only cache)", ErrNoToken, e.user)
-		case stored == nil && localOK && now.Before(c.refreshPoint(local)):
-			// Redis lost the record (a restart without persistence): put ours back
-			// rather than logging in again.
+		case localOK && (stored == nil || stored.Version < local.Version) && now.Before(c.refreshPoint(local)):
+			// Redis lost the record (a restart without persistence) or went back to an
+			// older one (a restored snapshot, a failover that lost writes): put ours
+			// back rather than logging in again.
 			if t, err := c.reseed(ctx, e, base, local); !errors.Is(err, errLostRace) {
 				return t, err
 			}
@@ -344,6 +357,13 @@ func (c *Cache) obtain(ctx context.Context, e *entry) (*Token, error) {
 	t.Expiry = ResolveExpiry(t.Expiry, t.AccessToken, t.ObtainedAt, c.opts.DefaultLifetime)
 	if op == "renew" && t.MDAccessToken == "" {
 		t.MDAccessToken = current.MDAccessToken
+	}
+	e.mu.Lock()
+	reportedBad := e.isBad(t.AccessToken)
+	e.mu.Unlock()
+	if reportedBad {
+		// Storing it would bump the version, wake every watcher, and still not be served.
+		return nil, &RefreshError{User: e.user, Op: op, Err: errors.New("broker returned a token already reported bad")}
 	}
 	if !now.Before(c.unusableAt(&t)) {
 		return nil, &RefreshError{User: e.user, Op: op,

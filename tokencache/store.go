@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -134,8 +135,20 @@ func (s *store) write(ctx context.Context, user string, base int64, t *Token, by
 // wrong type) keep their own meaning; everything else means Redis could not be reached.
 func redisErr(op string, err error) error {
 	var reply redis.Error
-	if errors.As(err, &reply) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.As(err, &reply) && !unavailableReply(reply.Error()) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("tokencache: %s: redis: %w", op, err)
 	}
 	return fmt.Errorf("%w: %s: %w", ErrRedisUnavailable, op, err)
+}
+
+// unavailableReply reports whether a Redis error reply means the server cannot serve
+// now (loading, failing over, cluster down) rather than that the request was wrong.
+func unavailableReply(msg string) bool {
+	for _, p := range []string{"LOADING", "CLUSTERDOWN", "MASTERDOWN", "TRYAGAIN", "READONLY", "BUSY"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
 }

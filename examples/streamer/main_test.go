@@ -191,11 +191,19 @@ func TestStreamerReconnectsOncePerTokenChange(t *testing.T) {
 	f.waitStreaming(v2)
 
 	// Change 2: the broker revokes the market-data token first (a login elsewhere closed
-	// the session): the socket is closed; the streamer must not send that token again,
-	// and waits for the daemon's next token.
+	// the session): the socket is closed; the streamer must not send that token again.
+	// Its report reaches the daemon's cache, which logs in once by itself.
 	f.broker.Revoke(v2.MDAccessToken)
 	f.waitOutput(`rejected \(server closed the socket: Access token revoked\)`)
-	v3 := f.login()
+	var v3 *tokencache.Token
+	require.Eventually(t, func() bool {
+		tok, err := f.daemon.cache.Token(f.ctx, f.user)
+		if err == nil && tok.Version > v2.Version {
+			v3 = tok
+			return true
+		}
+		return false
+	}, 10*time.Second, 10*time.Millisecond, "the daemon replaces the reported token")
 	versions = append(versions, v3)
 	f.waitStreaming(v3)
 
@@ -282,6 +290,7 @@ func TestDemo(t *testing.T) {
 		`connected \(connection 1\) with market-data token eyJhbG…\(\d+\), version \d+`,
 		`subscribed NQZ6`,
 		`quote NQZ6 bid`,
+		`\[daemon\] replaced the reported token: stored version \d+`,
 		`stopped: 4 connections \(3 for new tokens, 0 after drops\)`,
 		`market-data socket: 4 connections, 0 authorizations refused`,
 	} {

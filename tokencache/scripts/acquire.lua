@@ -7,6 +7,11 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return 0
 end
 local left = redis.call('PTTL', KEYS[1])
+if left == -1 then
+  -- A lease without an expiry (written by hand?) would block everyone forever.
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(ARGV[2])
+end
 if left < 1 then
   return 1
 end
