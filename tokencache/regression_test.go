@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/brokertoken/brokertoken/internal/testutil"
 	"github.com/brokertoken/brokertoken/tokencache"
 )
 
@@ -128,7 +129,7 @@ func TestBrokerReturningAReportedBadTokenIsRefused(t *testing.T) {
 
 // The caller's ctx deadline is reported as such, not as Redis being unavailable.
 func TestCallerDeadlineIsNotRedisUnavailable(t *testing.T) {
-	e := newEnv(t)
+	e := &env{t: t, srv: testutil.StartRedis(t)} // CLIENT PAUSE needs a real server
 	user := e.user("U")
 	c := e.cache(nil)
 	admin := e.client()
