@@ -35,6 +35,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/brokertoken/brokertoken/internal/demoenv"
 	"github.com/brokertoken/brokertoken/tokencache"
 	"github.com/brokertoken/brokertoken/tradovate"
 )
@@ -338,7 +339,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *url == "" {
-		redisOpts, stopRedis, err := redisOptions()
+		redisOpts, stopRedis, err := demoenv.RedisOptions()
 		if err != nil {
 			log.Fatal(err)
 		}

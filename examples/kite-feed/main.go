@@ -28,16 +28,16 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/brokertoken/brokertoken/internal/demoenv"
 	"github.com/brokertoken/brokertoken/internal/testutil/kitefake"
 	"github.com/brokertoken/brokertoken/tokencache"
 	"github.com/brokertoken/brokertoken/zerodha"
 )
 
 func main() {
-	redisOpts, stop, err := redisOptions()
+	redisOpts, stop, err := demoenv.RedisOptions()
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -47,19 +47,6 @@ func main() {
 	if err := run(ctx, os.Stdout, redisOpts, "kite-feed-demo"); err != nil {
 		log.Fatal(err)
 	}
-}
-
-// redisOptions connects to REDIS_URL, or starts an embedded Redis.
-func redisOptions() (*redis.Options, func(), error) {
-	if url := os.Getenv("REDIS_URL"); url != "" {
-		opts, err := redis.ParseURL(url)
-		return opts, func() {}, err
-	}
-	m, err := miniredis.Run()
-	if err != nil {
-		return nil, nil, err
-	}
-	return &redis.Options{Addr: m.Addr()}, m.Close, nil
 }
 
 // The demo app's credentials, registered with the fake Kite.

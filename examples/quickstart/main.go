@@ -17,15 +17,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/brokertoken/brokertoken/internal/demoenv"
 	"github.com/brokertoken/brokertoken/tokencache"
 )
 
 func main() {
-	redisOpts, stop, err := redisOptions()
+	redisOpts, stop, err := demoenv.RedisOptions()
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -35,19 +35,6 @@ func main() {
 	if err := run(ctx, os.Stdout, redisOpts, "demo"); err != nil {
 		log.Fatal(err)
 	}
-}
-
-// redisOptions connects to REDIS_URL, or starts an embedded Redis.
-func redisOptions() (*redis.Options, func(), error) {
-	if url := os.Getenv("REDIS_URL"); url != "" {
-		opts, err := redis.ParseURL(url)
-		return opts, func() {}, err
-	}
-	m, err := miniredis.Run()
-	if err != nil {
-		return nil, nil, err
-	}
-	return &redis.Options{Addr: m.Addr()}, m.Close, nil
 }
 
 // run plays the scenario, printing what each service sees to w. prefix namespaces the

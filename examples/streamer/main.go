@@ -30,6 +30,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/brokertoken/brokertoken/internal/demoenv"
 	"github.com/brokertoken/brokertoken/tokencache"
 )
 
@@ -91,7 +92,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *url == "" {
-		redisOpts, stopRedis, err := redisOptions()
+		redisOpts, stopRedis, err := demoenv.RedisOptions()
 		if err != nil {
 			log.Fatal(err)
 		}

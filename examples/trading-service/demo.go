@@ -14,14 +14,12 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
-	"testing"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/brokertoken/brokertoken/internal/demoenv"
 	"github.com/brokertoken/brokertoken/internal/testutil/tradovatefake"
 	"github.com/brokertoken/brokertoken/tradovate"
 )
@@ -30,8 +28,8 @@ import (
 // in twice on the web: Tradovate keeps two sessions per user, so the service's session
 // is closed and its token answers 401.
 func demo(ctx context.Context, w io.Writer, redisOpts *redis.Options, prefix string) error {
-	fakes := &processTB{}
-	defer fakes.cleanup()
+	fakes := &demoenv.Process{}
+	defer fakes.Close()
 	broker := tradovatefake.New(fakes, tradovatefake.Options{})
 	const user = "APEX_272045"
 	broker.AddUser(user, "demo-password")
@@ -136,47 +134,4 @@ func (a *brokerAPI) accountList(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode([]map[string]any{
 		{"id": 1, "name": "DEMO272045", "accountType": "Customer", "active": true},
 	})
-}
-
-// redisOptions connects to REDIS_URL, or starts an embedded Redis.
-func redisOptions() (*redis.Options, func(), error) {
-	if url := os.Getenv("REDIS_URL"); url != "" {
-		opts, err := redis.ParseURL(url)
-		return opts, func() {}, err
-	}
-	m, err := miniredis.Run()
-	if err != nil {
-		return nil, nil, err
-	}
-	return &redis.Options{Addr: m.Addr()}, m.Close, nil
-}
-
-// processTB lets tradovatefake, written for tests, run inside this program: it
-// implements the testing.TB methods the fake calls (Helper, Fatalf, Cleanup). Any other
-// method would panic on the nil embedded interface.
-type processTB struct {
-	testing.TB
-	mu       sync.Mutex // guards cleanups
-	cleanups []func()
-}
-
-func (p *processTB) Helper() {}
-
-func (p *processTB) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
-
-func (p *processTB) Cleanup(f func()) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cleanups = append(p.cleanups, f)
-}
-
-// cleanup runs the registered functions, last first, as testing does.
-func (p *processTB) cleanup() {
-	p.mu.Lock()
-	fs := p.cleanups
-	p.cleanups = nil
-	p.mu.Unlock()
-	for i := len(fs) - 1; i >= 0; i-- {
-		fs[i]()
-	}
 }

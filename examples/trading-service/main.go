@@ -38,6 +38,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/brokertoken/brokertoken/internal/demoenv"
 	"github.com/brokertoken/brokertoken/tokencache"
 	"github.com/brokertoken/brokertoken/tradovate"
 )
@@ -263,7 +264,7 @@ func main() {
 		creds, err = tradovate.CredentialsFromEnv()
 	}
 	if errors.Is(err, tradovate.ErrNoEnvCredential) {
-		redisOpts, stopRedis, err := redisOptions()
+		redisOpts, stopRedis, err := demoenv.RedisOptions()
 		if err != nil {
 			log.Fatal(err)
 		}
