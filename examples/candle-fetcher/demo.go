@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -16,8 +15,6 @@ import (
 	"github.com/brokertoken/brokertoken/internal/demoenv"
 	"github.com/brokertoken/brokertoken/internal/testutil/tradovatefake"
 	"github.com/brokertoken/brokertoken/internal/testutil/wsfake"
-	"github.com/brokertoken/brokertoken/tokencache"
-	"github.com/brokertoken/brokertoken/tradovate"
 )
 
 // demo runs the fetcher against in-process fakes. The fetcher starts before the daemon
@@ -35,11 +32,11 @@ func demo(ctx context.Context, w io.Writer, redisOpts *redis.Options, prefix str
 
 	daemonRedis := redis.NewClient(redisOpts)
 	defer daemonRedis.Close()
-	d, err := newDaemon(daemonRedis, prefix, broker, user)
+	d, err := demoenv.NewDaemon(daemonRedis, prefix, broker, user)
 	if err != nil {
 		return err
 	}
-	defer d.close()
+	defer d.Close()
 	fetcherRedis := redis.NewClient(redisOpts) // its own connection, as another process
 	defer fetcherRedis.Close()
 
@@ -56,7 +53,7 @@ func demo(ctx context.Context, w io.Writer, redisOpts *redis.Options, prefix str
 		return fmt.Errorf("the fetcher stopped early: %v", err)
 	}
 	fmt.Fprintln(w, "[daemon] starts: logs in and stores the token")
-	if _, err := d.login(ctx); err != nil {
+	if _, err := d.Login(ctx); err != nil {
 		return err
 	}
 	if err := <-done; err != nil {
@@ -65,48 +62,3 @@ func demo(ctx context.Context, w io.Writer, redisOpts *redis.Options, prefix str
 	fmt.Fprintf(w, "broker logins: %d (by the daemon; the fetcher never logs in)\n", broker.Logins(user))
 	return nil
 }
-
-// daemon stands in for `brokertoken run`: it logs the user in at the (fake) broker and
-// stores the token in Redis, where every cache sharing the Redis finds it.
-type daemon struct {
-	auth  *tradovate.Authenticator
-	cache *tokencache.Cache
-	user  string
-}
-
-func newDaemon(rdb redis.UniversalClient, prefix string, broker *tradovatefake.Server, user string) (*daemon, error) {
-	creds, err := tradovate.NewCredentials(tradovate.Credential{Username: user, Password: "demo-password"})
-	if err != nil {
-		return nil, err
-	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	auth, err := tradovate.New(tradovate.Options{
-		RESTURL:        broker.RESTURL(),
-		TradingViewURL: broker.TradingViewURL(),
-		Method:         tradovate.MethodOfficial,
-		Credentials:    creds,
-		DeviceID:       "brokertoken-demo",
-		Redis:          rdb,
-		Prefix:         prefix,
-		Logger:         quiet,
-	})
-	if err != nil {
-		return nil, err
-	}
-	cache, err := tokencache.New(tokencache.Options{Redis: rdb, Prefix: prefix, Authenticator: auth, Logger: quiet})
-	if err != nil {
-		return nil, err
-	}
-	return &daemon{auth: auth, cache: cache, user: user}, nil
-}
-
-// login opens a new broker session and stores its token.
-func (d *daemon) login(ctx context.Context) (*tokencache.Token, error) {
-	t, err := d.auth.Login(ctx, d.user)
-	if err != nil {
-		return nil, err
-	}
-	return d.cache.Set(ctx, d.user, t)
-}
-
-func (d *daemon) close() { d.cache.Close() }

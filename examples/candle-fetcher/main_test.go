@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/brokertoken/brokertoken/internal/demoenv"
 	"github.com/brokertoken/brokertoken/internal/testutil"
 	"github.com/brokertoken/brokertoken/internal/testutil/tradovatefake"
 	"github.com/brokertoken/brokertoken/internal/testutil/wsfake"
@@ -46,7 +47,7 @@ type fixture struct {
 	redis  *testutil.Server
 	broker *tradovatefake.Server
 	md     *wsfake.Server
-	daemon *daemon
+	daemon *demoenv.Daemon
 	user   string
 	out    *syncBuffer
 }
@@ -59,9 +60,9 @@ func newFixture(t *testing.T) *fixture {
 	f.broker.AddUser(f.user, "demo-password")
 	f.md = wsfake.New(wsfake.Options{Valid: f.broker.Valid})
 	t.Cleanup(f.md.Close)
-	d, err := newDaemon(f.redis.Client(t), f.redis.Prefix, f.broker, f.user)
+	d, err := demoenv.NewDaemon(f.redis.Client(t), f.redis.Prefix, f.broker, f.user)
 	require.NoError(t, err)
-	t.Cleanup(d.close)
+	t.Cleanup(d.Close)
 	f.daemon = d
 	return f
 }
@@ -98,7 +99,7 @@ func TestFetcherWaitsForTheDaemonSayingSoOnce(t *testing.T) {
 	done := f.start(config{Symbols: []string{"ESZ6", "NQZ6"}, Bars: 5, Interval: interval, Rounds: 2})
 	f.waitOutput(`no token for \S+ \(none stored yet\): waiting for the daemon`)
 	time.Sleep(6 * interval) // let it check a few more times, silently
-	_, err := f.daemon.login(f.ctx)
+	_, err := f.daemon.Login(f.ctx)
 	require.NoError(t, err)
 	out := f.wait(done)
 
@@ -131,7 +132,7 @@ func TestFetcherWaitsForTheDaemonSayingSoOnce(t *testing.T) {
 
 func TestFetcherReportsARejectedTokenAndUsesItNoMore(t *testing.T) {
 	f := newFixture(t)
-	v1, err := f.daemon.login(f.ctx)
+	v1, err := f.daemon.Login(f.ctx)
 	require.NoError(t, err)
 	done := f.start(config{Bars: 3, Interval: 30 * time.Millisecond, Rounds: 3})
 	f.waitOutput(`fetch 1: ESZ6 3 one-minute bars`)
@@ -141,7 +142,7 @@ func TestFetcherReportsARejectedTokenAndUsesItNoMore(t *testing.T) {
 	// The report reaches the daemon's cache, which logs in once by itself.
 	var v2 *tokencache.Token
 	require.Eventually(t, func() bool {
-		tok, err := f.daemon.cache.Token(f.ctx, f.user)
+		tok, err := f.daemon.Cache.Token(f.ctx, f.user)
 		if err == nil && tok.Version > v1.Version {
 			v2 = tok
 			return true

@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -16,8 +15,6 @@ import (
 	"github.com/brokertoken/brokertoken/internal/demoenv"
 	"github.com/brokertoken/brokertoken/internal/testutil/tradovatefake"
 	"github.com/brokertoken/brokertoken/internal/testutil/wsfake"
-	"github.com/brokertoken/brokertoken/tokencache"
-	"github.com/brokertoken/brokertoken/tradovate"
 )
 
 // demo plays the streamer against in-process fakes: the daemon logs in, the streamer
@@ -35,11 +32,11 @@ func demo(ctx context.Context, w io.Writer, redisOpts *redis.Options, prefix str
 
 	daemonRedis := redis.NewClient(redisOpts)
 	defer daemonRedis.Close()
-	d, err := newDaemon(daemonRedis, prefix, broker, user)
+	d, err := demoenv.NewDaemon(daemonRedis, prefix, broker, user)
 	if err != nil {
 		return err
 	}
-	defer d.close()
+	defer d.Close()
 	fmt.Fprintf(w, "Redis at %s, fake broker at %s, fake market-data socket at %s\n", redisOpts.Addr, broker.RESTURL(), md.URL())
 
 	streamerRedis := redis.NewClient(redisOpts) // its own connection, as another process
@@ -65,7 +62,7 @@ func demo(ctx context.Context, w io.Writer, redisOpts *redis.Options, prefix str
 		}
 	}
 	login := func(why string) error {
-		t, err := d.login(ctx)
+		t, err := d.Login(ctx)
 		if err != nil {
 			return err
 		}
@@ -76,7 +73,7 @@ func demo(ctx context.Context, w io.Writer, redisOpts *redis.Options, prefix str
 	steps := []func() error{
 		func() error { return login("logged in again") },
 		func() error {
-			cur, err := d.cache.Token(ctx, user)
+			cur, err := d.Cache.Token(ctx, user)
 			if err != nil {
 				return err
 			}
@@ -85,7 +82,7 @@ func demo(ctx context.Context, w io.Writer, redisOpts *redis.Options, prefix str
 			// The streamer reports the rejected token with Invalidate; its read-only cache
 			// passes the report to the daemon's, which logs in once for everybody.
 			for {
-				next, err := d.cache.Token(ctx, user)
+				next, err := d.Cache.Token(ctx, user)
 				if err == nil && next.Version > cur.Version {
 					fmt.Fprintf(w, "[daemon] replaced the reported token: stored version %d\n", next.Version)
 					return nil
@@ -127,63 +124,3 @@ func demo(ctx context.Context, w io.Writer, redisOpts *redis.Options, prefix str
 	fmt.Fprintf(w, "market-data socket: %d connections, %d authorizations refused\n", md.Connections(), rejected)
 	return nil
 }
-
-// daemon stands in for `brokertoken run`: it logs the user in at the (fake) broker and
-// stores the token in Redis, where every cache sharing the Redis finds it.
-type daemon struct {
-	auth  *tradovate.Authenticator
-	cache *tokencache.Cache
-	user  string
-}
-
-func newDaemon(rdb redis.UniversalClient, prefix string, broker *tradovatefake.Server, user string) (*daemon, error) {
-	creds, err := tradovate.NewCredentials(tradovate.Credential{Username: user, Password: "demo-password"})
-	if err != nil {
-		return nil, err
-	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	auth, err := tradovate.New(tradovate.Options{
-		RESTURL:        broker.RESTURL(),
-		TradingViewURL: broker.TradingViewURL(),
-		Method:         tradovate.MethodOfficial,
-		Credentials:    creds,
-		DeviceID:       "brokertoken-demo",
-		Redis:          rdb,
-		Prefix:         prefix,
-		Logger:         quiet,
-	})
-	if err != nil {
-		return nil, err
-	}
-	cache, err := tokencache.New(tokencache.Options{Redis: rdb, Prefix: prefix, Authenticator: auth, Logger: quiet})
-	if err != nil {
-		return nil, err
-	}
-	return &daemon{auth: auth, cache: cache, user: user}, nil
-}
-
-// login opens a new broker session and stores its token: a new version with a new
-// market-data token.
-func (d *daemon) login(ctx context.Context) (*tokencache.Token, error) {
-	t, err := d.auth.Login(ctx, d.user)
-	if err != nil {
-		return nil, err
-	}
-	return d.cache.Set(ctx, d.user, t)
-}
-
-// renew extends the session of the stored token and stores the result: a new version
-// that keeps the market-data token (Tradovate's renewal omits it).
-func (d *daemon) renew(ctx context.Context) (*tokencache.Token, error) {
-	cur, err := d.cache.Token(ctx, d.user)
-	if err != nil {
-		return nil, err
-	}
-	t, err := d.auth.Renew(ctx, d.user, cur)
-	if err != nil {
-		return nil, err
-	}
-	return d.cache.Set(ctx, d.user, t)
-}
-
-func (d *daemon) close() { d.cache.Close() }

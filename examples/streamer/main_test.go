@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/brokertoken/brokertoken/internal/demoenv"
 	"github.com/brokertoken/brokertoken/internal/testutil"
 	"github.com/brokertoken/brokertoken/internal/testutil/tradovatefake"
 	"github.com/brokertoken/brokertoken/internal/testutil/wsfake"
@@ -48,7 +49,7 @@ type fixture struct {
 	redis  *testutil.Server
 	broker *tradovatefake.Server
 	md     *wsfake.Server
-	daemon *daemon
+	daemon *demoenv.Daemon
 	user   string
 	out    *syncBuffer
 	stop   context.CancelFunc
@@ -63,9 +64,9 @@ func newFixture(t *testing.T) *fixture {
 	f.broker.AddUser(f.user, "demo-password")
 	f.md = wsfake.New(wsfake.Options{Valid: f.broker.Valid, QuoteInterval: 20 * time.Millisecond, RecheckInterval: 5 * time.Millisecond})
 	t.Cleanup(f.md.Close)
-	d, err := newDaemon(f.redis.Client(t), f.redis.Prefix, f.broker, f.user)
+	d, err := demoenv.NewDaemon(f.redis.Client(t), f.redis.Prefix, f.broker, f.user)
 	require.NoError(t, err)
-	t.Cleanup(d.close)
+	t.Cleanup(d.Close)
 	f.daemon = d
 	return f
 }
@@ -112,7 +113,7 @@ func withoutQuotes(out string) string {
 }
 
 func (f *fixture) login() *tokencache.Token {
-	t, err := f.daemon.login(f.ctx)
+	t, err := f.daemon.Login(f.ctx)
 	require.NoError(f.t, err)
 	return t
 }
@@ -197,7 +198,7 @@ func TestStreamerReconnectsOncePerTokenChange(t *testing.T) {
 	f.waitOutput(`rejected \(server closed the socket: Access token revoked\)`)
 	var v3 *tokencache.Token
 	require.Eventually(t, func() bool {
-		tok, err := f.daemon.cache.Token(f.ctx, f.user)
+		tok, err := f.daemon.Cache.Token(f.ctx, f.user)
 		if err == nil && tok.Version > v2.Version {
 			v3 = tok
 			return true
@@ -239,7 +240,7 @@ func TestStreamerKeepsItsSocketWhenOnlyTheAccessTokenChanges(t *testing.T) {
 	f.start()
 	f.waitStreaming(v1)
 
-	renewed, err := f.daemon.renew(f.ctx) // Tradovate's renewal keeps the market-data token
+	renewed, err := f.daemon.Renew(f.ctx) // Tradovate's renewal keeps the market-data token
 	require.NoError(t, err)
 	require.Equal(t, v1.MDAccessToken, renewed.MDAccessToken)
 	require.NotEqual(t, v1.AccessToken, renewed.AccessToken)
