@@ -207,6 +207,10 @@ func (c *Cache) backoff(n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
+// followerRecheck bounds how long a process waiting for another's refresh goes without
+// looking at Redis again.
+const followerRecheck = time.Second
+
 // errLostRace means another process stored a newer token while this one refreshed.
 var errLostRace = errors.New("tokencache: a newer token was stored meanwhile")
 
@@ -251,8 +255,10 @@ func (c *Cache) refresh(ctx context.Context, e *entry) (*Token, error) {
 		if l == nil {
 			// Another process is refreshing: wait for its announcement, or for its lease
 			// to run out (it may have died), then look again.
+			// Look again at least every second: a holder that failed releases its lease
+			// without announcing anything.
 			waited := time.Now()
-			timer := time.NewTimer(wait + 10*time.Millisecond)
+			timer := time.NewTimer(min(wait+10*time.Millisecond, followerRecheck))
 			select {
 			case <-changed:
 			case <-timer.C:
@@ -379,7 +385,7 @@ func (c *Cache) obtain(ctx context.Context, e *entry) (*Token, error) {
 	}
 	t.Version = v
 	c.log.Info("tokencache: token refreshed", "user", e.user, "op", op, "version", v,
-		"expires_in", time.Until(t.Expiry).Round(time.Second), "token", Redact(t.AccessToken))
+		"expires_in", time.Until(t.Expiry).Round(time.Second).String(), "token", Redact(t.AccessToken))
 	if h := c.opts.Hooks.Refreshed; h != nil {
 		h(e.user, op, &t)
 	}
