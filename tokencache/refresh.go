@@ -183,10 +183,11 @@ func (c *Cache) finish(e *entry, fl *flight, tok *Token, err error) {
 		// Watch-only consumers are not left waiting for someone else's write.
 		c.schedule(e, now, e.retryAt)
 	}
-	if err != nil && e.known > e.rerun && (e.tok == nil || e.tok.Version < e.known) && !c.closed.Load() {
-		// A newer version was announced while this attempt ran (a login landed
-		// meanwhile): read it now rather than after the backoff. Once per version, so a
-		// Redis outage cannot make this spin.
+	if e.known > e.rerun && (e.tok == nil || e.tok.Version < e.known) && !c.closed.Load() {
+		// A newer version was announced while this attempt ran (it read Redis before
+		// the write, or failed while a login landed): read it now rather than at the
+		// next call or after the backoff, so watchers hear of it. Once per version, so
+		// a Redis outage cannot make this spin.
 		e.rerun = e.known
 		e.lastErr, e.retryAt = nil, time.Time{}
 		c.startFlight(e)

@@ -217,3 +217,37 @@ func TestWriterRestoresNewerTokenOverOlderStoredOne(t *testing.T) {
 }
 
 // R1b: the same deadlock through Token -> kick -> startFlight, found by stress.
+
+// An announcement that arrives while a background refresh is finishing with the
+// previous version must still reach Watch: that refresh read Redis too early, and no
+// caller is waiting to notice.
+func TestAnnouncementDuringARefreshReachesWatch(t *testing.T) {
+	e := newEnv(t)
+	user := e.user("U")
+	ctx := context.Background()
+	rdb := e.client()
+	g := newGate(isGet)
+	rdb.AddHook(g)
+	writer := e.cache(nil)
+	set := func(access string) *tokencache.Token {
+		tok, err := writer.Set(ctx, user, &tokencache.Token{AccessToken: access, Expiry: time.Now().Add(time.Hour)})
+		require.NoError(t, err)
+		return tok
+	}
+	set("version-one")
+	c := newCache(t, rdb, e.srv.Prefix, nil) // MaxStaleness 30 s: no backstop within the test
+	_, err := c.Token(ctx, user)
+	require.NoError(t, err)
+	ch := c.Watch(ctx, user)
+
+	// v2's announcement starts a background refresh; its GET (which saw v2) is held.
+	g.armed.Store(true)
+	v2 := set("version-two")
+	<-g.entered
+	// v3 is announced while that refresh still runs, and joins it.
+	v3 := set("version-three")
+	time.Sleep(50 * time.Millisecond)
+	close(g.release)
+	assert.Equal(t, v2.Version, receive(t, ch).Version)
+	assert.Equal(t, v3.Version, receive(t, ch).Version, "the watcher hears of v3 too")
+}
