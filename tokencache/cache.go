@@ -64,7 +64,9 @@ func New(opts Options) (*Cache, error) {
 
 // Token returns a valid token for account: from memory when it is fresh, else from
 // Redis, else from the broker through the single fleet-wide refresh. It waits at most
-// until ctx is done. The returned Token is shared and must not be modified.
+// until ctx is done; a Redis command already sent is bounded by ctx only when the
+// client has ContextTimeoutEnabled (else by its ReadTimeout, 3 s by default). The
+// returned Token is shared and must not be modified.
 //
 // Errors: ErrNoToken (read-only cache, nothing valid stored), ErrRedisUnavailable,
 // *RefreshError (the broker refused), ErrClosed, or ctx's error.

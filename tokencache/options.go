@@ -16,6 +16,8 @@ type Options struct {
 	// Redis is the shared store: a single node, Sentinel or Cluster client. Required.
 	// The Cache does not close it. Its reads must go to masters (the default): a
 	// lagging replica could make two processes both see no token and both log in.
+	// Set ContextTimeoutEnabled on it so callers' deadlines also bound Redis commands
+	// in flight (go-redis otherwise bounds them by ReadTimeout only).
 	Redis redis.UniversalClient
 
 	// Authenticator obtains new tokens from the broker. Nil makes the cache read-only:

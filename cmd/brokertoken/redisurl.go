@@ -96,6 +96,7 @@ func parseRedisURL(raw, password, caFile string) (*redisTarget, error) {
 		if o.Password == "" && password != "" {
 			o.Password = password
 		}
+		o.ContextTimeoutEnabled = true // deadlines bound commands in flight
 		t.single = o
 	} else {
 		o, err := clusterOptions(urls)
@@ -105,6 +106,7 @@ func parseRedisURL(raw, password, caFile string) (*redisTarget, error) {
 		if o.Password == "" && password != "" {
 			o.Password = password
 		}
+		o.ContextTimeoutEnabled = true
 		t.cluster = o
 	}
 
