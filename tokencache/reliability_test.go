@@ -503,26 +503,9 @@ func TestReliabilitySlowAndBrokenNetwork(t *testing.T) {
 		half.calls, half.failed, ms(half.worst), ms(half.worstCold), ms(afterHalf), leakErr)
 }
 
-// logBuffer is a concurrency-safe log sink.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+// debugLogger logs everything at debug level into b.
+func debugLogger(b *testutil.Buffer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 const corruptWarning = "corrupt token record treated as missing"
@@ -534,10 +517,10 @@ func TestReliabilityCorruptRecordIsAMissReplacedAndLoggedOnce(t *testing.T) {
 	ctx := context.Background()
 	rdb := e.client()
 	b := &broker{}
-	var logs logBuffer
-	c := newCache(t, e.client(), e.srv.Prefix, b, func(o *tokencache.Options) { o.Logger = logs.logger() })
-	var rlogs logBuffer
-	ro := newCache(t, e.client(), e.srv.Prefix, nil, func(o *tokencache.Options) { o.Logger = rlogs.logger() })
+	var logs testutil.Buffer
+	c := newCache(t, e.client(), e.srv.Prefix, b, func(o *tokencache.Options) { o.Logger = debugLogger(&logs) })
+	var rlogs testutil.Buffer
+	ro := newCache(t, e.client(), e.srv.Prefix, nil, func(o *tokencache.Options) { o.Logger = debugLogger(&rlogs) })
 
 	for round, garbage := range []string{`{"v":12,"a":`, "\x00\xff not json", `{"v":3,"a":"","e":1}`} {
 		// A user neither cache holds a token of (one that does serves it, or writes it

@@ -91,11 +91,11 @@ func TestReliabilityNoSecretsInLogsErrorsOrFormattedValues(t *testing.T) {
 		s.text(c)
 	}
 
-	var logs logBuffer
+	var logs testutil.Buffer
 	auth, err := tradovate.New(tradovate.Options{
 		RESTURL: fake.RESTURL(), TradingViewURL: fake.TradingViewURL(), Credentials: cs,
 		Redis: srv.Client(t), Prefix: srv.Prefix, RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 40 * time.Millisecond,
-		Cooldown: time.Minute, Logger: logs.logger(),
+		Cooldown: time.Minute, Logger: debugLogger(&logs),
 	})
 	require.NoError(t, err)
 	// Not scanned here: fmt of *tradovate.Credentials, tradovate.Options and (with %s,
@@ -108,9 +108,9 @@ func TestReliabilityNoSecretsInLogsErrorsOrFormattedValues(t *testing.T) {
 		Invalidated:   func(user string, version int64) { s.text(user, version) },
 	}
 	c := newCache(t, srv.Client(t), srv.Prefix, auth, shortLived, func(o *tokencache.Options) {
-		o.Logger, o.Hooks, o.LegacyKeys = logs.logger(), hooks, true
+		o.Logger, o.Hooks, o.LegacyKeys = debugLogger(&logs), hooks, true
 	})
-	reader := newCache(t, srv.Client(t), srv.Prefix, nil, func(o *tokencache.Options) { o.Logger = logs.logger() })
+	reader := newCache(t, srv.Client(t), srv.Prefix, nil, func(o *tokencache.Options) { o.Logger = debugLogger(&logs) })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	watch := reader.Watch(ctx, good)

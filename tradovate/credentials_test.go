@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/brokertoken/brokertoken/internal/testutil"
 	"github.com/brokertoken/brokertoken/tradovate"
 )
 
@@ -82,7 +83,7 @@ func TestNewLogsCredentialWarnings(t *testing.T) {
 	path := writeFile(t, `[{"username":"u","password":"p"}]`, 0o644)
 	c, err := tradovate.LoadCredentials(path)
 	require.NoError(t, err)
-	var logs logBuffer
+	var logs testutil.Buffer
 	_, err = tradovate.New(tradovate.Options{Credentials: c, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	require.NoError(t, err)
 	assert.Contains(t, logs.String(), "readable by group or others")

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/brokertoken/brokertoken/internal/testutil"
 	"github.com/brokertoken/brokertoken/internal/testutil/tradovatefake"
 	"github.com/brokertoken/brokertoken/tokencache"
 	"github.com/brokertoken/brokertoken/tradovate"
@@ -30,7 +31,7 @@ func TestNoSecretInErrorsOrLogs(t *testing.T) {
 			c.Method, c.Sec = tradovate.MethodOfficial, sec
 		}
 	})
-	var logs logBuffer
+	var logs testutil.Buffer
 	a := f.auth(t, creds, func(o *tradovate.Options) {
 		o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		o.ExchangeTVToken = true

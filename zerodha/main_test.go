@@ -1,7 +1,6 @@
 package zerodha_test
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -36,24 +35,6 @@ const (
 	apiSecret = "fixture-API-secret-3f9a7c21d4"
 )
 
-// logBuffer collects log output from several goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // fixture is a fake Kite, a real Redis, the app's web process (LoginHandler and
 // RedirectHandler in front of its own cache) and a log of everything.
 type fixture struct {
@@ -63,13 +44,13 @@ type fixture struct {
 	opts  zerodha.Options
 	cache *tokencache.Cache // the web process's cache
 	web   *httptest.Server
-	logs  *logBuffer
+	logs  *testutil.Buffer
 }
 
 // newFixture starts everything; edit adjusts the App's options before New.
 func newFixture(t *testing.T, kiteOpts kitefake.Options, edit func(*zerodha.Options)) *fixture {
 	t.Helper()
-	f := &fixture{kite: kitefake.New(t, kiteOpts), redis: testutil.Redis(t), logs: &logBuffer{}}
+	f := &fixture{kite: kitefake.New(t, kiteOpts), redis: testutil.Redis(t), logs: &testutil.Buffer{}}
 	logger := slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	mux := http.NewServeMux()
 	f.web = httptest.NewServer(mux)

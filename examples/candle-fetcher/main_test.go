@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,24 +21,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testutil.LeakOptions()...) }
 
-// syncBuffer is the fetcher's output, read by the test while the fetcher writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type fixture struct {
 	t      *testing.T
 	ctx    context.Context
@@ -49,13 +29,13 @@ type fixture struct {
 	md     *wsfake.Server
 	daemon *demoenv.Daemon
 	user   string
-	out    *syncBuffer
+	out    *testutil.Buffer
 }
 
 func newFixture(t *testing.T) *fixture {
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	t.Cleanup(cancel)
-	f := &fixture{t: t, ctx: ctx, redis: testutil.Redis(t), broker: tradovatefake.New(t, tradovatefake.Options{}), out: &syncBuffer{}}
+	f := &fixture{t: t, ctx: ctx, redis: testutil.Redis(t), broker: tradovatefake.New(t, tradovatefake.Options{}), out: &testutil.Buffer{}}
 	f.user = f.redis.Name("user")
 	f.broker.AddUser(f.user, "demo-password")
 	f.md = wsfake.New(wsfake.Options{Valid: f.broker.Valid})
@@ -170,7 +150,7 @@ func TestDemo(t *testing.T) {
 	srv := testutil.Redis(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
-	var out syncBuffer
+	var out testutil.Buffer
 	require.NoError(t, demo(ctx, &out, srv.Options(), srv.Prefix, 150*time.Millisecond))
 	got := out.String()
 	t.Log("\n" + got)

@@ -57,7 +57,7 @@ type world struct {
 	auth     *countingAuth
 	cache    *tokencache.Cache // the feed service's
 	feed     *Feed
-	logs     *syncBuffer
+	logs     *testutil.Buffer
 
 	mu     sync.Mutex // guards events
 	events []Event
@@ -82,23 +82,6 @@ func (c *countingAuth) Login(ctx context.Context, user string) (*tokencache.Toke
 	return c.Authenticator.Login(ctx, user)
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 const (
 	testKey    = "feedtestkey"
 	testSecret = "feed-test-secret-7d1e0b"
@@ -108,7 +91,7 @@ const (
 func newWorld(t *testing.T, recheck time.Duration, gated bool) *world {
 	t.Helper()
 	w := &world{kite: kitefake.New(t, kitefake.Options{TickInterval: 10 * time.Millisecond}),
-		redis: testutil.Redis(t), logs: &syncBuffer{}}
+		redis: testutil.Redis(t), logs: &testutil.Buffer{}}
 	logger := slog.New(slog.NewTextHandler(w.logs, nil))
 	mux := http.NewServeMux()
 	w.web = httptest.NewServer(mux)

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,24 +21,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testutil.LeakOptions()...) }
 
-// syncBuffer is the streamer's output, read by the test while the streamer writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // fixture is a real Redis, the fake broker, the fake market-data socket, a daemon
 // storing tokens, and the streamer running in the background.
 type fixture struct {
@@ -51,7 +31,7 @@ type fixture struct {
 	md     *wsfake.Server
 	daemon *demoenv.Daemon
 	user   string
-	out    *syncBuffer
+	out    *testutil.Buffer
 	stop   context.CancelFunc
 	done   chan error
 }
@@ -59,7 +39,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	t.Cleanup(cancel)
-	f := &fixture{t: t, ctx: ctx, redis: testutil.Redis(t), broker: tradovatefake.New(t, tradovatefake.Options{}), out: &syncBuffer{}}
+	f := &fixture{t: t, ctx: ctx, redis: testutil.Redis(t), broker: tradovatefake.New(t, tradovatefake.Options{}), out: &testutil.Buffer{}}
 	f.user = f.redis.Name("user")
 	f.broker.AddUser(f.user, "demo-password")
 	f.md = wsfake.New(wsfake.Options{Valid: f.broker.Valid, QuoteInterval: 20 * time.Millisecond, RecheckInterval: 5 * time.Millisecond})
@@ -281,7 +261,7 @@ func TestDemo(t *testing.T) {
 	srv := testutil.Redis(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
-	var out syncBuffer
+	var out testutil.Buffer
 	require.NoError(t, demo(ctx, &out, srv.Options(), srv.Prefix, 600*time.Millisecond))
 	got := out.String()
 	t.Log("\n" + withoutQuotes(got))
