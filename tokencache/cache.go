@@ -23,14 +23,14 @@ type Cache struct {
 	log   *slog.Logger
 	seed  uint64 // per-process jitter seed
 
-	users    sync.Map // login user -> *entry
-	accounts sync.Map // account -> *entry (UserFor remembered)
+	names names // login users and accounts -> entries (UserFor remembered)
 
 	// base is the lifetime of the cache's background work (refreshes, the invalidation
 	// listener, watchers); it is not a request context. Close cancels it.
 	base   context.Context
 	cancel context.CancelFunc
 	pubsub *redis.PubSub
+	subs   atomic.Int64 // (re)subscriptions confirmed so far
 
 	life   sync.RWMutex // guards closed against background starts racing Close
 	closed atomic.Bool
@@ -121,23 +121,29 @@ func (c *Cache) Set(ctx context.Context, user string, t *Token) (*Token, error) 
 		return nil, fmt.Errorf("%w: token for %s expired at %s", ErrInvalidToken, user, tok.Expiry.UTC().Format(time.RFC3339))
 	}
 	e := c.userEntry(user)
-	stored, _, err := c.store.get(ctx, user)
-	if err != nil && !errors.Is(err, errCorrupt) {
-		return nil, err
+	e.mu.Lock()
+	e.setting++
+	e.mu.Unlock()
+	v, same, err := c.store.set(ctx, user, &tok, "set")
+	if err == nil && same == nil {
+		tok.Version = v
+		same = &tok
+		c.log.Info("tokencache: token set", "user", user, "version", v, "token", Redact(tok.AccessToken))
 	}
-	if stored != nil && stored.AccessToken == tok.AccessToken && stored.MDAccessToken == tok.MDAccessToken &&
-		stored.Expiry.Equal(tok.Expiry.Truncate(time.Millisecond)) {
-		return c.install(e, stored), nil
+	e.mu.Lock()
+	e.setting--
+	if err == nil {
+		c.installLocked(e, same)
 	}
-	_, v, err := c.store.write(ctx, user, -1, &tok, "set")
+	c.superseded(e) // a newer version was announced while the Set ran
+	e.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	tok.Version = v
-	c.log.Info("tokencache: token set", "user", user, "version", v, "token", Redact(tok.AccessToken))
-	c.install(e, &tok)
-	c.writeLegacy(ctx, user, &tok)
-	return &tok, nil
+	if same == &tok {
+		c.writeLegacy(ctx, user, &tok)
+	}
+	return same, nil
 }
 
 // Close stops the cache's background work (refreshes in flight are cancelled and their
@@ -156,16 +162,14 @@ func (c *Cache) Close() error {
 	c.cancel()
 	err := ps.Close()
 	c.wg.Wait()
-	c.users.Range(func(_, v any) bool {
-		e := v.(*entry)
+	for _, e := range c.names.users() {
 		e.mu.Lock()
 		e.fresh.Store(nil)
 		if e.timer != nil {
 			e.timer.Stop()
 		}
 		e.mu.Unlock()
-		return true
-	})
+	}
 	if err != nil && !errors.Is(err, redis.ErrClosed) {
 		return fmt.Errorf("tokencache: close: %w", err)
 	}
@@ -189,19 +193,16 @@ func (c *Cache) goBackground(f func()) bool {
 
 // entryFor returns the entry of account's login user, remembering the mapping.
 func (c *Cache) entryFor(account string) *entry {
-	if v, ok := c.accounts.Load(account); ok {
-		return v.(*entry)
+	if e := c.names.account(account); e != nil {
+		return e
 	}
-	e := c.userEntry(c.opts.UserFor(account))
-	v, _ := c.accounts.LoadOrStore(account, e)
-	return v.(*entry)
+	return c.names.addAccount(account, c.userEntry(c.opts.UserFor(account)))
 }
 
 // userEntry returns the entry of a login user, creating it on first use.
 func (c *Cache) userEntry(user string) *entry {
-	if v, ok := c.users.Load(user); ok {
-		return v.(*entry)
+	if e := c.names.user(user); e != nil {
+		return e
 	}
-	v, _ := c.users.LoadOrStore(user, newEntry(user))
-	return v.(*entry)
+	return c.names.addUser(user, newEntry(user))
 }

@@ -32,11 +32,14 @@ func TestTokenLayers(t *testing.T) {
 	c := newCache(t, rdb, e.srv.Prefix, b)
 	ctx := context.Background()
 
-	// L3: a cold user is logged in once and the token lands in Redis.
+	// L3: a cold user is logged in once and the token lands in Redis. Before the login
+	// the record is read once: the lease is taken together with the second read.
+	cmds.reset()
 	tok, err := c.Token(ctx, user)
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, b.logins.Load())
 	assert.Positive(t, tok.Version)
+	assert.Equal(t, 1, cmds.get("get"), "GETs of a cold login")
 
 	// L1: a hit touches neither Redis nor the broker, and does not allocate.
 	cmds.reset()

@@ -29,15 +29,17 @@ type entry struct {
 	lastErr   error         // the last failure, returned until retryAt when nothing is servable
 	bad       []string      // access tokens reported bad by Invalidate: never served again
 	corrupt   bool          // a corrupt record was logged (log once)
+	setting   int32         // Set calls writing this user now
 	flight    *flight       // the refresh in progress, if any
 	timer     *time.Timer   // clears fresh at armedTo
 	armedTo   time.Time     // when fresh must be cleared
-	changed   chan struct{} // closed and replaced when a newer version is announced
+	gen       uint64        // counts signals: a newer version announced, a resubscription
+	changed   chan struct{} // closed at the next signal; made only when someone waits
 	watchers  map[*watcher]struct{}
 }
 
 func newEntry(user string) *entry {
-	return &entry{user: user, changed: make(chan struct{}), watchers: map[*watcher]struct{}{}}
+	return &entry{user: user}
 }
 
 // isBad reports whether access was reported bad. e.mu must be held.
@@ -64,8 +66,26 @@ func (e *entry) markBad(access string) {
 
 // signal wakes everything waiting for this user's token to change. e.mu must be held.
 func (e *entry) signal() {
-	close(e.changed)
-	e.changed = make(chan struct{})
+	e.gen++
+	if e.changed != nil {
+		close(e.changed)
+		e.changed = nil
+	}
+}
+
+// closedChan is ready at once: what changedSince returns when the signal came already.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// changedSince returns a channel closed at the first signal after generation gen
+// (already closed if there was one). e.mu must be held.
+func (e *entry) changedSince(gen uint64) <-chan struct{} {
+	if e.gen != gen {
+		return closedChan
+	}
+	if e.changed == nil {
+		e.changed = make(chan struct{})
+	}
+	return e.changed
 }
 
 // lifetime is how long t was meant to live, for capping the refresh windows.

@@ -11,3 +11,6 @@ func (c *Cache) Forget(user string) {
 	e.confirmed = time.Time{}
 	e.mu.Unlock()
 }
+
+// Subscribed reports whether the cache's invalidation subscription has been confirmed.
+func (c *Cache) Subscribed() bool { return c.subs.Load() > 0 }

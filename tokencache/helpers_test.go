@@ -153,6 +153,13 @@ func newCache(t testing.TB, rdb redis.UniversalClient, prefix string, auth token
 	c, err := tokencache.New(opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, c.Close()) })
+	// Like a process that has been running: subscribed before another process writes, so
+	// a test's announcement is not made before this cache can hear it (it would still
+	// converge, through the resubscription, but without the hooks a test may count).
+	// Bounded, for the tests whose Redis is unreachable on purpose.
+	for deadline := time.Now().Add(time.Second); !c.Subscribed() && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	return c
 }
 

@@ -59,6 +59,7 @@ func (c *Cache) listen() {
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
+				c.subs.Add(1)
 				c.dropAll()
 			}
 		case *redis.Message:
@@ -80,30 +81,41 @@ func (c *Cache) announce(payload string) {
 		c.reported(user, v)
 		return
 	}
-	ev, ok := c.users.Load(user)
-	if !ok {
+	e := c.names.user(user)
+	if e == nil {
 		return // never asked for here
 	}
-	e := ev.(*entry)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if v > e.known {
 		e.known = v
 	}
-	if e.tok == nil || e.tok.Version < v {
-		if h := c.opts.Hooks.Invalidated; h != nil && e.tok != nil {
-			h(user, v)
-		}
-		e.fresh.Store(nil)
-		e.signal()
-		c.startFlight(e) // fetch it now, so the next call is a hit and watchers hear
+	if e.setting > 0 && e.flight == nil {
+		// Probably the echo of this process's own Set, heard before the Set's reply:
+		// the Set looks at e.known when it installs its token.
+		return
 	}
+	c.superseded(e)
+}
+
+// superseded acts on a newer version announced than the entry holds: the old token
+// leaves the hot path, waiters wake, and the new one is fetched now, so the next call
+// is a hit and watchers hear of it. e.mu must be held.
+func (c *Cache) superseded(e *entry) {
+	if e.known == 0 || e.tok != nil && e.tok.Version >= e.known {
+		return
+	}
+	if h := c.opts.Hooks.Invalidated; h != nil && e.tok != nil {
+		h(e.user, e.known)
+	}
+	e.fresh.Store(nil)
+	e.signal()
+	c.startFlight(e)
 }
 
 // dropAll makes every entry confirm its token with Redis before serving it again.
 func (c *Cache) dropAll() {
-	c.users.Range(func(_, v any) bool {
-		e := v.(*entry)
+	for _, e := range c.names.users() {
 		e.mu.Lock()
 		e.fresh.Store(nil)
 		e.confirmed = time.Time{}
@@ -112,8 +124,7 @@ func (c *Cache) dropAll() {
 			c.startFlight(e)
 		}
 		e.mu.Unlock()
-		return true
-	})
+	}
 }
 
 // Invalidate reports that the broker rejected badAccessToken for account (an HTTP 401

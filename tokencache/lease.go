@@ -41,21 +41,12 @@ func newOwner() string {
 	return hex.EncodeToString(b[:])
 }
 
-// acquireLease tries once to take key. It returns the held lease, or nil and how long
-// the current holder's lease still runs.
-func acquireLease(ctx context.Context, rdb redis.UniversalClient, key string, ttl time.Duration) (*lease, time.Duration, error) {
-	owner := newOwner()
-	left, err := acquireScript.Run(ctx, rdb, []string{key}, owner, ttl.Milliseconds()).Int64()
-	if err != nil {
-		return nil, 0, redisErr("acquire refresh lease", err)
-	}
-	if left > 0 {
-		return nil, time.Duration(left) * time.Millisecond, nil
-	}
+// newLease starts extending a lease just taken by owner (see store.acquire).
+func newLease(rdb redis.UniversalClient, key, owner string, ttl time.Duration) *lease {
 	l := &lease{rdb: rdb, key: key, owner: owner, stop: make(chan struct{})}
 	l.wg.Add(1)
 	go l.extend(ttl)
-	return l, 0, nil
+	return l
 }
 
 // extend pushes the lease's expiry out every third of its TTL until release.

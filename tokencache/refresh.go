@@ -81,7 +81,7 @@ func (c *Cache) startFlight(e *entry) *flight {
 	}
 	fl := &flight{done: make(chan struct{})}
 	e.flight = fl
-	if !c.goBackground(func() { c.runDetached(e, fl) }) {
+	if !c.goBackground(func() { c.runDetached(e, fl, nil) }) {
 		// Closed. e.mu is held, so finish (which takes it) must not be called here.
 		e.flight = nil
 		fl.err = ErrClosed
@@ -90,18 +90,19 @@ func (c *Cache) startFlight(e *entry) *flight {
 	return fl
 }
 
-// detach runs the refresh of fl in the background. e.mu must not be held.
-func (c *Cache) detach(e *entry, fl *flight) {
-	if !c.goBackground(func() { c.runDetached(e, fl) }) {
+// detach runs the refresh of fl in the background, starting from the caller's read of
+// Redis when there is one. e.mu must not be held.
+func (c *Cache) detach(e *entry, fl *flight, first *snapshot) {
+	if !c.goBackground(func() { c.runDetached(e, fl, first) }) {
 		c.finish(e, fl, nil, ErrClosed)
 	}
 }
 
 // runDetached runs a refresh detached from any caller's context, so one caller giving
 // up never fails it for the others; RefreshTimeout and Close bound it.
-func (c *Cache) runDetached(e *entry, fl *flight) {
+func (c *Cache) runDetached(e *entry, fl *flight, first *snapshot) {
 	ctx, cancel := context.WithTimeout(c.base, c.opts.RefreshTimeout)
-	tok, err := c.refresh(ctx, e)
+	tok, err := c.refresh(ctx, e, first)
 	cancel()
 	c.finish(e, fl, tok, err)
 }
@@ -111,12 +112,27 @@ func (c *Cache) runDetached(e *entry, fl *flight) {
 // another goroutine on this path. Anything more (an error, a broker call) continues in
 // the background, where the caller's context cannot cancel it for the others.
 func (c *Cache) lead(ctx context.Context, e *entry, fl *flight) {
-	stored, _, err := c.read(ctx, e)
-	if err == nil && c.fromStore(e, stored, time.Now()) {
+	e.mu.Lock()
+	gen := e.gen
+	e.mu.Unlock()
+	stored, base, err := c.read(ctx, e)
+	if err != nil {
+		c.detach(e, fl, nil)
+		return
+	}
+	if c.fromStore(e, stored, time.Now()) {
 		c.finish(e, fl, c.install(e, stored), nil)
 		return
 	}
-	c.detach(e, fl)
+	c.detach(e, fl, &snapshot{gen: gen, stored: stored, base: base})
+}
+
+// snapshot is one read of a user's record, with the entry's signal generation as it was
+// before the read, so an announcement made after the read is not missed.
+type snapshot struct {
+	gen    uint64
+	stored *Token
+	base   int64
 }
 
 // fromStore reports whether a token read from Redis can be served as it is, with no
@@ -216,17 +232,27 @@ const followerRecheck = time.Second
 var errLostRace = errors.New("tokencache: a newer token was stored meanwhile")
 
 // refresh brings the entry up to date: from Redis when Redis holds a good token, else
-// from the broker under the user's lease, else by waiting for the lease holder.
-func (c *Cache) refresh(ctx context.Context, e *entry) (*Token, error) {
+// from the broker under the user's lease, else by waiting for the lease holder. first,
+// when not nil, is a read of Redis the caller already made.
+//
+// Before a login the leader makes two round trips to Redis (the read, then the lease
+// taken together with a second read); a follower makes the same two, waits, and reads
+// once more.
+func (c *Cache) refresh(ctx context.Context, e *entry, first *snapshot) (*Token, error) {
 	for {
-		e.mu.Lock()
-		changed := e.changed // taken before reading Redis, so no announcement is missed
-		e.mu.Unlock()
-
-		stored, base, err := c.read(ctx, e)
-		if err != nil {
-			return nil, err
+		snap := first
+		first = nil
+		if snap == nil {
+			snap = &snapshot{}
+			e.mu.Lock()
+			snap.gen = e.gen // taken before reading Redis, so no announcement is missed
+			e.mu.Unlock()
+			var err error
+			if snap.stored, snap.base, err = c.read(ctx, e); err != nil {
+				return nil, err
+			}
 		}
+		stored, base := snap.stored, snap.base
 		now := time.Now()
 		if c.fromStore(e, stored, now) {
 			return c.install(e, stored), nil
@@ -249,15 +275,25 @@ func (c *Cache) refresh(ctx context.Context, e *entry) (*Token, error) {
 			continue
 		}
 
-		l, wait, err := acquireLease(ctx, c.opts.Redis, c.store.leaseKey(e.user), c.opts.LeaseTTL)
+		l, wait, stored, base, err := c.store.acquire(ctx, e.user, c.opts.LeaseTTL)
+		stored, base, err = c.readable(e, stored, base, err)
 		if err != nil {
+			if l != nil {
+				l.release()
+			}
 			return nil, err
 		}
 		if l == nil {
+			if c.fromStore(e, stored, time.Now()) {
+				return c.install(e, stored), nil // the holder finished just before
+			}
 			// Another process is refreshing: wait for its announcement, or for its lease
 			// to run out (it may have died), then look again.
 			// Look again at least every second: a holder that failed releases its lease
 			// without announcing anything.
+			e.mu.Lock()
+			changed := e.changedSince(snap.gen)
+			e.mu.Unlock()
 			waited := time.Now()
 			timer := time.NewTimer(min(wait+10*time.Millisecond, followerRecheck))
 			select {
@@ -273,7 +309,7 @@ func (c *Cache) refresh(ctx context.Context, e *entry) (*Token, error) {
 			}
 			continue
 		}
-		t, err := c.obtain(ctx, e)
+		t, err := c.obtain(ctx, e, stored, base)
 		l.release()
 		if !errors.Is(err, errLostRace) {
 			return t, err
@@ -285,6 +321,11 @@ func (c *Cache) refresh(ctx context.Context, e *entry) (*Token, error) {
 // per record), with the base version that replaces it.
 func (c *Cache) read(ctx context.Context, e *entry) (*Token, int64, error) {
 	stored, base, err := c.store.get(ctx, e.user)
+	return c.readable(e, stored, base, err)
+}
+
+// readable turns a corrupt record into a miss (logged once per record).
+func (c *Cache) readable(e *entry, stored *Token, base int64, err error) (*Token, int64, error) {
 	if errors.Is(err, errCorrupt) {
 		e.mu.Lock()
 		if !e.corrupt {
@@ -315,13 +356,10 @@ func (c *Cache) reseed(ctx context.Context, e *entry, base int64, local *Token) 
 	return tok, nil
 }
 
-// obtain gets a new token from the broker and stores it. The caller holds the lease.
-func (c *Cache) obtain(ctx context.Context, e *entry) (*Token, error) {
-	// Look again under the lease: the previous holder may have just finished.
-	stored, base, err := c.read(ctx, e)
-	if err != nil {
-		return nil, err
-	}
+// obtain gets a new token from the broker and stores it. The caller holds the lease;
+// stored and base are the record as read when the lease was taken (the previous holder
+// may have just finished).
+func (c *Cache) obtain(ctx context.Context, e *entry, stored *Token, base int64) (*Token, error) {
 	now := time.Now()
 	if c.fromStore(e, stored, now) {
 		return c.install(e, stored), nil
@@ -337,6 +375,7 @@ func (c *Cache) obtain(ctx context.Context, e *entry) (*Token, error) {
 	e.mu.Unlock()
 
 	var tok *Token
+	var err error
 	op := "login"
 	if r, ok := c.auth.(Renewer); ok && current != nil && now.Before(current.Expiry) {
 		op = "renew"

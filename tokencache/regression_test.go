@@ -89,7 +89,11 @@ func TestAnnouncementRacingCloseDoesNotHang(t *testing.T) {
 	require.NoError(t, err)
 	_, err = c2.Set(ctx, user, &tokencache.Token{AccessToken: "set-by-another-process", Expiry: time.Now().Add(time.Hour)})
 	require.NoError(t, err)
-	<-entered // c1's listener is inside announce, past its closed check
+	select { // c1's listener is inside announce, past its closed check
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("c1 never heard of c2's write")
+	}
 	done := make(chan error, 1)
 	go func() { done <- c1.Close() }()
 	select {

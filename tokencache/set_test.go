@@ -2,11 +2,13 @@ package tokencache_test
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -23,21 +25,46 @@ func TestSetReachesEveryProcessWithAVersion(t *testing.T) {
 	require.ErrorIs(t, err, tokencache.ErrNoToken)
 	ch := other.Watch(ctx, user)
 
-	callback := e.cache(nil)
+	rdb := e.client()
+	cmds := countCommands(rdb)
+	callback := newCache(t, rdb, e.srv.Prefix, nil)
+	announced := e.client().Subscribe(ctx, e.srv.Prefix+":invalidate")
+	t.Cleanup(func() { _ = announced.Close() })
+	_, err = announced.Receive(ctx) // subscribed
+	require.NoError(t, err)
+	cmds.reset()
 	in := &tokencache.Token{AccessToken: "from-a-login-callback", Expiry: time.Now().Add(time.Hour)}
 	stored, err := callback.Set(ctx, user, in)
 	require.NoError(t, err)
 	assert.Positive(t, stored.Version)
+	assert.Zero(t, cmds.get("get"), "Set is one script call: no read before it")
+	assert.Equal(t, fmt.Sprintf("%d:%s", stored.Version, user), receiveMessage(t, announced))
 	assert.Zero(t, in.Version, "the caller's token is not modified")
 	assert.Equal(t, stored.Version, receive(t, ch).Version)
 	tok, err := other.Token(ctx, user)
 	require.NoError(t, err)
 	assert.Equal(t, "from-a-login-callback", tok.AccessToken)
 
-	// The same token again is a no-op.
+	// The same token again is a no-op: nothing written, nothing announced.
 	again, err := callback.Set(ctx, user, in)
 	require.NoError(t, err)
 	assert.Equal(t, stored.Version, again.Version)
+	assert.Equal(t, "from-a-login-callback", again.AccessToken)
+	next, err := callback.Set(ctx, user, &tokencache.Token{AccessToken: "next", Expiry: in.Expiry})
+	require.NoError(t, err)
+	assert.Greater(t, next.Version, stored.Version)
+	assert.Equal(t, fmt.Sprintf("%d:%s", next.Version, user), receiveMessage(t, announced),
+		"the message after the first Set is the third Set's")
+}
+
+// receiveMessage returns the next pub/sub message's payload.
+func receiveMessage(t *testing.T, ps *redis.PubSub) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	msg, err := ps.ReceiveMessage(ctx)
+	require.NoError(t, err)
+	return msg.Payload
 }
 
 func TestSetResolvesExpiryFromJWT(t *testing.T) {

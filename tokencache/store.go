@@ -108,6 +108,14 @@ func (s *store) get(ctx context.Context, user string) (t *Token, base int64, err
 	if err != nil {
 		return nil, 0, redisErr("read token of "+user, err)
 	}
+	return parseStored(raw)
+}
+
+// parseStored is get's answer for the raw record (nil: none stored).
+func parseStored(raw []byte) (t *Token, base int64, err error) {
+	if raw == nil {
+		return nil, 0, nil
+	}
 	t, err = decodeRecord(raw)
 	if err != nil {
 		return nil, leadingVersion(raw), err
@@ -115,20 +123,77 @@ func (s *store) get(ctx context.Context, user string) (t *Token, base int64, err
 	return t, t.Version, nil
 }
 
+// acquire tries once to take the user's refresh lease and reads the record in the same
+// round trip. It returns the held lease (nil when another process holds it, with how
+// long that lease still runs) and the record as get does.
+func (s *store) acquire(ctx context.Context, user string, ttl time.Duration) (l *lease, wait time.Duration, t *Token, base int64, err error) {
+	owner := newOwner()
+	res, err := acquireScript.Run(ctx, s.rdb, []string{s.leaseKey(user), s.recordKey(user)},
+		owner, ttl.Milliseconds()).Slice()
+	if err != nil {
+		return nil, 0, nil, 0, redisErr("acquire refresh lease of "+user, err)
+	}
+	left, ok := int64(0), len(res) >= 1
+	if ok {
+		left, ok = res[0].(int64)
+	}
+	var raw []byte
+	if ok && len(res) == 2 && res[1] != nil {
+		var str string
+		str, ok = res[1].(string)
+		raw = []byte(str)
+	}
+	if !ok || len(res) > 2 {
+		return nil, 0, nil, 0, fmt.Errorf("tokencache: acquire refresh lease of %s: unexpected script reply of %d values", user, len(res))
+	}
+	t, base, err = parseStored(raw)
+	if left > 0 {
+		return nil, time.Duration(left) * time.Millisecond, t, base, err
+	}
+	return newLease(s.rdb, s.leaseKey(user), owner, ttl), 0, t, base, err
+}
+
 // write stores t for user if the stored record's version is still base (-1: whatever
 // is stored), and publishes the invalidation. It returns the version written, or
 // ok=false and the stored version when another write won.
 func (s *store) write(ctx context.Context, user string, base int64, t *Token, by string) (ok bool, version int64, err error) {
+	ok, version, _, err = s.run(ctx, user, base, t, by, false)
+	return ok, version, err
+}
+
+// set stores t for user over whatever is stored, in one round trip, unless the stored
+// record already holds the same token: then it writes and publishes nothing and returns
+// that record as same.
+func (s *store) set(ctx context.Context, user string, t *Token, by string) (version int64, same *Token, err error) {
+	_, version, same, err = s.run(ctx, user, -1, t, by, true)
+	return version, same, err
+}
+
+func (s *store) run(ctx context.Context, user string, base int64, t *Token, by string, dedupe bool) (ok bool, version int64, same *Token, err error) {
 	ttl := time.Until(t.Expiry) + graceTTL
-	res, err := setScript.Run(ctx, s.rdb, []string{s.recordKey(user)},
-		base, encodeRecord(t, by), ttl.Milliseconds(), s.channel, user).Int64Slice()
+	args := []any{base, encodeRecord(t, by), ttl.Milliseconds(), s.channel, user}
+	if dedupe {
+		args = append(args, t.AccessToken, t.MDAccessToken, t.Expiry.UnixMilli())
+	}
+	res, err := setScript.Run(ctx, s.rdb, []string{s.recordKey(user)}, args...).Slice()
 	if err != nil {
-		return false, 0, redisErr("write token of "+user, err)
+		return false, 0, nil, redisErr("write token of "+user, err)
 	}
-	if len(res) != 2 {
-		return false, 0, fmt.Errorf("tokencache: write token of %s: unexpected script reply %v", user, res)
+	var code int64
+	if len(res) >= 2 {
+		code, _ = res[0].(int64)
+		version, _ = res[1].(int64)
 	}
-	return res[0] == 1, res[1], nil
+	switch {
+	case (code == 0 || code == 1) && len(res) == 2:
+		return code == 1, version, nil, nil
+	case code == 2 && len(res) == 3:
+		raw, _ := res[2].(string)
+		if same, err = decodeRecord([]byte(raw)); err == nil {
+			return false, version, same, nil
+		}
+	}
+	return false, 0, nil, fmt.Errorf("tokencache: write token of %s: unexpected script reply of %d values", user, len(res))
 }
 
 // redisErr wraps a go-redis error. Errors the server replied with (wrong password,

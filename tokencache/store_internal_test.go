@@ -86,6 +86,39 @@ func TestCorruptRecordIsAMissAndIsReplaced(t *testing.T) {
 	}
 }
 
+func TestAcquireReadsTheRecordWithTheLease(t *testing.T) {
+	s, srv := testStore(t)
+	ctx := context.Background()
+	user := srv.Name("U")
+
+	l, wait, got, base, err := s.acquire(ctx, user, time.Minute)
+	require.NoError(t, err)
+	require.NotNil(t, l, "a free lease is taken")
+	assert.Zero(t, wait)
+	assert.Nil(t, got)
+	assert.Zero(t, base)
+
+	ok, v, err := s.write(ctx, user, 0, &Token{AccessToken: "one", Expiry: time.Now().Add(time.Hour)}, "login")
+	require.NoError(t, err)
+	require.True(t, ok)
+	other, wait, got, base, err := s.acquire(ctx, user, time.Minute)
+	require.NoError(t, err)
+	assert.Nil(t, other, "a held lease is not taken")
+	assert.Greater(t, wait, 50*time.Second, "the holder's time left")
+	require.NotNil(t, got)
+	assert.Equal(t, "one", got.AccessToken)
+	assert.Equal(t, v, base)
+	l.release()
+
+	require.NoError(t, s.rdb.Set(ctx, s.recordKey(user), `{"v":77,"a":`, time.Hour).Err())
+	l, _, got, base, err = s.acquire(ctx, user, time.Minute)
+	require.ErrorIs(t, err, errCorrupt)
+	require.NotNil(t, l, "the lease is taken even when the record is corrupt")
+	assert.Nil(t, got)
+	assert.EqualValues(t, 77, base, "the corrupt record's version, to replace it")
+	l.release()
+}
+
 func TestRecordRoundTrip(t *testing.T) {
 	in := &Token{AccessToken: `a"b\c`, MDAccessToken: "md", Expiry: time.UnixMilli(1760789707000), ObtainedAt: time.UnixMilli(1760784307000)}
 	raw := []byte(`{"v":42,` + encodeRecord(in, "login")[1:])

@@ -22,6 +22,9 @@ func (c *Cache) Watch(ctx context.Context, account string) <-chan *Token {
 	if e.tok != nil {
 		w.since = e.tok.Version
 	}
+	if e.watchers == nil {
+		e.watchers = map[*watcher]struct{}{}
+	}
 	e.watchers[w] = struct{}{}
 	e.mu.Unlock()
 

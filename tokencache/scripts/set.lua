@@ -6,8 +6,12 @@
 -- ARGV[3]  key TTL in milliseconds
 -- ARGV[4]  pub/sub channel
 -- ARGV[5]  login user, sent in the message as "<version>:<user>"
+-- ARGV[6..8] optional (with base -1): access token, md token and expiry (Unix ms) of the
+--          token being set; when the stored record already holds exactly that token,
+--          nothing is written or published.
 -- Returns {1, new version} when written, {0, stored version} when the stored record is
--- not the base (a newer write won). A version is max(stored + 1, server time in µs), so
+-- not the base (a newer write won), {2, stored version, record} when the token set is
+-- already stored. A version is max(stored + 1, server time in µs), so
 -- versions keep increasing even after the record expired or Redis lost its data (two
 -- scripts never run within the same microsecond).
 local cur = 0
@@ -21,6 +25,13 @@ end
 local base = tonumber(ARGV[1])
 if base >= 0 and cur ~= base then
   return {0, cur}
+end
+if raw and ARGV[6] then
+  local ok, r = pcall(cjson.decode, raw)
+  if ok and type(r) == 'table' and r.a == ARGV[6] and (r.m or '') == ARGV[7]
+      and tonumber(r.e) == tonumber(ARGV[8]) then
+    return {2, cur, raw}
+  end
 end
 local t = redis.call('TIME')
 local v = math.max(cur + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))

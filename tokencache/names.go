@@ -1,0 +1,136 @@
+package tokencache
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// names maps account and login-user names to entries. It is read on every Cache.Token
+// call and written once per new name, so reads go to an immutable Go map behind one
+// atomic load: no lock, no allocation, and fewer memory accesses than a sync.Map when a
+// process serves thousands of users. New names go to a small locked overflow map that
+// is merged into a new immutable map once the slow path has been taken as often as the
+// merged map would have names: merging costs O(1) amortized per slow operation.
+//
+// One map serves both namespaces: a name's user and account entries sit side by side in
+// its value, so the common case, an account that is its own login user, costs one key.
+type names struct {
+	read  atomic.Pointer[map[string]name] // immutable once stored
+	mu    sync.Mutex                      // guards the fields below
+	dirty map[string]name                 // changes not yet in read; they win over read
+	slow  int                             // slow operations since the last merge
+}
+
+// name is what one name stands for.
+type name struct {
+	user    *entry // the entry of the login user with this name
+	account *entry // the entry the account with this name belongs to
+}
+
+// lookup returns what key stands for, reading the immutable map first.
+func (r *names) lookup(key string, want func(name) *entry) *entry {
+	if m := r.read.Load(); m != nil {
+		if e := want((*m)[key]); e != nil {
+			return e
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := want(r.locked(key))
+	r.tookSlowPath()
+	return e
+}
+
+// user returns the entry of login user key, or nil.
+func (r *names) user(key string) *entry {
+	return r.lookup(key, func(n name) *entry { return n.user })
+}
+
+// account returns the entry account key belongs to, or nil.
+func (r *names) account(key string) *entry {
+	return r.lookup(key, func(n name) *entry { return n.account })
+}
+
+// addUser makes e the entry of login user key unless it has one; it returns the entry
+// key has afterwards.
+func (r *names) addUser(key string, e *entry) *entry {
+	return r.add(key, func(n *name) **entry { return &n.user }, e)
+}
+
+// addAccount makes account key belong to e unless it belongs to an entry already; it
+// returns the entry key belongs to afterwards.
+func (r *names) addAccount(key string, e *entry) *entry {
+	return r.add(key, func(n *name) **entry { return &n.account }, e)
+}
+
+func (r *names) add(key string, field func(*name) **entry, e *entry) *entry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.locked(key)
+	if cur := *field(&n); cur != nil {
+		return cur
+	}
+	*field(&n) = e
+	if r.dirty == nil {
+		r.dirty = map[string]name{}
+	}
+	r.dirty[key] = n
+	r.tookSlowPath()
+	return e
+}
+
+// users returns every login user's entry.
+func (r *names) users() []*entry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*entry
+	if m := r.read.Load(); m != nil {
+		for k, n := range *m {
+			if _, changed := r.dirty[k]; !changed && n.user != nil {
+				out = append(out, n.user)
+			}
+		}
+	}
+	for _, n := range r.dirty {
+		if n.user != nil {
+			out = append(out, n.user)
+		}
+	}
+	return out
+}
+
+// locked returns what key stands for. r.mu must be held.
+func (r *names) locked(key string) name {
+	if n, ok := r.dirty[key]; ok {
+		return n
+	}
+	if m := r.read.Load(); m != nil {
+		return (*m)[key]
+	}
+	return name{}
+}
+
+// tookSlowPath counts a slow operation and merges the overflow map into a new
+// immutable map when enough of them paid for the copy. r.mu must be held.
+func (r *names) tookSlowPath() {
+	r.slow++
+	if len(r.dirty) == 0 {
+		return
+	}
+	var read map[string]name
+	if m := r.read.Load(); m != nil {
+		read = *m
+	}
+	if r.slow < len(read)+len(r.dirty) {
+		return
+	}
+	merged := make(map[string]name, len(read)+len(r.dirty))
+	for k, n := range read {
+		merged[k] = n
+	}
+	for k, n := range r.dirty {
+		merged[k] = n
+	}
+	r.read.Store(&merged)
+	r.dirty, r.slow = nil, 0
+}

@@ -1,0 +1,70 @@
+package tokencache
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestNamesKeepUsersAndAccountsApart(t *testing.T) {
+	var r names
+	x, y := newEntry("X"), newEntry("Y")
+	require.Same(t, x, r.addUser("X", x))
+	require.Same(t, y, r.addAccount("X", y), "account X belongs to user Y")
+	assert.Same(t, x, r.user("X"))
+	assert.Same(t, y, r.account("X"))
+	assert.Nil(t, r.user("Y"))
+	assert.Nil(t, r.account("Y"))
+	assert.Same(t, x, r.addUser("X", newEntry("X")), "the first entry stays")
+	assert.Same(t, y, r.addAccount("X", x), "the first mapping stays")
+}
+
+// Many goroutines adding and reading the same names agree on one entry per name, every
+// user is listed once, and the overflow map is merged so reads stop taking the lock.
+func TestNamesConcurrentAddsAgree(t *testing.T) {
+	var r names
+	const n, workers = 2000, 8
+	got := make([][]*entry, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[w] = make([]*entry, n)
+			for i := range n {
+				k := fmt.Sprintf("u%d", (i*7+w*13)%n)
+				e := r.user(k)
+				if e == nil {
+					e = r.addUser(k, newEntry(k))
+				}
+				acct := r.addAccount("acct-"+k, e)
+				require.Same(t, e, acct)
+				got[w][(i*7+w*13)%n] = e
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		for w := 1; w < workers; w++ {
+			require.Same(t, got[0][i], got[w][i], "name u%d", i)
+		}
+	}
+	seen := map[*entry]int{}
+	for _, e := range r.users() {
+		seen[e]++
+	}
+	assert.Len(t, seen, n)
+	for e, count := range seen {
+		require.Equal(t, 1, count, e.user)
+	}
+	for range 4 * n { // enough slow reads to pay for a merge of whatever is left
+		r.account("missing")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	assert.Empty(t, r.dirty)
+	assert.Len(t, *r.read.Load(), 2*n)
+}
