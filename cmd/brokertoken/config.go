@@ -42,7 +42,7 @@ var (
 	optListen        = option{name: "listen", env: "BROKERTOKEN_LISTEN", def: "127.0.0.1:9464", kind: "ADDR", usage: "address for /healthz and /metrics; empty disables them"}
 	optLogFormat     = option{name: "log-format", env: "BROKERTOKEN_LOG_FORMAT", def: "text", kind: "text|json", usage: "log format (log/slog, on stderr)"}
 	optLogLevel      = option{name: "log-level", env: "BROKERTOKEN_LOG_LEVEL", kind: "LEVEL", usage: "debug, info, warn, error or off (default info for run; off for the other commands, which print one line on failure)"}
-	optConcurrency   = option{name: "concurrency", env: "BROKERTOKEN_CONCURRENCY", def: "10", kind: "N", usage: "how many users are logged in or waited on at once"}
+	optConcurrency   = option{name: "concurrency", env: "BROKERTOKEN_CONCURRENCY", def: "10", kind: "N", usage: "how many logins and renewals are sent to the broker at once, and how many users are waited on at once"}
 	optRefreshBefore = option{name: "refresh-before", env: "BROKERTOKEN_REFRESH_BEFORE", def: "15m", kind: "DURATION", usage: "renew this long before expiry (capped at half the token's lifetime)"}
 	optLeeway        = option{name: "leeway", env: "BROKERTOKEN_LEEWAY", def: "30s", kind: "DURATION", usage: "a token this close to expiry is no longer served (capped at a tenth of its lifetime)"}
 	optRetryMax      = option{name: "retry-max", env: "BROKERTOKEN_RETRY_MAX", def: "1m", kind: "DURATION", usage: "longest wait between failed refresh attempts of a user"}

@@ -18,9 +18,17 @@ import (
 // Each user has a goroutine that asks the cache for the user's token every
 // check interval. The cache does the real work: it reads Redis first (a valid stored
 // token means no login), renews in the background before expiry, logs in only when it
-// must, and lets one process in the fleet at a time do either. A check that must wait
-// for a login holds one of the --concurrency slots, so at most that many users are
-// logged in (or waited on) at once; checks of fresh tokens cost an atomic load.
+// must, and lets one process in the fleet at a time do either; checks of fresh tokens
+// cost an atomic load.
+//
+// --concurrency bounds two things, with separate slots. Every login and renewal holds
+// one of the broker slots (see boundedAuth) while it runs, so at most that many are
+// sent to the broker at once, including the renewals the cache starts in the
+// background for stale tokens that no check waits for. Every check holds one of the
+// check slots, so at most that many users are waited on at once: a start-up with many
+// users to log in queues its checks here, and a check's --timeout runs from when it
+// gets its slot, not while it queues. A check holding a check slot waits for broker
+// slots, never the other way round, so the two cannot deadlock.
 type daemon struct {
 	cfg     *config
 	log     *slog.Logger
@@ -30,7 +38,7 @@ type daemon struct {
 	states  map[string]*userState // one per user, fixed before the first check
 	metrics *metrics
 	alerts  *alerter
-	slots   chan struct{} // --concurrency
+	slots   chan struct{} // check slots (--concurrency); the broker slots are in deps
 
 	redisMu   sync.Mutex // guards redisDown and redisErr
 	redisDown bool
@@ -73,7 +81,8 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 		defer ln.Close()
 	}
 
-	deps, err := setup(ctx, cfg, log, scrub, setupOptions{creds: credsRequired, hooks: dm.hooks()})
+	deps, err := setup(ctx, cfg, log, scrub, setupOptions{creds: credsRequired, hooks: dm.hooks(),
+		brokerCalls: cfg.concurrency})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -191,24 +192,49 @@ func TestRunUsesTheStoredTokenAndWritesLegacyKeys(t *testing.T) {
 
 // --concurrency bounds how many users are logged in at once.
 func TestRunLogsInAtMostConcurrencyUsersAtOnce(t *testing.T) {
-	const latency = 200 * time.Millisecond
-	f := newFixture(t, tradovatefake.Options{Latency: latency}, userSpec{"a", nil}, userSpec{"b", nil}, userSpec{"c", nil})
+	f := newFixture(t, tradovatefake.Options{}, userSpec{"a", nil}, userSpec{"b", nil}, userSpec{"c", nil})
+	flight := countInFlight(f, 200*time.Millisecond, 0)
 	port := testutil.FreePort(t)
 	stop := runInProcess(t, f.env(), "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--check-interval", "50ms", "--concurrency", "1")
 	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/healthz", port), 200, 20*time.Second)
 	r := stop()
 	assert.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, 3, f.fake.Calls(tradovatefake.Authorize, ""), "login requests")
+	assert.Equal(t, 1, flight.max(), "logins in flight at once")
+}
 
-	var arrivals []time.Time
-	for _, req := range f.fake.Requests() {
-		if req.Endpoint == tradovatefake.Authorize {
-			arrivals = append(arrivals, req.Time)
+// inFlight counts the requests the fake broker is serving at once.
+type inFlight struct {
+	mu       sync.Mutex
+	now, top int
+}
+
+func (c *inFlight) max() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.top
+}
+
+// countInFlight makes the fake take login (and renew) requests that long to answer, and
+// counts how many it serves at once.
+func countInFlight(f *fixture, login, renew time.Duration) *inFlight {
+	c := &inFlight{}
+	f.fake.SetHook(func(call tradovatefake.Call) (tradovatefake.Response, bool) {
+		c.mu.Lock()
+		c.now++
+		c.top = max(c.top, c.now)
+		c.mu.Unlock()
+		d := login
+		if call.Endpoint == tradovatefake.RenewAccessToken {
+			d = renew
 		}
-	}
-	require.Len(t, arrivals, 3)
-	for i := 1; i < len(arrivals); i++ {
-		assert.GreaterOrEqual(t, arrivals[i].Sub(arrivals[i-1]), latency*3/4, "logins overlapped")
-	}
+		time.Sleep(d)
+		c.mu.Lock()
+		c.now--
+		c.mu.Unlock()
+		return tradovatefake.Response{}, false
+	})
+	return c
 }
 
 // A captcha is alerted once, as a captcha (not also as a plain failure), and the
@@ -245,4 +271,41 @@ func TestRunAlertsACaptchaOnce(t *testing.T) {
 	r := stop()
 	assert.Equal(t, 0, r.code)
 	f.assertNoSecrets("captcha scenario", r.stderr+hook.all()+metrics+body)
+}
+
+// --concurrency bounds every request to the broker, including the renewals the cache
+// runs in the background when tokens it holds turn stale, and the bound is used in full
+// (renewals are not serialized). Twelve users log in at start and turn stale within
+// about a second of each other; each renewal takes 500 ms at the fake, so they queue.
+// The fake counts its requests in flight.
+func TestRunBoundsBrokerRequestsByConcurrency(t *testing.T) {
+	const users, concurrency = 12, 3
+	var specs []userSpec
+	for i := range users {
+		specs = append(specs, userSpec{suffix: fmt.Sprintf("u%02d", i)})
+	}
+	// 10 s tokens turn stale 5 s after login (half the lifetime), minus at most 0.5 s of
+	// jitter, and stay usable until 1 s before expiry: the queue (4 rounds of 500 ms)
+	// drains well before.
+	f := newFixture(t, tradovatefake.Options{Lifetime: 10 * time.Second}, specs...)
+	flight := countInFlight(f, 100*time.Millisecond, 500*time.Millisecond)
+
+	stop := runInProcess(t, f.env(), "--listen", "", "--check-interval", "50ms",
+		"--concurrency", fmt.Sprint(concurrency), "--login-budget", "1000")
+	require.Eventually(t, func() bool {
+		for _, u := range f.users {
+			if f.fake.Renewals(u) == 0 {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 50*time.Millisecond, "not every user was renewed")
+	r := stop()
+	assert.Equal(t, 0, r.code, r.stderr)
+
+	assert.Equal(t, concurrency, flight.max(), "broker requests in flight at once (at most --concurrency, and all of it)")
+	for _, u := range f.users {
+		assert.Equal(t, 1, f.fake.Logins(u), "logins of %s", u)
+	}
+	assert.Equal(t, users, f.fake.Calls(tradovatefake.Authorize, ""), "login requests")
 }

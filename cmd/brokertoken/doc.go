@@ -21,11 +21,12 @@
 //
 // run reads Redis first and logs in nobody who already has a valid token there; it
 // renews each token before it expires (--refresh-before), logs in only when it must,
-// runs at most --concurrency logins at once, and spends the login budget it shares
-// with every process on the same Redis (--login-budget requests a minute). Any number
-// of run processes may share a Redis: each user is still refreshed by one of them at a
-// time, through tokencache's lease. With --legacy-keys (on by default for run) it
-// writes the original layout: token:{account} for the user and each of its
+// sends at most --concurrency logins and renewals to the broker at once (a login
+// counts while it waits for the budget or a time penalty), and spends the login budget
+// it shares with every process on the same Redis (--login-budget requests a minute).
+// Any number of run processes may share a Redis: each user is still refreshed by one
+// of them at a time, through tokencache's lease. With --legacy-keys (on by default for
+// run) it writes the original layout: token:{account} for the user and each of its
 // sub-accounts, auth:{user}, the {user} list and token_expiry:{user}, each expiring
 // with the token; it also rewrites them when another process stored a token without
 // them. SIGINT or SIGTERM stops it within a second: refreshes in flight are cancelled

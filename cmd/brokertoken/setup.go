@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -20,11 +21,15 @@ type deps struct {
 	accounts *tradovate.AccountMap  // nil without credentials
 	auth     *tradovate.Authenticator
 	cache    *tokencache.Cache
+	broker   *http.Transport // the Authenticator's, when setup made one
 }
 
 func (d *deps) close() {
 	if d.cache != nil {
 		_ = d.cache.Close()
+	}
+	if d.broker != nil {
+		d.broker.CloseIdleConnections()
 	}
 	if d.rdb != nil {
 		_ = d.rdb.Close()
@@ -69,10 +74,17 @@ type setupOptions struct {
 	creds   credsNeed
 	hooks   tokencache.Hooks
 	noCache bool // connect Redis and read credentials only
+	// brokerCalls bounds the logins and renewals the cache runs at once (see
+	// boundedAuth); 0: no bound.
+	brokerCalls int
 }
 
 // pingTimeout bounds the start-up check that Redis answers.
 const pingTimeout = 5 * time.Second
+
+// brokerTimeout bounds one request to the broker when setup makes the HTTP client
+// (tradovate's default client has the same).
+const brokerTimeout = 30 * time.Second
 
 // setup loads the credentials, checks every remaining setting, connects to Redis (one
 // PING, no write) and builds the Authenticator and Cache. Everything that can be wrong
@@ -106,6 +118,16 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 
 	d.rdb = cfg.redis.client()
 	if d.creds != nil {
+		var client *http.Client // nil: tradovate's default
+		if so.brokerCalls > 0 {
+			// Keep one idle connection per broker call that may run at once: the default
+			// transport keeps two per host, so every wave of renewals would dial (and
+			// against Tradovate, shake hands over TLS) again.
+			d.broker = http.DefaultTransport.(*http.Transport).Clone()
+			d.broker.MaxIdleConnsPerHost = so.brokerCalls
+			d.broker.MaxIdleConns = max(d.broker.MaxIdleConns, so.brokerCalls)
+			client = &http.Client{Transport: d.broker, Timeout: brokerTimeout}
+		}
 		d.auth, err = tradovate.New(tradovate.Options{
 			Environment:    cfg.environment,
 			RESTURL:        cfg.restURL,
@@ -114,6 +136,7 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 			Redis:          d.rdb,
 			Prefix:         cfg.prefix,
 			LoginBudget:    cfg.loginBudget,
+			HTTPClient:     client,
 			Logger:         log,
 		})
 		if err != nil {
@@ -161,6 +184,9 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 	}
 	if d.auth != nil {
 		opts.Authenticator = d.auth
+		if so.brokerCalls > 0 {
+			opts.Authenticator = boundAuth(d.auth, so.brokerCalls)
+		}
 	}
 	if d.accounts != nil {
 		opts.UserFor = d.accounts.UserFor
