@@ -310,10 +310,16 @@ func (c *Cache) refresh(ctx context.Context, e *entry, first *snapshot) (*Token,
 			continue
 		}
 		t, err := c.obtain(ctx, e, stored, base)
-		l.release()
-		if !errors.Is(err, errLostRace) {
-			return t, err
+		if errors.Is(err, errLostRace) {
+			l.release()
+			continue
 		}
+		// The callers waiting here need not wait for the release too: the token is
+		// stored, and whoever takes the lease next reads it together with the lease.
+		if !c.goBackground(l.release) {
+			l.release()
+		}
+		return t, err
 	}
 }
 
