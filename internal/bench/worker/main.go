@@ -25,6 +25,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -51,6 +52,7 @@ func main() {
 	goroutines := fs.Int("goroutines", 50, "herd: concurrent callers")
 	latency := fs.Duration("latency", 100*time.Millisecond, "herd: broker latency")
 	channel := fs.String("channel", "", "sub: channel")
+	key := fs.String("get", "", "sub: a key to GET after each message (the herd's read after its wake-up)")
 	_ = fs.Parse(os.Args[2:])
 
 	var rdb redis.UniversalClient
@@ -67,7 +69,7 @@ func main() {
 	case "inval":
 		err = inval(rdb, *prefix, *user)
 	case "sub":
-		err = sub(rdb, *channel)
+		err = sub(rdb, *channel, *key)
 	default:
 		err = fmt.Errorf("unknown mode %q", mode)
 	}
@@ -248,7 +250,7 @@ func inval(rdb redis.UniversalClient, prefix, user string) error {
 	}
 }
 
-func sub(rdb redis.UniversalClient, channel string) error {
+func sub(rdb redis.UniversalClient, channel, key string) error {
 	ctx := context.Background()
 	ps := rdb.Subscribe(ctx, channel)
 	defer ps.Close()
@@ -265,7 +267,14 @@ func sub(rdb redis.UniversalClient, channel string) error {
 			return nil
 		case m := <-ch:
 			now := time.Now().UnixNano()
-			fmt.Fprintf(out, "m %s %d\n", m.Payload, now)
+			if key == "" {
+				fmt.Fprintf(out, "m %s %d\n", m.Payload, now)
+			} else {
+				if err := rdb.Get(ctx, key).Err(); err != nil && !errors.Is(err, redis.Nil) {
+					return err
+				}
+				fmt.Fprintf(out, "m %s %d %d\n", m.Payload, now, time.Now().UnixNano())
+			}
 			_ = out.Flush()
 		}
 	}
