@@ -37,7 +37,7 @@ type Cache struct {
 	wg     sync.WaitGroup // every goroutine the cache starts
 }
 
-// New returns a Cache for opts and subscribes to the invalidation channel. It does not
+// New returns a Cache for opts and subscribes to its pub/sub channels. It does not
 // wait for Redis to be reachable: calls fail with ErrRedisUnavailable until it is.
 func New(opts Options) (*Cache, error) {
 	o, err := opts.init()
@@ -51,12 +51,13 @@ func New(opts Options) (*Cache, error) {
 			rdb:     o.Redis,
 			prefix:  o.Prefix,
 			channel: o.Prefix + ":invalidate",
+			records: o.Prefix + ":records",
 		},
 		log:  o.Logger,
 		seed: rand.Uint64(),
 	}
 	c.base, c.cancel = context.WithCancel(context.Background())
-	c.pubsub = o.Redis.Subscribe(c.base, c.store.channel)
+	c.pubsub = c.subscribe()
 	c.wg.Add(1)
 	go c.listen()
 	return c, nil

@@ -41,6 +41,11 @@ func TestTokenLayers(t *testing.T) {
 	assert.Positive(t, tok.Version)
 	assert.Equal(t, 1, cmds.get("get"), "GETs of a cold login")
 
+	// The lease is released in the background once the token is stored.
+	require.Eventually(t, func() bool {
+		return rdb.Exists(ctx, e.srv.Prefix+":{"+user+"}:lease").Val() == 0
+	}, 5*time.Second, time.Millisecond)
+
 	// L1: a hit touches neither Redis nor the broker, and does not allocate.
 	cmds.reset()
 	for range 100 {
@@ -152,5 +157,46 @@ func TestStoppedLeaderIsReplaced(t *testing.T) {
 	tok, err := c.Token(ctx, user)
 	require.NoError(t, err)
 	assert.Contains(t, tok.AccessToken, "login-tok-")
+	assert.EqualValues(t, 1, b.logins.Load())
+}
+
+// A process waiting for another's login is handed the token by the announcement: after
+// its first read and the lease attempt it reads nothing more.
+func TestAWaitingProcessDoesNotReadTheTokenBack(t *testing.T) {
+	e := newEnv(t)
+	user := e.user("U")
+	ctx := context.Background()
+	entered, release := make(chan struct{}), make(chan struct{})
+	b := &broker{}
+	b.failLogins(func(context.Context, int64) error {
+		close(entered)
+		<-release
+		return nil
+	})
+	leader := e.cache(b)
+	done := make(chan error, 1)
+	go func() {
+		_, err := leader.Token(ctx, user)
+		done <- err
+	}()
+	<-entered
+
+	rdb := e.client()
+	cmds := countCommands(rdb)
+	follower := newCache(t, rdb, e.srv.Prefix, b)
+	cmds.reset()
+	got := make(chan *tokencache.Token, 1)
+	go func() {
+		tok, err := follower.Token(ctx, user)
+		assert.NoError(t, err)
+		got <- tok
+	}()
+	// It has read the record and found the lease held.
+	require.Eventually(t, func() bool { return cmds.get("evalsha")+cmds.get("eval") > 0 }, 10*time.Second, time.Millisecond)
+	close(release)
+	require.NoError(t, <-done)
+	tok := <-got
+	require.NotNil(t, tok)
+	assert.Equal(t, 1, cmds.get("get"), "GETs by the waiting process")
 	assert.EqualValues(t, 1, b.logins.Load())
 }

@@ -222,6 +222,7 @@ func (c *Cache) install(e *entry, t *Token) *Token {
 func (c *Cache) installLocked(e *entry, t *Token) {
 	now := time.Now()
 	if e.tok == nil || t.Version > e.tok.Version {
+		e.fresh.Store(nil) // the old token leaves the hot path before anyone hears of t
 		e.tok = t
 		e.corrupt = false
 		c.notify(e, t)

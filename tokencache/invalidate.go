@@ -3,6 +3,7 @@ package tokencache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -40,7 +41,7 @@ func (c *Cache) listen() {
 				c.life.RLock()
 				if !c.closed.Load() {
 					_ = ps.Close()
-					ps = c.opts.Redis.Subscribe(c.base, c.store.channel)
+					ps = c.subscribe()
 					c.pubsub = ps
 				}
 				c.life.RUnlock()
@@ -58,14 +59,53 @@ func (c *Cache) listen() {
 		delay, pinged = 50*time.Millisecond, false
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" {
+			// The records channel is subscribed first: once the invalidation channel is
+			// confirmed, both are, and what was published before is unknown.
+			if m.Kind == "subscribe" && m.Channel == c.store.channel {
 				c.subs.Add(1)
 				c.dropAll()
 			}
 		case *redis.Message:
-			c.announce(m.Payload)
+			if m.Channel == c.store.records {
+				c.record(m.Payload)
+			} else {
+				c.announce(m.Payload)
+			}
 		}
 	}
+}
+
+// subscribe subscribes to the records channel, then the invalidation channel.
+func (c *Cache) subscribe() *redis.PubSub {
+	return c.opts.Redis.Subscribe(c.base, c.store.records, c.store.channel)
+}
+
+// record handles "<version>:<user>\n<record>", published just before the same version's
+// announcement: a process holding an older token of the user installs the new one from
+// the message, without reading it back from Redis. Anything it cannot use that way is
+// left to the announcement that follows.
+func (c *Cache) record(payload string) {
+	user, t, err := parseRecordMessage(payload)
+	if err != nil {
+		c.log.Warn("tokencache: ignoring malformed record message", "len", len(payload), "err", err)
+		return
+	}
+	e := c.names.user(user)
+	if e == nil {
+		return // never asked for here
+	}
+	v := t.Version
+	now := time.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.tok != nil && e.tok.Version >= v || !c.usable(e, t, now) || c.auth != nil && !now.Before(c.refreshPoint(t)) {
+		return
+	}
+	if h := c.opts.Hooks.Invalidated; h != nil && e.tok != nil {
+		h(user, v)
+	}
+	c.installLocked(e, t)
+	e.signal()
 }
 
 // announce handles "<version>:<user>": the user's token now has that version in Redis.
@@ -111,6 +151,24 @@ func (c *Cache) superseded(e *entry) {
 	e.fresh.Store(nil)
 	e.signal()
 	c.startFlight(e)
+}
+
+// parseRecordMessage parses "<version>:<user>\n<record>". Its errors never quote the
+// payload (it holds a token).
+func parseRecordMessage(payload string) (user string, t *Token, err error) {
+	head, raw, ok := strings.Cut(payload, "\n")
+	vs, user, ok2 := strings.Cut(head, ":")
+	v, err := strconv.ParseInt(vs, 10, 64)
+	if !ok || !ok2 || err != nil || user == "" {
+		return "", nil, errors.New("not <version>:<user> and a record")
+	}
+	if t, err = decodeRecord([]byte(raw)); err != nil {
+		return "", nil, errors.New("record does not decode")
+	}
+	if t.Version != v {
+		return "", nil, fmt.Errorf("record has version %d, message %d", t.Version, v)
+	}
+	return user, t, nil
 }
 
 // dropAll makes every entry confirm its token with Redis before serving it again.

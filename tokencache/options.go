@@ -25,7 +25,7 @@ type Options struct {
 	// returns ErrNoToken when none is valid.
 	Authenticator Authenticator
 
-	// Prefix namespaces every key and the invalidation channel. Default "brokertoken".
+	// Prefix namespaces every key and the pub/sub channels. Default "brokertoken".
 	Prefix string
 
 	// UserFor maps a trading account to the login user whose token it shares. It must

@@ -307,6 +307,9 @@ func (c *Cache) refresh(ctx context.Context, e *entry, first *snapshot) (*Token,
 			if h := c.opts.Hooks.LeaseWait; h != nil {
 				h(e.user, time.Since(waited))
 			}
+			if t := c.heard(e, stored); t != nil {
+				return t, nil // installed from the records channel: no need to read it back
+			}
 			continue
 		}
 		t, err := c.obtain(ctx, e, stored, base)
@@ -321,6 +324,20 @@ func (c *Cache) refresh(ctx context.Context, e *entry, first *snapshot) (*Token,
 		}
 		return t, err
 	}
+}
+
+// heard returns the entry's own token if it is newer than stored and can be served as
+// it is (it came with its announcement, see Cache.record); nil otherwise.
+func (c *Cache) heard(e *entry, stored *Token) *Token {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := time.Now()
+	t := e.tok
+	if t == nil || stored != nil && t.Version <= stored.Version || !c.servable(e, now) ||
+		c.auth != nil && !now.Before(c.refreshPoint(t)) {
+		return nil
+	}
+	return t
 }
 
 // read returns the user's stored token. A corrupt record reads as a miss (logged once

@@ -2,6 +2,7 @@ package tokencache_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -232,11 +233,16 @@ func TestAnnouncementDuringARefreshReachesWatch(t *testing.T) {
 	rdb := e.client()
 	g := newGate(isGet)
 	rdb.AddHook(g)
-	writer := e.cache(nil)
+	// A writer that announces versions without their records (another implementation
+	// of the contract), so this cache must read each one back.
+	raw := e.client()
+	version := time.Now().UnixMicro()
 	set := func(access string) *tokencache.Token {
-		tok, err := writer.Set(ctx, user, &tokencache.Token{AccessToken: access, Expiry: time.Now().Add(time.Hour)})
-		require.NoError(t, err)
-		return tok
+		version++
+		rec := fmt.Sprintf(`{"v":%d,"a":%q,"e":%d,"o":%d}`, version, access, time.Now().Add(time.Hour).UnixMilli(), time.Now().UnixMilli())
+		require.NoError(t, raw.Set(ctx, e.srv.Prefix+":{"+user+"}:token", rec, time.Hour).Err())
+		require.NoError(t, raw.Publish(ctx, e.srv.Prefix+":invalidate", fmt.Sprintf("%d:%s", version, user)).Err())
+		return &tokencache.Token{AccessToken: access, Version: version}
 	}
 	set("version-one")
 	c := newCache(t, rdb, e.srv.Prefix, nil) // MaxStaleness 30 s: no backstop within the test

@@ -161,3 +161,44 @@ func TestSyncLegacyWritesKeysOfATokenStoredWithoutThem(t *testing.T) {
 	assert.False(t, written, "nothing stored: nothing written")
 	assert.Zero(t, rdb.Exists(ctx, "token:"+e.user("nobody")).Val())
 }
+
+// A process holding an older token installs the new one from the records channel: no
+// read of Redis, and its watchers hear of it.
+func TestANewTokenArrivesWithItsAnnouncement(t *testing.T) {
+	e := newEnv(t)
+	user := e.user("U")
+	ctx := context.Background()
+	writer := e.cache(nil)
+	first, err := writer.Set(ctx, user, &tokencache.Token{AccessToken: "first", Expiry: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+
+	rdb := e.client()
+	cmds := countCommands(rdb)
+	reader := newCache(t, rdb, e.srv.Prefix, nil)
+	tok, err := reader.Token(ctx, user)
+	require.NoError(t, err)
+	require.Equal(t, first.Version, tok.Version)
+	ch := reader.Watch(ctx, user)
+	cmds.reset()
+
+	second, err := writer.Set(ctx, user, &tokencache.Token{AccessToken: "second", Expiry: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	assert.Equal(t, second.Version, receive(t, ch).Version)
+	tok, err = reader.Token(ctx, user)
+	require.NoError(t, err)
+	assert.Equal(t, "second", tok.AccessToken)
+	assert.Zero(t, cmds.get("get"), "the new token was not read back from Redis")
+
+	// A record message that cannot be used (garbage, or a version that disagrees) is
+	// ignored; the announcement that follows it still brings the token.
+	raw := e.client()
+	require.NoError(t, raw.Publish(ctx, e.srv.Prefix+":records", "garbage").Err())
+	require.NoError(t, raw.Publish(ctx, e.srv.Prefix+":records",
+		fmt.Sprintf("%d:%s\n{\"v\":1,\"a\":\"forged\",\"e\":%d}", second.Version+1, user, time.Now().Add(time.Hour).UnixMilli())).Err())
+	third, err := writer.Set(ctx, user, &tokencache.Token{AccessToken: "third", Expiry: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	assert.Equal(t, third.Version, receive(t, ch).Version)
+	tok, err = reader.Token(ctx, user)
+	require.NoError(t, err)
+	assert.Equal(t, "third", tok.AccessToken)
+}

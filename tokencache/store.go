@@ -28,7 +28,8 @@ const graceTTL = 30 * time.Second
 type store struct {
 	rdb     redis.UniversalClient
 	prefix  string
-	channel string
+	channel string // invalidation channel: "<version>:<user>" after every write
+	records string // records channel: "<version>:<user>\n<record>" just before it
 }
 
 func (s *store) recordKey(user string) string { return s.prefix + ":{" + user + "}:token" }
@@ -171,7 +172,7 @@ func (s *store) set(ctx context.Context, user string, t *Token, by string) (vers
 
 func (s *store) run(ctx context.Context, user string, base int64, t *Token, by string, dedupe bool) (ok bool, version int64, same *Token, err error) {
 	ttl := time.Until(t.Expiry) + graceTTL
-	args := []any{base, encodeRecord(t, by), ttl.Milliseconds(), s.channel, user}
+	args := []any{base, encodeRecord(t, by), ttl.Milliseconds(), s.channel, user, s.records}
 	if dedupe {
 		args = append(args, t.AccessToken, t.MDAccessToken, t.Expiry.UnixMilli())
 	}

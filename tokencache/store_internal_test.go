@@ -3,6 +3,8 @@ package tokencache
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,6 +156,45 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Logf("version %d decoded, %d read by prefix", tok.Version, leadingVersion(raw))
 		}
 	})
+}
+
+// The records channel's message is what set.lua publishes: "<version>:<user>\n" and the
+// stored record. Whatever it receives, the parser never panics, never accepts a record
+// whose version disagrees with the message, and never puts the payload in its error.
+func FuzzRecordMessage(f *testing.F) {
+	f.Add(`1760789707000001:APEX_1` + "\n" + `{"v":1760789707000001,"a":"tok","e":1760789707000,"o":1}`)
+	f.Add(`5:u` + "\n" + `{"v":6,"a":"tok","e":1}`)
+	f.Add("5:u")
+	f.Add(":\n{}")
+	f.Add("x:y\nz")
+	f.Fuzz(func(t *testing.T, payload string) {
+		user, tok, err := parseRecordMessage(payload)
+		if err != nil {
+			if tok != nil || user != "" {
+				t.Fatal("a result with an error")
+			}
+			if len(payload) > 8 && strings.Contains(err.Error(), payload) {
+				t.Fatalf("error quotes the payload: %v", err)
+			}
+			return
+		}
+		head, _, _ := strings.Cut(payload, "\n")
+		if user == "" || tok.AccessToken == "" || head != fmt.Sprintf("%d:%s", tok.Version, user) {
+			t.Fatalf("accepted %q as user %q version %d", head, user, tok.Version)
+		}
+	})
+}
+
+func TestRecordMessageRoundTrip(t *testing.T) {
+	in := &Token{AccessToken: "a\nb", MDAccessToken: "md", Expiry: time.UnixMilli(1760789707000), ObtainedAt: time.UnixMilli(1760784307000)}
+	rec := `{"v":42,` + encodeRecord(in, "login")[1:]
+	user, out, err := parseRecordMessage("42:APEX_272045\n" + rec)
+	require.NoError(t, err)
+	assert.Equal(t, "APEX_272045", user)
+	assert.Equal(t, in.AccessToken, out.AccessToken, "a newline inside the token is JSON-escaped")
+	assert.EqualValues(t, 42, out.Version)
+	_, _, err = parseRecordMessage("43:APEX_272045\n" + rec)
+	require.ErrorContains(t, err, "version 42, message 43")
 }
 
 func TestRefreshPointAndLeeway(t *testing.T) {

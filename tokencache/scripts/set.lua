@@ -6,7 +6,9 @@
 -- ARGV[3]  key TTL in milliseconds
 -- ARGV[4]  pub/sub channel
 -- ARGV[5]  login user, sent in the message as "<version>:<user>"
--- ARGV[6..8] optional (with base -1): access token, md token and expiry (Unix ms) of the
+-- ARGV[6]  records channel: gets "<version>:<user>\n<record>" first, so a process that
+--          hears it has the token without reading it back
+-- ARGV[7..9] optional (with base -1): access token, md token and expiry (Unix ms) of the
 --          token being set; when the stored record already holds exactly that token,
 --          nothing is written or published.
 -- Returns {1, new version} when written, {0, stored version} when the stored record is
@@ -26,16 +28,18 @@ local base = tonumber(ARGV[1])
 if base >= 0 and cur ~= base then
   return {0, cur}
 end
-if raw and ARGV[6] then
+if raw and ARGV[7] then
   local ok, r = pcall(cjson.decode, raw)
-  if ok and type(r) == 'table' and r.a == ARGV[6] and (r.m or '') == ARGV[7]
-      and tonumber(r.e) == tonumber(ARGV[8]) then
+  if ok and type(r) == 'table' and r.a == ARGV[7] and (r.m or '') == ARGV[8]
+      and tonumber(r.e) == tonumber(ARGV[9]) then
     return {2, cur, raw}
   end
 end
 local t = redis.call('TIME')
 local v = math.max(cur + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
 local vs = string.format('%d', v)
-redis.call('SET', KEYS[1], '{"v":' .. vs .. ',' .. string.sub(ARGV[2], 2), 'PX', ARGV[3])
+local rec = '{"v":' .. vs .. ',' .. string.sub(ARGV[2], 2)
+redis.call('SET', KEYS[1], rec, 'PX', ARGV[3])
+redis.call('PUBLISH', ARGV[6], vs .. ':' .. ARGV[5] .. '\n' .. rec)
 redis.call('PUBLISH', ARGV[4], vs .. ':' .. ARGV[5])
 return {1, v}
