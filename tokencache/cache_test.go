@@ -200,3 +200,42 @@ func TestAWaitingProcessDoesNotReadTheTokenBack(t *testing.T) {
 	assert.Equal(t, 1, cmds.get("get"), "GETs by the waiting process")
 	assert.EqualValues(t, 1, b.logins.Load())
 }
+
+// A process waiting for another's login serves a token stored by its own Set without
+// looking at Redis again, whichever of the Set's reply and its message comes first.
+// (That it is woken at once rather than by the 1 s recheck is the signal in
+// installLocked; this test does not time it.)
+func TestAWaitingProcessServesItsOwnSet(t *testing.T) {
+	e := newEnv(t)
+	user := e.user("U")
+	ctx := context.Background()
+	entered, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	b := &broker{}
+	b.failLogins(func(context.Context, int64) error {
+		close(entered)
+		<-release
+		return nil
+	})
+	holder := e.cache(b)
+	go func() { _, _ = holder.Token(ctx, user) }()
+	<-entered
+
+	rdb := e.client()
+	cmds := countCommands(rdb)
+	p := newCache(t, rdb, e.srv.Prefix, b)
+	cmds.reset()
+	got := make(chan *tokencache.Token, 1)
+	go func() {
+		tok, err := p.Token(ctx, user)
+		assert.NoError(t, err)
+		got <- tok
+	}()
+	require.Eventually(t, func() bool { return cmds.get("evalsha")+cmds.get("eval") > 0 }, 10*time.Second, time.Millisecond)
+	set, err := p.Set(ctx, user, &tokencache.Token{AccessToken: "from-a-callback", Expiry: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	tok := <-got
+	require.NotNil(t, tok)
+	assert.Equal(t, set.Version, tok.Version)
+	assert.Equal(t, 1, cmds.get("get"), "GETs by the waiting process")
+}

@@ -226,6 +226,7 @@ func (c *Cache) installLocked(e *entry, t *Token) {
 		e.tok = t
 		e.corrupt = false
 		c.notify(e, t)
+		e.signal() // a refresh waiting for another process may serve t (see heard)
 	}
 	if t.Version >= e.tok.Version {
 		e.confirmed = now

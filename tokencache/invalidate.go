@@ -48,6 +48,11 @@ func (c *Cache) listen() {
 				pinged = false
 				continue
 			}
+			if delay >= 2*time.Second {
+				// Still failing after several tries (e.g. an ACL without one of the
+				// channels): say so, since entries then rely on MaxStaleness alone.
+				c.log.Warn("tokencache: cannot receive invalidations", "channels", c.store.records+" "+c.store.channel, "err", err)
+			}
 			select {
 			case <-c.base.Done():
 				return
@@ -59,8 +64,8 @@ func (c *Cache) listen() {
 		delay, pinged = 50*time.Millisecond, false
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			// The records channel is subscribed first: once the invalidation channel is
-			// confirmed, both are, and what was published before is unknown.
+			// Both channels are subscribed by one command; the invalidation channel's
+			// confirmation stands for both: what was published before is unknown.
 			if m.Kind == "subscribe" && m.Channel == c.store.channel {
 				c.subs.Add(1)
 				c.dropAll()
@@ -85,15 +90,16 @@ func (c *Cache) subscribe() *redis.PubSub {
 // the message, without reading it back from Redis. Anything it cannot use that way is
 // left to the announcement that follows.
 func (c *Cache) record(payload string) {
+	head, _, _ := strings.Cut(payload, "\n")
+	if _, user, ok := strings.Cut(head, ":"); !ok || c.names.user(user) == nil {
+		return // never asked for here (or malformed: the announcement will say)
+	}
 	user, t, err := parseRecordMessage(payload)
 	if err != nil {
 		c.log.Warn("tokencache: ignoring malformed record message", "len", len(payload), "err", err)
 		return
 	}
 	e := c.names.user(user)
-	if e == nil {
-		return // never asked for here
-	}
 	v := t.Version
 	now := time.Now()
 	e.mu.Lock()
@@ -105,7 +111,6 @@ func (c *Cache) record(payload string) {
 		h(user, v)
 	}
 	c.installLocked(e, t)
-	e.signal()
 }
 
 // announce handles "<version>:<user>": the user's token now has that version in Redis.
@@ -132,7 +137,11 @@ func (c *Cache) announce(payload string) {
 	}
 	if e.setting > 0 && e.flight == nil {
 		// Probably the echo of this process's own Set, heard before the Set's reply:
-		// the Set looks at e.known when it installs its token.
+		// the Set looks at e.known when it installs its token. Until then the old
+		// token is not served.
+		if e.tok == nil || e.tok.Version < v {
+			e.fresh.Store(nil)
+		}
 		return
 	}
 	c.superseded(e)

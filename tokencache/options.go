@@ -90,8 +90,9 @@ type Hooks struct {
 	RefreshFailed func(user, op string, err error)
 	// LeaseWait is called when this cache waited for another process's refresh.
 	LeaseWait func(user string, waited time.Duration)
-	// Invalidated is called when another process announced a newer version of a
-	// user's token that this cache held an older copy of.
+	// Invalidated is called when a newer version of a user's token was announced
+	// that this cache held an older copy of (usually another process's write; also
+	// this cache's own Set when its message arrives before the Set's reply).
 	Invalidated func(user string, version int64)
 }
 

@@ -236,7 +236,8 @@ var errLostRace = errors.New("tokencache: a newer token was stored meanwhile")
 // when not nil, is a read of Redis the caller already made.
 //
 // Before a login the leader makes two round trips to Redis (the read, then the lease
-// taken together with a second read); a follower makes the same two, waits, and reads
+// taken together with a second read); a follower makes the same two and waits, and is
+// usually handed the new token by the records channel (see Cache.record), else reads
 // once more.
 func (c *Cache) refresh(ctx context.Context, e *entry, first *snapshot) (*Token, error) {
 	for {

@@ -155,7 +155,7 @@ func (s *store) acquire(ctx context.Context, user string, ttl time.Duration) (l 
 }
 
 // write stores t for user if the stored record's version is still base (-1: whatever
-// is stored), and publishes the invalidation. It returns the version written, or
+// is stored), and publishes the record and the invalidation. It returns the version written, or
 // ok=false and the stored version when another write won.
 func (s *store) write(ctx context.Context, user string, base int64, t *Token, by string) (ok bool, version int64, err error) {
 	ok, version, _, err = s.run(ctx, user, base, t, by, false)

@@ -1,4 +1,6 @@
--- set.lua: compare-and-set of a user's token record, then the invalidation message.
+-- set.lua: compare-and-set of a user's token record, with the record message and the
+-- invalidation message. Both PUBLISHes run before the SET, so a client not allowed to
+-- publish on a channel (an ACL) gets an error with nothing written.
 -- KEYS[1]  the record key, e.g. brokertoken:{USER}:token
 -- ARGV[1]  base version: the version of the record this write replaces (0 = no record);
 --          -1 writes whatever is stored
@@ -28,7 +30,7 @@ local base = tonumber(ARGV[1])
 if base >= 0 and cur ~= base then
   return {0, cur}
 end
-if raw and ARGV[7] then
+if raw and cur > 0 and ARGV[7] then
   local ok, r = pcall(cjson.decode, raw)
   if ok and type(r) == 'table' and r.a == ARGV[7] and (r.m or '') == ARGV[8]
       and tonumber(r.e) == tonumber(ARGV[9]) then
@@ -39,7 +41,7 @@ local t = redis.call('TIME')
 local v = math.max(cur + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
 local vs = string.format('%d', v)
 local rec = '{"v":' .. vs .. ',' .. string.sub(ARGV[2], 2)
-redis.call('SET', KEYS[1], rec, 'PX', ARGV[3])
 redis.call('PUBLISH', ARGV[6], vs .. ':' .. ARGV[5] .. '\n' .. rec)
 redis.call('PUBLISH', ARGV[4], vs .. ':' .. ARGV[5])
+redis.call('SET', KEYS[1], rec, 'PX', ARGV[3])
 return {1, v}
