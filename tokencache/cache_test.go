@@ -160,45 +160,63 @@ func TestStoppedLeaderIsReplaced(t *testing.T) {
 	assert.EqualValues(t, 1, b.logins.Load())
 }
 
-// A process waiting for another's login is handed the token by the announcement: after
-// its first read and the lease attempt it reads nothing more.
-func TestAWaitingProcessDoesNotReadTheTokenBack(t *testing.T) {
-	e := newEnv(t)
-	user := e.user("U")
+// waiting sets up a process (holder) stuck in a login of user, and a second process
+// (follower, on a Redis client that counts commands) whose Token call has read the
+// record and found the lease held. release lets the login finish; done and got give
+// the two Token calls' results.
+type waiting struct {
+	b        *broker
+	follower *tokencache.Cache
+	cmds     *commandCounter
+	release  func()
+	done     chan error
+	got      chan *tokencache.Token
+}
+
+func newWaiting(t *testing.T, e *env, user string) *waiting {
 	ctx := context.Background()
 	entered, release := make(chan struct{}), make(chan struct{})
-	b := &broker{}
-	b.failLogins(func(context.Context, int64) error {
+	w := &waiting{b: &broker{}, done: make(chan error, 1), got: make(chan *tokencache.Token, 1)}
+	var once sync.Once
+	w.release = func() { once.Do(func() { close(release) }) }
+	w.b.failLogins(func(context.Context, int64) error {
 		close(entered)
 		<-release
 		return nil
 	})
-	leader := e.cache(b)
-	done := make(chan error, 1)
+	holder := e.cache(w.b)
+	t.Cleanup(w.release) // runs before holder's Close, which waits for the login
 	go func() {
-		_, err := leader.Token(ctx, user)
-		done <- err
+		_, err := holder.Token(ctx, user)
+		w.done <- err
 	}()
 	<-entered
 
 	rdb := e.client()
-	cmds := countCommands(rdb)
-	follower := newCache(t, rdb, e.srv.Prefix, b)
-	cmds.reset()
-	got := make(chan *tokencache.Token, 1)
+	w.cmds = countCommands(rdb)
+	w.follower = newCache(t, rdb, e.srv.Prefix, w.b)
+	w.cmds.reset()
 	go func() {
-		tok, err := follower.Token(ctx, user)
+		tok, err := w.follower.Token(ctx, user)
 		assert.NoError(t, err)
-		got <- tok
+		w.got <- tok
 	}()
-	// It has read the record and found the lease held.
-	require.Eventually(t, func() bool { return cmds.get("evalsha")+cmds.get("eval") > 0 }, 10*time.Second, time.Millisecond)
-	close(release)
-	require.NoError(t, <-done)
-	tok := <-got
+	// It has read the record and tried the lease.
+	require.Eventually(t, func() bool { return w.cmds.get("evalsha")+w.cmds.get("eval") > 0 }, 10*time.Second, time.Millisecond)
+	return w
+}
+
+// A process waiting for another's login is handed the token by the announcement: after
+// its first read and the lease attempt it reads nothing more.
+func TestAWaitingProcessDoesNotReadTheTokenBack(t *testing.T) {
+	e := newEnv(t)
+	w := newWaiting(t, e, e.user("U"))
+	w.release()
+	require.NoError(t, <-w.done)
+	tok := <-w.got
 	require.NotNil(t, tok)
-	assert.Equal(t, 1, cmds.get("get"), "GETs by the waiting process")
-	assert.EqualValues(t, 1, b.logins.Load())
+	assert.Equal(t, 1, w.cmds.get("get"), "GETs by the waiting process")
+	assert.EqualValues(t, 1, w.b.logins.Load())
 }
 
 // A process waiting for another's login serves a token stored by its own Set without
@@ -208,34 +226,11 @@ func TestAWaitingProcessDoesNotReadTheTokenBack(t *testing.T) {
 func TestAWaitingProcessServesItsOwnSet(t *testing.T) {
 	e := newEnv(t)
 	user := e.user("U")
-	ctx := context.Background()
-	entered, release := make(chan struct{}), make(chan struct{})
-	defer close(release)
-	b := &broker{}
-	b.failLogins(func(context.Context, int64) error {
-		close(entered)
-		<-release
-		return nil
-	})
-	holder := e.cache(b)
-	go func() { _, _ = holder.Token(ctx, user) }()
-	<-entered
-
-	rdb := e.client()
-	cmds := countCommands(rdb)
-	p := newCache(t, rdb, e.srv.Prefix, b)
-	cmds.reset()
-	got := make(chan *tokencache.Token, 1)
-	go func() {
-		tok, err := p.Token(ctx, user)
-		assert.NoError(t, err)
-		got <- tok
-	}()
-	require.Eventually(t, func() bool { return cmds.get("evalsha")+cmds.get("eval") > 0 }, 10*time.Second, time.Millisecond)
-	set, err := p.Set(ctx, user, &tokencache.Token{AccessToken: "from-a-callback", Expiry: time.Now().Add(time.Hour)})
+	w := newWaiting(t, e, user)
+	set, err := w.follower.Set(context.Background(), user, &tokencache.Token{AccessToken: "from-a-callback", Expiry: time.Now().Add(time.Hour)})
 	require.NoError(t, err)
-	tok := <-got
+	tok := <-w.got
 	require.NotNil(t, tok)
 	assert.Equal(t, set.Version, tok.Version)
-	assert.Equal(t, 1, cmds.get("get"), "GETs by the waiting process")
+	assert.Equal(t, 1, w.cmds.get("get"), "GETs by the waiting process")
 }
