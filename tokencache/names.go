@@ -27,28 +27,37 @@ type name struct {
 	account *entry // the entry the account with this name belongs to
 }
 
-// lookup returns what key stands for, reading the immutable map first.
-func (r *names) lookup(key string, want func(name) *entry) *entry {
-	if m := r.read.Load(); m != nil {
-		if e := want((*m)[key]); e != nil {
-			return e
-		}
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e := want(r.locked(key))
-	r.tookSlowPath()
-	return e
-}
-
 // user returns the entry of login user key, or nil.
 func (r *names) user(key string) *entry {
-	return r.lookup(key, func(n name) *entry { return n.user })
+	if e := r.fast(key).user; e != nil {
+		return e
+	}
+	return r.locking(key).user
 }
 
 // account returns the entry account key belongs to, or nil.
 func (r *names) account(key string) *entry {
-	return r.lookup(key, func(n name) *entry { return n.account })
+	if e := r.fast(key).account; e != nil {
+		return e
+	}
+	return r.locking(key).account
+}
+
+// fast returns what key stands for in the immutable map: no lock.
+func (r *names) fast(key string) name {
+	if m := r.read.Load(); m != nil {
+		return (*m)[key]
+	}
+	return name{}
+}
+
+// locking returns what key stands for, overflow map included.
+func (r *names) locking(key string) name {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := r.locked(key)
+	r.tookSlowPath()
+	return n
 }
 
 // addUser makes e the entry of login user key unless it has one; it returns the entry
