@@ -115,10 +115,8 @@ func (c *Cache) record(payload string) {
 
 // announce handles "<version>:<user>": the user's token now has that version in Redis.
 func (c *Cache) announce(payload string) {
-	bad := strings.HasPrefix(payload, badPrefix)
-	vs, user, ok := strings.Cut(strings.TrimPrefix(payload, badPrefix), ":")
-	v, err := strconv.ParseInt(vs, 10, 64)
-	if !ok || err != nil {
+	user, v, bad, ok := parseAnnouncement(payload)
+	if !ok {
 		c.log.Warn("tokencache: ignoring malformed invalidation message", "len", len(payload))
 		return
 	}
@@ -167,8 +165,8 @@ func (c *Cache) superseded(e *entry) {
 func parseRecordMessage(payload string) (user string, t *Token, err error) {
 	head, raw, ok := strings.Cut(payload, "\n")
 	vs, user, ok2 := strings.Cut(head, ":")
-	v, err := strconv.ParseInt(vs, 10, 64)
-	if !ok || !ok2 || err != nil || user == "" {
+	v, vok := parseVersion(vs)
+	if !ok || !ok2 || !vok || user == "" {
 		return "", nil, errors.New("not <version>:<user> and a record")
 	}
 	if t, err = decodeRecord([]byte(raw)); err != nil {
@@ -178,6 +176,28 @@ func parseRecordMessage(payload string) (user string, t *Token, err error) {
 		return "", nil, fmt.Errorf("record has version %d, message %d", t.Version, v)
 	}
 	return user, t, nil
+}
+
+// parseAnnouncement parses "<version>:<user>", or "!<version>:<user>" (bad) from a
+// read-only cache reporting a rejected token.
+func parseAnnouncement(payload string) (user string, v int64, bad, ok bool) {
+	rest, bad := strings.CutPrefix(payload, badPrefix)
+	vs, user, ok := strings.Cut(rest, ":")
+	v, vok := parseVersion(vs)
+	if !ok || !vok || user == "" {
+		return "", 0, false, false
+	}
+	return user, v, bad, true
+}
+
+// parseVersion reads a version the way set.lua writes it: a positive decimal with no
+// sign and no leading zero. Anything else ("07", "+7", "0") is not a message of ours.
+func parseVersion(s string) (int64, bool) {
+	if s == "" || s[0] < '1' || s[0] > '9' {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	return v, err == nil
 }
 
 // dropAll makes every entry confirm its token with Redis before serving it again.

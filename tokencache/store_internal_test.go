@@ -185,6 +185,44 @@ func FuzzRecordMessage(f *testing.F) {
 	})
 }
 
+// The invalidation channel's message is "<version>:<user>", or "!<version>:<user>" for a
+// rejected token. Whatever arrives, an accepted message is exactly what set.lua or
+// Invalidate would have written for the result.
+func FuzzAnnouncement(f *testing.F) {
+	f.Add("1760789707000001:APEX_1")
+	f.Add("!42:APEX_1")
+	f.Add("07:u")
+	f.Add(":")
+	f.Fuzz(func(t *testing.T, payload string) {
+		user, v, bad, ok := parseAnnouncement(payload)
+		if !ok {
+			if user != "" || v != 0 || bad {
+				t.Fatal("a result for a rejected message")
+			}
+			return
+		}
+		want := fmt.Sprintf("%d:%s", v, user)
+		if bad {
+			want = badPrefix + want
+		}
+		if user == "" || v <= 0 || payload != want {
+			t.Fatalf("accepted %q as user %q version %d bad %v", payload, user, v, bad)
+		}
+	})
+}
+
+func TestParseVersion(t *testing.T) {
+	for s, want := range map[string]int64{"1": 1, "42": 42, "1760789707000001": 1760789707000001, "9223372036854775807": 1<<63 - 1} {
+		v, ok := parseVersion(s)
+		assert.True(t, ok, s)
+		assert.Equal(t, want, v, s)
+	}
+	for _, s := range []string{"", "0", "07", "+7", "-7", " 7", "7 ", "7a", "1_000", "9223372036854775808"} {
+		_, ok := parseVersion(s)
+		assert.False(t, ok, "%q is not a version set.lua writes", s)
+	}
+}
+
 func TestRecordMessageRoundTrip(t *testing.T) {
 	in := &Token{AccessToken: "a\nb", MDAccessToken: "md", Expiry: time.UnixMilli(1760789707000), ObtainedAt: time.UnixMilli(1760784307000)}
 	rec := `{"v":42,` + encodeRecord(in, "login")[1:]
