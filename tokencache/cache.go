@@ -24,6 +24,7 @@ type Cache struct {
 	seed  uint64 // per-process jitter seed
 
 	names names // login users and accounts -> entries (UserFor remembered)
+	cells cells // the entries' fresh pointers, in shared blocks
 
 	// base is the lifetime of the cache's background work (refreshes, the invalidation
 	// listener, watchers); it is not a request context. Close cancels it.
@@ -72,9 +73,14 @@ func New(opts Options) (*Cache, error) {
 // Errors: ErrNoToken (read-only cache, nothing valid stored), ErrRedisUnavailable,
 // *RefreshError (the broker refused), ErrClosed, or ctx's error.
 func (c *Cache) Token(ctx context.Context, account string) (*Token, error) {
+	if f := c.names.fresh(account); f != nil {
+		if t := f.Load(); t != nil {
+			return t, nil
+		}
+	}
 	e := c.entryFor(account)
 	if t := e.fresh.Load(); t != nil {
-		return t, nil
+		return t, nil // a name not yet in the immutable map
 	}
 	return c.token(ctx, e)
 }
@@ -82,16 +88,18 @@ func (c *Cache) Token(ctx context.Context, account string) (*Token, error) {
 // Source returns a TokenSource for account. It resolves the account's login user once,
 // so its Token is the cheapest way to read a token on a hot path.
 func (c *Cache) Source(account string) TokenSource {
-	return source{c: c, e: c.entryFor(account)}
+	e := c.entryFor(account)
+	return source{c: c, e: e, fresh: e.fresh}
 }
 
 type source struct {
-	c *Cache
-	e *entry
+	c     *Cache
+	e     *entry
+	fresh *atomic.Pointer[Token] // e.fresh, read without touching the entry
 }
 
 func (s source) Token(ctx context.Context) (*Token, error) {
-	if t := s.e.fresh.Load(); t != nil {
+	if t := s.fresh.Load(); t != nil {
 		return t, nil
 	}
 	return s.c.token(ctx, s.e)
@@ -205,5 +213,5 @@ func (c *Cache) userEntry(user string) *entry {
 	if e := c.names.user(user); e != nil {
 		return e
 	}
-	return c.names.addUser(user, newEntry(user))
+	return c.names.addUser(user, newEntry(user, c.cells.take()))
 }

@@ -23,8 +23,9 @@ type names struct {
 
 // name is what one name stands for.
 type name struct {
-	user    *entry // the entry of the login user with this name
-	account *entry // the entry the account with this name belongs to
+	user    *entry                 // the entry of the login user with this name
+	account *entry                 // the entry the account with this name belongs to
+	fresh   *atomic.Pointer[Token] // account's fresh: a hit reads it without the entry
 }
 
 // user returns the entry of login user key, or nil.
@@ -41,6 +42,12 @@ func (r *names) account(key string) *entry {
 		return e
 	}
 	return r.locking(key).account
+}
+
+// fresh returns the fresh pointer of the entry account key belongs to, or nil when the
+// name is not in the immutable map yet. It is all a hit reads: no lock, no entry.
+func (r *names) fresh(key string) *atomic.Pointer[Token] {
+	return r.fast(key).fresh
 }
 
 // fast returns what key stands for in the immutable map: no lock.
@@ -80,6 +87,9 @@ func (r *names) add(key string, field func(*name) **entry, e *entry) *entry {
 		return cur
 	}
 	*field(&n) = e
+	if n.account != nil {
+		n.fresh = n.account.fresh
+	}
 	if r.dirty == nil {
 		r.dirty = map[string]name{}
 	}

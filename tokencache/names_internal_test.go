@@ -3,6 +3,7 @@ package tokencache
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -11,14 +12,14 @@ import (
 
 func TestNamesKeepUsersAndAccountsApart(t *testing.T) {
 	var r names
-	x, y := newEntry("X"), newEntry("Y")
+	x, y := newEntry("X", new(atomic.Pointer[Token])), newEntry("Y", new(atomic.Pointer[Token]))
 	require.Same(t, x, r.addUser("X", x))
 	require.Same(t, y, r.addAccount("X", y), "account X belongs to user Y")
 	assert.Same(t, x, r.user("X"))
 	assert.Same(t, y, r.account("X"))
 	assert.Nil(t, r.user("Y"))
 	assert.Nil(t, r.account("Y"))
-	assert.Same(t, x, r.addUser("X", newEntry("X")), "the first entry stays")
+	assert.Same(t, x, r.addUser("X", newEntry("X", new(atomic.Pointer[Token]))), "the first entry stays")
 	assert.Same(t, y, r.addAccount("X", x), "the first mapping stays")
 }
 
@@ -38,7 +39,7 @@ func TestNamesConcurrentAddsAgree(t *testing.T) {
 				k := fmt.Sprintf("u%d", (i*7+w*13)%n)
 				e := r.user(k)
 				if e == nil {
-					e = r.addUser(k, newEntry(k))
+					e = r.addUser(k, newEntry(k, new(atomic.Pointer[Token])))
 				}
 				acct := r.addAccount("acct-"+k, e)
 				require.Same(t, e, acct)
@@ -67,4 +68,34 @@ func TestNamesConcurrentAddsAgree(t *testing.T) {
 	defer r.mu.Unlock()
 	assert.Empty(t, r.dirty)
 	assert.Len(t, *r.read.Load(), 2*n)
+}
+
+// A hit reads the account's fresh cell straight from the name lookup: it must be the
+// cell of the entry the account belongs to, and nothing for a name that is no account.
+func TestNamesFreshIsTheAccountsCell(t *testing.T) {
+	var r names
+	var cs cells
+	x := r.addUser("X", newEntry("X", cs.take()))
+	r.addAccount("A", x)
+	for i := 0; r.fresh("A") == nil; i++ { // merged after a few slow reads
+		require.Less(t, i, 10, "the overflow map is never merged")
+		require.Same(t, x, r.account("A"))
+	}
+	assert.Same(t, x.fresh, r.fresh("A"))
+	assert.Nil(t, r.fresh("X"), "X is a user, not an account")
+	assert.Nil(t, r.fresh("B"))
+}
+
+func TestCellsAreDistinct(t *testing.T) {
+	var cs cells
+	seen := map[*atomic.Pointer[Token]]bool{}
+	for range 3*cellBlock + 1 {
+		p := cs.take()
+		require.False(t, seen[p], "a cell handed out twice")
+		seen[p] = true
+		p.Store(&Token{}) // each is usable on its own
+	}
+	for p := range seen {
+		require.NotNil(t, p.Load())
+	}
 }
