@@ -159,6 +159,11 @@ func herd(rdb redis.UniversalClient, prefix, user string, g int, latency time.Du
 		fmt.Fprintf(&b, " %d:%d", starts[i], ends[i])
 	}
 	fmt.Println(b.String())
+	// Stay up until the harness has every process's result: a process tearing down
+	// (Close, exit) would take CPU from the ones still waking, which a fleet of
+	// long-running services never does.
+	for in.Scan() {
+	}
 	return nil
 }
 
