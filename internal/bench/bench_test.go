@@ -38,6 +38,17 @@ func TestQuick(t *testing.T) {
 			t.Errorf("no row for item %s", item)
 		}
 	}
+	for _, item := range []string{"5 ref", "8/5 ref"} { // the start and the fan-out floors
+		n := 0
+		for _, r := range res.rows {
+			if r.item == item {
+				n++
+			}
+		}
+		if n != 2 {
+			t.Errorf("%d rows for %s, want 2", n, item)
+		}
+	}
 	if len(res.herds) != 4 {
 		t.Fatalf("%d herd rounds, want 4", len(res.herds))
 	}

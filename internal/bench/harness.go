@@ -154,13 +154,19 @@ func runAll(cfg config) (*results, error) {
 			add(r5)
 			res.herds = append(res.herds, h)
 		}
+		rs, err := startFloor(cfg, s.rs, worker)
+		if err != nil {
+			return nil, fmt.Errorf("start floor (%s): %w", s.name, err)
+		}
 		rf, err := fanout(cfg, s.rs, worker)
 		if err != nil {
 			return nil, fmt.Errorf("fanout (%s): %w", s.name, err)
 		}
-		rf.item = tag + rf.item
-		rf.what += " [" + s.name + "]"
-		add(rf)
+		for _, r := range []*row{&rs, &rf} {
+			r.item = tag + r.item
+			r.what += " [" + s.name + "]"
+		}
+		add(rs, rf)
 	}
 
 	cfg.logf("item 7: many users")
@@ -719,6 +725,68 @@ func herd(cfg config, rs *redisSet, bin string, expired bool) (row, herdResult, 
 			fmt.Sprintf("max = latency + %s", fmtDur(h.max-cfg.latency)),
 			"1 login, max <= latency + 20 ms", verdict(ok)},
 		h, nil
+}
+
+// startFloor is the floor for a herd's first step: cfg.procs processes start
+// cfg.goroutines goroutines each on one "go", and in each process the first goroutine
+// makes two round trips (a cold cache's read and its lease script, before a login) while
+// the others wait. It reports, over rounds, when the first process got its second reply
+// after the first goroutine anywhere started: what the herd's "login begins after the
+// first" is bounded by on this machine.
+func startFloor(cfg config, rs *redisSet, bin string) (row, error) {
+	addrs := strings.Join(rs.addrs, ",")
+	key := randPrefix() + ":bench:{start}"
+	procs := make([]*proc, cfg.procs)
+	for i := range procs {
+		p, err := startWorker(bin, "start", "-addrs", addrs, "-goroutines", strconv.Itoa(cfg.goroutines), "-get", key)
+		if err != nil {
+			return row{}, err
+		}
+		defer p.stop()
+		procs[i] = p
+	}
+	for _, p := range procs {
+		if _, err := p.line(60 * time.Second); err != nil {
+			return row{}, err
+		}
+	}
+	const rounds = 10
+	var firstDone, spread []time.Duration
+	for range rounds {
+		time.Sleep(50 * time.Millisecond) // idle workers, as before a herd
+		for _, p := range procs {
+			if _, err := io.WriteString(p.stdin, "go\n"); err != nil {
+				return row{}, err
+			}
+		}
+		var first, last, done int64
+		for _, p := range procs {
+			l, err := p.line(10 * time.Second)
+			if err != nil {
+				return row{}, err
+			}
+			f := strings.Fields(l)
+			if len(f) != 4 || f[0] != "result" {
+				return row{}, fmt.Errorf("start worker said %q", l)
+			}
+			st, _ := strconv.ParseInt(f[1], 10, 64)
+			en, _ := strconv.ParseInt(f[2], 10, 64)
+			dn, _ := strconv.ParseInt(f[3], 10, 64)
+			if first == 0 || st < first {
+				first = st
+			}
+			if done == 0 || dn < done {
+				done = dn
+			}
+			last = max(last, en)
+		}
+		firstDone = append(firstDone, time.Duration(done-first))
+		spread = append(spread, time.Duration(last-first))
+	}
+	return row{"5 ref", fmt.Sprintf("%d processes x %d goroutines start at once; the first goroutine of each makes two round trips (%d rounds)", cfg.procs, cfg.goroutines, rounds), "-",
+		fmt.Sprintf("first process done p50 %s max %s after the first start; starts spread over p50 %s max %s",
+			fmtDur(pct(firstDone, 0.5)), fmtDur(pct(firstDone, 1)), fmtDur(pct(spread, 0.5)), fmtDur(pct(spread, 1))),
+		"floor of the herd's \"login begins after the first\"", "-", "-"}, nil
 }
 
 // fanout is the floor for a herd's last step: one PUBLISH delivered to cfg.procs

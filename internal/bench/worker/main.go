@@ -9,15 +9,20 @@
 //	       at once; the Authenticator counts the login (INCR P:bench:logins:U) and sleeps
 //	       D. Prints "result <errors> <logins> <login begin> <login end> <woke> <start>:<end> ..."
 //	       (unix ns; login times 0 when this process did not log in; woke is when it
-//	       stopped waiting for another process's login, 0 if it did not wait) and exits.
+//	       stopped waiting for another process's login, 0 if it did not wait), then
+//	       exits when stdin closes.
 //	inval  -addrs A -prefix P -user U
 //	       read-only cache; prints "ready <version>", then for each new version prints
 //	       "v <version> <stopped> <served>": unix ns when the cache stopped serving the
 //	       old token (Hooks.Invalidated) and when Watch delivered the new one, until
 //	       stdin closes.
-//	sub    -addrs A -channel C
-//	       subscribes to C; prints "ready", then "m <payload> <unix ns>" per message,
-//	       until stdin closes.
+//	sub    -addrs A -channel C [-get K]
+//	       subscribes to C; prints "ready", then "m <payload> <unix ns>" per message
+//	       (with -get, GETs K and adds the unix ns of the reply), until stdin closes.
+//	start  -addrs A -goroutines G -get K
+//	       prints "ready"; for each line on stdin, G goroutines start at once and the
+//	       first makes two round trips (GET K twice) while the others wait; prints
+//	       "result <first start> <last start> <second reply>" (unix ns).
 package main
 
 import (
@@ -29,6 +34,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,7 +47,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: worker herd|inval|sub [flags]")
+		fmt.Fprintln(os.Stderr, "usage: worker herd|inval|sub|start [flags]")
 		os.Exit(2)
 	}
 	mode := os.Args[1]
@@ -52,7 +58,7 @@ func main() {
 	goroutines := fs.Int("goroutines", 50, "herd: concurrent callers")
 	latency := fs.Duration("latency", 100*time.Millisecond, "herd: broker latency")
 	channel := fs.String("channel", "", "sub: channel")
-	key := fs.String("get", "", "sub: a key to GET after each message (the herd's read after its wake-up)")
+	key := fs.String("get", "", "sub: a key to GET after each message (the herd's read after its wake-up); start: the key to GET")
 	_ = fs.Parse(os.Args[2:])
 
 	var rdb redis.UniversalClient
@@ -70,6 +76,8 @@ func main() {
 		err = inval(rdb, *prefix, *user)
 	case "sub":
 		err = sub(rdb, *channel, *key)
+	case "start":
+		err = start(rdb, *key, *goroutines)
 	default:
 		err = fmt.Errorf("unknown mode %q", mode)
 	}
@@ -283,4 +291,50 @@ func sub(rdb redis.UniversalClient, channel, key string) error {
 			_ = out.Flush()
 		}
 	}
+}
+
+// start is the floor of a herd's start: on every "go" line, goroutines start at once and
+// the first of them makes two round trips (two GETs: a cold cache's read, then its lease
+// script) while the others wait for it, as a cache's callers wait for its one refresh.
+// It prints "result <first start> <last start> <second reply>" in unix ns.
+func start(rdb redis.UniversalClient, key string, g int) error {
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range min(g, 10) {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = rdb.Ping(ctx).Err() }()
+	}
+	wg.Wait()
+	fmt.Println("ready")
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		starts := make([]int64, g)
+		var once sync.Once
+		var done int64
+		var rtErr error
+		begin := make(chan struct{})
+		for i := range g {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-begin
+				starts[i] = time.Now().UnixNano()
+				once.Do(func() {
+					for range 2 {
+						if err := rdb.Get(ctx, key).Err(); err != nil && !errors.Is(err, redis.Nil) {
+							rtErr = err
+						}
+					}
+					done = time.Now().UnixNano()
+				})
+			}()
+		}
+		close(begin)
+		wg.Wait()
+		if rtErr != nil {
+			return rtErr
+		}
+		fmt.Printf("result %d %d %d\n", slices.Min(starts), slices.Max(starts), done)
+	}
+	return nil
 }
