@@ -422,6 +422,31 @@ func startWorker(bin string, args ...string) (*proc, error) {
 	return &proc{cmd: cmd, stdin: stdin, lines: lines, errb: errb}, nil
 }
 
+// startReady starts n workers with the same arguments and waits for each one's first
+// line ("ready"); stop stops them all.
+func startReady(n int, bin string, args ...string) (procs []*proc, stop func(), err error) {
+	stop = func() {
+		for _, p := range procs {
+			p.stop()
+		}
+	}
+	for range n {
+		p, err := startWorker(bin, args...)
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		procs = append(procs, p)
+	}
+	for _, p := range procs {
+		if _, err := p.line(60 * time.Second); err != nil {
+			stop()
+			return nil, nil, err
+		}
+	}
+	return procs, stop, nil
+}
+
 type syncWriter struct {
 	mu sync.Mutex
 	w  *strings.Builder
@@ -619,21 +644,12 @@ func herd(cfg config, rs *redisSet, bin string, expired bool) (row, herdResult, 
 		}
 	}
 	setAt := time.Now()
-	procs := make([]*proc, cfg.procs)
-	for i := range procs {
-		p, err := startWorker(bin, "herd", "-addrs", addrs, "-prefix", prefix, "-user", user,
-			"-goroutines", strconv.Itoa(cfg.goroutines), "-latency", cfg.latency.String())
-		if err != nil {
-			return row{}, herdResult{}, err
-		}
-		defer p.stop()
-		procs[i] = p
+	procs, stop, err := startReady(cfg.procs, bin, "herd", "-addrs", addrs, "-prefix", prefix, "-user", user,
+		"-goroutines", strconv.Itoa(cfg.goroutines), "-latency", cfg.latency.String())
+	if err != nil {
+		return row{}, herdResult{}, err
 	}
-	for _, p := range procs {
-		if _, err := p.line(60 * time.Second); err != nil {
-			return row{}, herdResult{}, err
-		}
-	}
+	defer stop()
 	if expired {
 		// Start once the token is expired.
 		if d := 600*time.Millisecond - time.Since(setAt); d > 0 {
@@ -736,20 +752,11 @@ func herd(cfg config, rs *redisSet, bin string, expired bool) (row, herdResult, 
 func startFloor(cfg config, rs *redisSet, bin string) (row, error) {
 	addrs := strings.Join(rs.addrs, ",")
 	key := randPrefix() + ":bench:{start}"
-	procs := make([]*proc, cfg.procs)
-	for i := range procs {
-		p, err := startWorker(bin, "start", "-addrs", addrs, "-goroutines", strconv.Itoa(cfg.goroutines), "-get", key)
-		if err != nil {
-			return row{}, err
-		}
-		defer p.stop()
-		procs[i] = p
+	procs, stop, err := startReady(cfg.procs, bin, "start", "-addrs", addrs, "-goroutines", strconv.Itoa(cfg.goroutines), "-get", key)
+	if err != nil {
+		return row{}, err
 	}
-	for _, p := range procs {
-		if _, err := p.line(60 * time.Second); err != nil {
-			return row{}, err
-		}
-	}
+	defer stop()
 	const rounds = 10
 	var firstDone, spread []time.Duration
 	for range rounds {
@@ -799,20 +806,11 @@ func fanout(cfg config, rs *redisSet, bin string) (row, error) {
 	channel := randPrefix() + ":bench:fanout"
 	rdb := rs.client()
 	defer rdb.Close()
-	procs := make([]*proc, cfg.procs)
-	for i := range procs {
-		p, err := startWorker(bin, "sub", "-addrs", addrs, "-channel", channel, "-get", channel+":{key}")
-		if err != nil {
-			return row{}, err
-		}
-		defer p.stop()
-		procs[i] = p
+	procs, stop, err := startReady(cfg.procs, bin, "sub", "-addrs", addrs, "-channel", channel, "-get", channel+":{key}")
+	if err != nil {
+		return row{}, err
 	}
-	for _, p := range procs {
-		if _, err := p.line(60 * time.Second); err != nil {
-			return row{}, err
-		}
-	}
+	defer stop()
 	var slowest, slowestGet []time.Duration
 	for i := range 20 {
 		time.Sleep(50 * time.Millisecond) // let the subscribers go idle, as in a herd
