@@ -71,7 +71,7 @@ func New(opts Options) (*Cache, error) {
 // returned Token is shared and must not be modified.
 //
 // Errors: ErrNoToken (read-only cache, nothing valid stored), ErrRedisUnavailable,
-// *RefreshError (the broker refused), ErrClosed, or ctx's error.
+// *RefreshError (the broker refused), ErrEmptyName, ErrClosed, or ctx's error.
 func (c *Cache) Token(ctx context.Context, account string) (*Token, error) {
 	if f := c.names.fresh(account); f != nil {
 		if t := f.Load(); t != nil {
@@ -80,7 +80,7 @@ func (c *Cache) Token(ctx context.Context, account string) (*Token, error) {
 	}
 	e := c.entryFor(account)
 	if t := e.fresh.Load(); t != nil {
-		return t, nil // a name not yet in the immutable map
+		return t, nil // a name not merged into the immutable map yet
 	}
 	return c.token(ctx, e)
 }
@@ -111,10 +111,14 @@ func (s source) Token(ctx context.Context) (*Token, error) {
 // DefaultLifetime; a zero ObtainedAt means now. Storing the token already stored is a
 // no-op that returns the stored version.
 //
-// Errors: ErrInvalidToken (empty or expired), ErrRedisUnavailable, ErrClosed.
+// Errors: ErrInvalidToken (empty or expired), ErrEmptyName, ErrRedisUnavailable,
+// ErrClosed.
 func (c *Cache) Set(ctx context.Context, user string, t *Token) (*Token, error) {
 	if c.closed.Load() {
 		return nil, ErrClosed
+	}
+	if user == "" {
+		return nil, ErrEmptyName
 	}
 	if t == nil || t.AccessToken == "" {
 		return nil, fmt.Errorf("%w: empty access token for %s", ErrInvalidToken, user)

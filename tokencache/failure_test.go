@@ -2,6 +2,7 @@ package tokencache_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -173,4 +174,55 @@ func TestTokenStoredDuringAFailingRefreshIsPickedUpAtOnce(t *testing.T) {
 	tok, err := c.Token(ctx, user)
 	require.NoError(t, err)
 	assert.Equal(t, "from-a-login", tok.AccessToken)
+}
+
+// Hits are served from the name map without the entry (see names.fresh): accounts of
+// two users each get their own user's token, accounts of one user share it, and once
+// the cache is closed a name that was a hit a moment ago gets ErrClosed.
+func TestHitsThroughTheNameMap(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice, bob := e.user("ALICE"), e.user("BOB")
+	c := e.cache(&broker{}, func(o *tokencache.Options) {
+		o.UserFor = func(a string) string { u, _, _ := strings.Cut(a, "/"); return u }
+	})
+	accounts := []string{alice + "/1", alice + "/2", bob + "/1", bob + "/2"}
+	for range 20 { // enough slow lookups to merge every name into the immutable map
+		for _, a := range accounts {
+			_, err := c.Token(ctx, a)
+			require.NoError(t, err)
+		}
+	}
+	got := map[string]string{}
+	for _, a := range accounts {
+		tok, err := c.Token(ctx, a)
+		require.NoError(t, err)
+		got[a] = tok.AccessToken
+	}
+	assert.Equal(t, got[alice+"/1"], got[alice+"/2"])
+	assert.Equal(t, got[bob+"/1"], got[bob+"/2"])
+	assert.NotEqual(t, got[alice+"/1"], got[bob+"/1"])
+	assert.Contains(t, got[alice+"/1"], alice)
+	assert.Contains(t, got[bob+"/1"], bob)
+
+	require.NoError(t, c.Close())
+	for _, a := range accounts {
+		_, err := c.Token(ctx, a)
+		require.ErrorIs(t, err, tokencache.ErrClosed, a)
+	}
+}
+
+// An empty name is refused everywhere, with nothing written: it could not be announced.
+func TestEmptyNameIsRefused(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	c := e.cache(&broker{})
+	_, err := c.Token(ctx, "")
+	require.ErrorIs(t, err, tokencache.ErrEmptyName)
+	_, err = c.Set(ctx, "", &tokencache.Token{AccessToken: "x", Expiry: time.Now().Add(time.Hour)})
+	require.ErrorIs(t, err, tokencache.ErrEmptyName)
+	require.ErrorIs(t, c.Invalidate(ctx, "", "x"), tokencache.ErrEmptyName)
+	keys, err := e.client().Keys(ctx, e.srv.Prefix+":*").Result()
+	require.NoError(t, err)
+	assert.Empty(t, keys)
 }

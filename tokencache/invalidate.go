@@ -225,6 +225,9 @@ func (c *Cache) Invalidate(ctx context.Context, account, badAccessToken string) 
 	if c.closed.Load() {
 		return ErrClosed
 	}
+	if account == "" {
+		return ErrEmptyName
+	}
 	if badAccessToken == "" {
 		return nil
 	}

@@ -78,7 +78,7 @@ func TestNamesFreshIsTheAccountsCell(t *testing.T) {
 	var cs cells
 	x := r.addUser("X", newEntry("X", cs.take()))
 	r.addAccount("A", x)
-	for i := 0; r.fresh("A") == nil; i++ { // merged after a few slow reads
+	for i := 0; r.fresh("A") == nil; i++ { // merged by the slow operations so far, or soon
 		require.Less(t, i, 10, "the overflow map is never merged")
 		require.Same(t, x, r.account("A"))
 	}

@@ -24,7 +24,7 @@ const maxWaits = 3
 // token is the slow path of Token: the L1 entry is not fresh.
 func (c *Cache) token(ctx context.Context, e *entry) (*Token, error) {
 	if e.user == "" {
-		return nil, errors.New("tokencache: empty account or user name")
+		return nil, ErrEmptyName
 	}
 	for range maxWaits {
 		e.mu.Lock()

@@ -211,6 +211,29 @@ func FuzzAnnouncement(f *testing.F) {
 	})
 }
 
+func TestParseAnnouncement(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		user string
+		v    int64
+		bad  bool
+	}{
+		{"1760789707000001:APEX_1", "APEX_1", 1760789707000001, false},
+		{"!42:APEX_1", "APEX_1", 42, true},
+		{"5:a:b", "a:b", 5, false},
+	} {
+		user, v, bad, ok := parseAnnouncement(tc.in)
+		require.True(t, ok, tc.in)
+		assert.Equal(t, tc.user, user, tc.in)
+		assert.Equal(t, tc.v, v, tc.in)
+		assert.Equal(t, tc.bad, bad, tc.in)
+	}
+	for _, in := range []string{"", ":", "5:", "!5:", "!:u", "05:u", "!05:u", "x:u", "5u"} {
+		_, _, _, ok := parseAnnouncement(in)
+		assert.False(t, ok, "%q", in)
+	}
+}
+
 func TestParseVersion(t *testing.T) {
 	for s, want := range map[string]int64{"1": 1, "42": 42, "1760789707000001": 1760789707000001, "9223372036854775807": 1<<63 - 1} {
 		v, ok := parseVersion(s)

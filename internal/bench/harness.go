@@ -154,7 +154,7 @@ func runAll(cfg config) (*results, error) {
 			add(r5)
 			res.herds = append(res.herds, h)
 		}
-		rs, err := startFloor(cfg, s.rs, worker)
+		rStart, err := startFloor(cfg, s.rs, worker)
 		if err != nil {
 			return nil, fmt.Errorf("start floor (%s): %w", s.name, err)
 		}
@@ -162,11 +162,11 @@ func runAll(cfg config) (*results, error) {
 		if err != nil {
 			return nil, fmt.Errorf("fanout (%s): %w", s.name, err)
 		}
-		for _, r := range []*row{&rs, &rf} {
+		for _, r := range []*row{&rStart, &rf} {
 			r.item = tag + r.item
 			r.what += " [" + s.name + "]"
 		}
-		add(rs, rf)
+		add(rStart, rf)
 	}
 
 	cfg.logf("item 7: many users")

@@ -298,6 +298,9 @@ func sub(rdb redis.UniversalClient, channel, key string) error {
 // script) while the others wait for it, as a cache's callers wait for its one refresh.
 // It prints "result <first start> <last start> <second reply>" in unix ns.
 func start(rdb redis.UniversalClient, key string, g int) error {
+	if g < 1 {
+		return fmt.Errorf("start: -goroutines %d, want at least 1", g)
+	}
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	for range min(g, 10) {
