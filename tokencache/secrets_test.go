@@ -94,7 +94,7 @@ func TestReliabilityNoSecretsInLogsErrorsOrFormattedValues(t *testing.T) {
 	var logs testutil.Buffer
 	auth, err := tradovate.New(tradovate.Options{
 		RESTURL: fake.RESTURL(), TradingViewURL: fake.TradingViewURL(), Credentials: cs,
-		Redis: srv.Client(t), Prefix: srv.Prefix, RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 40 * time.Millisecond,
+		Redis: srv.Client(t), Namespace: srv.Prefix + ":tradovate", RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 40 * time.Millisecond,
 		Cooldown: time.Minute, Logger: debugLogger(&logs),
 	})
 	require.NoError(t, err)

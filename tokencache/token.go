@@ -47,6 +47,17 @@ type Renewer interface {
 	Renew(ctx context.Context, user string, current *Token) (*Token, error)
 }
 
+// Checker is optional: an Authenticator that can ask the broker cheaply whether a token
+// is still accepted (Tradovate's GET /auth/me, Kite's GET /user/profile) implements it.
+// A writing cache checks a token that another process reported as rejected before it
+// spends a login on the report. Check returns nil when the broker accepts t, an error
+// wrapping [ErrTokenRejected] when it refuses it, and any other error when it could not
+// tell (the report is then handled as if the token were rejected, within the report
+// rate limit).
+type Checker interface {
+	Check(ctx context.Context, user string, t *Token) error
+}
+
 // Valid reports whether t is non-nil, has an access token and is not expired at now.
 func (t *Token) Valid(now time.Time) bool {
 	return t != nil && t.AccessToken != "" && now.Before(t.Expiry)

@@ -22,7 +22,7 @@ var budgetLua string
 var budgetScript = redis.NewScript(budgetLua)
 
 // budget is the fleet-wide login budget: Options.LoginBudget login requests per
-// Options.LoginBudgetWindow across every process sharing Options.Redis and Prefix.
+// Options.LoginBudgetWindow across every process sharing Options.Redis and Namespace.
 // Without Redis it limits this process only.
 type budget struct {
 	opts *Options
@@ -33,7 +33,7 @@ type budget struct {
 }
 
 func newBudget(opts *Options) *budget {
-	return &budget{opts: opts, key: opts.Prefix + ":tradovate:login-budget"}
+	return &budget{opts: opts, key: opts.Namespace + ":login-budget"}
 }
 
 // take returns once a login request may be sent. When the budget is empty it waits for

@@ -158,7 +158,7 @@ func TestBudgetAndCooldownWorkOnRedisCluster(t *testing.T) {
 	require.NoError(t, err)
 	newAuth := func() *tradovate.Authenticator {
 		a, err := tradovate.New(tradovate.Options{
-			RESTURL: fake.RESTURL(), Credentials: creds, Redis: cluster.Client(t), Prefix: cluster.Prefix,
+			RESTURL: fake.RESTURL(), Credentials: creds, Redis: cluster.Client(t), Namespace: cluster.Prefix + ":tradovate",
 			LoginBudget: 2, LoginBudgetWindow: time.Hour, LoginBudgetWait: -1, Logger: quietLogger(),
 		})
 		require.NoError(t, err)

@@ -11,8 +11,8 @@ import (
 )
 
 // cooldowns keeps the captcha and lockout cool-downs: per user under
-// "<prefix>:{<user>}:cooldown", and fleet-wide (after HTTP 429 or 423, which the broker
-// applies to the caller's whole subnet) under "<prefix>:tradovate:login-pause". Each is a
+// "<Namespace>:{<user>}:cooldown", and fleet-wide (after HTTP 429 or 423, which the broker
+// applies to the caller's whole subnet) under "<Namespace>:login-pause". Each is a
 // JSON record whose key expires (PX) when the cool-down ends, so every process sharing
 // the Redis sees it. Without Redis they are kept in this process only.
 type cooldowns struct {
@@ -40,10 +40,10 @@ const (
 const redisTimeout = 5 * time.Second
 
 func newCooldowns(opts *Options) *cooldowns {
-	return &cooldowns{opts: opts, pauseKey: opts.Prefix + ":tradovate:login-pause", local: map[string]cooldownEntry{}}
+	return &cooldowns{opts: opts, pauseKey: opts.Namespace + ":login-pause", local: map[string]cooldownEntry{}}
 }
 
-func (c *cooldowns) userKey(user string) string { return c.opts.Prefix + ":{" + user + "}:cooldown" }
+func (c *cooldowns) userKey(user string) string { return c.opts.Namespace + ":{" + user + "}:cooldown" }
 
 // check returns a [*CooldownError] when user may not log in now, nil when it may.
 func (c *cooldowns) check(ctx context.Context, user string) error {
@@ -152,4 +152,23 @@ func (c *cooldowns) set(ctx context.Context, key string, e cooldownEntry) error 
 		return redisError(ctx, "recording cool-down", err)
 	}
 	return nil
+}
+
+// ReadCooldown returns the cool-down that stops user's logins now, as every process
+// sharing opts.Redis sees it: the user's own (after a captcha or lockout) or the
+// fleet-wide pause (after HTTP 429 or 423), or nil when there is none. It needs only
+// opts.Redis and what selects the keys (Namespace, else Environment or RESTURL), and
+// only read access to them: it is what operators' status commands call, without
+// credentials.
+func ReadCooldown(ctx context.Context, opts Options, user string) (*CooldownError, error) {
+	opts.init()
+	if opts.Redis == nil {
+		return nil, errors.New("tradovate: ReadCooldown needs Options.Redis")
+	}
+	err := newCooldowns(&opts).check(ctx, user)
+	var cd *CooldownError
+	if errors.As(err, &cd) {
+		return cd, nil
+	}
+	return nil, err
 }

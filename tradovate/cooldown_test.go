@@ -2,6 +2,7 @@ package tradovate_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/brokertoken/brokertoken/internal/testutil"
 	"github.com/brokertoken/brokertoken/internal/testutil/tradovatefake"
 	"github.com/brokertoken/brokertoken/tradovate"
 )
@@ -43,10 +45,45 @@ func TestCaptchaStopsTheUserInEveryProcess(t *testing.T) {
 
 	// The state lives in Redis under the user's hash tag, expiring with the cool-down.
 	rdb := f.redis.Client(t)
-	ttl, err := rdb.PTTL(ctx, f.redis.Prefix+":{"+victim+"}:cooldown").Result()
+	ttl, err := rdb.PTTL(ctx, f.redis.Prefix+":tradovate:{"+victim+"}:cooldown").Result()
 	require.NoError(t, err)
 	assert.Greater(t, ttl, 59*time.Minute)
 	assert.LessOrEqual(t, ttl, time.Hour)
+
+	// An operator's status command reads it with Redis alone: no credentials.
+	cd, err := tradovate.ReadCooldown(ctx, tradovate.Options{Redis: rdb, Namespace: f.redis.Prefix + ":tradovate"}, victim)
+	require.NoError(t, err)
+	require.NotNil(t, cd)
+	assert.Equal(t, victim, cd.User)
+	assert.ErrorIs(t, cd.Reason, tradovate.ErrCaptchaRequired)
+	cd, err = tradovate.ReadCooldown(ctx, tradovate.Options{Redis: rdb, Namespace: f.redis.Prefix + ":tradovate"}, other)
+	require.NoError(t, err)
+	assert.Nil(t, cd, "no cool-down for the other user")
+}
+
+// TestNamespaceIsPerEnvironmentNotPerPrefix: two fleets with different tokencache prefixes log
+// in from the same network, so they share the broker's budget: the keys are per
+// environment, not per prefix.
+func TestNamespaceIsPerEnvironmentNotPerPrefix(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		opts tradovate.Options
+		want string
+	}{
+		{tradovate.Options{}, "brokertoken:tradovate:demo.tradovateapi.com"},
+		{tradovate.Options{Environment: tradovate.Live}, "brokertoken:tradovate:live.tradovateapi.com"},
+		{tradovate.Options{RESTURL: "http://127.0.0.1:8080/v1"}, "brokertoken:tradovate:127.0.0.1:8080"},
+	} {
+		rdb := testutil.Redis(t).Client(t)
+		tc.opts.Redis = rdb
+		require.NoError(t, rdb.Set(context.Background(), tc.want+":login-pause",
+			`{"reason":"locked-out","user":"someone","until":`+fmt.Sprint(time.Now().Add(time.Hour).UnixMilli())+`}`, time.Hour).Err())
+		cd, err := tradovate.ReadCooldown(context.Background(), tc.opts, "U1")
+		require.NoError(t, err)
+		require.NotNil(t, cd, tc.want)
+		assert.True(t, cd.AllUsers)
+		assert.ErrorIs(t, cd.Reason, tradovate.ErrLockedOut)
+	}
 }
 
 func TestLockoutPausesEveryLoginButNotRenewals(t *testing.T) {

@@ -64,7 +64,7 @@ func (f *fixture) options(t testing.TB, creds tradovate.CredentialSource) tradov
 		TradingViewURL:  f.fake.TradingViewURL(),
 		Credentials:     creds,
 		Redis:           f.redis.Client(t),
-		Prefix:          f.redis.Prefix,
+		Namespace:       f.redis.Prefix + ":tradovate",
 		RetryBackoff:    10 * time.Millisecond,
 		MaxRetryBackoff: 40 * time.Millisecond,
 		Logger:          quietLogger(),

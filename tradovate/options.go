@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -55,14 +56,18 @@ type Options struct {
 	Credentials CredentialSource
 
 	// Redis holds the fleet-wide login budget and the captcha/lockout cool-downs, shared
-	// by every process that uses the same Redis and Prefix. Single-node, Sentinel and
+	// by every process that uses the same Redis and Namespace. Single-node, Sentinel and
 	// Cluster clients all work (every script touches one key). Default nil: budget and
 	// cool-downs are kept in this process only, which does not protect a fleet.
 	Redis redis.UniversalClient
-	// Prefix namespaces the Redis keys (default "brokertoken"): the budget is
-	// "<Prefix>:tradovate:login-budget", a user's cool-down "<Prefix>:{<user>}:cooldown"
-	// and the fleet-wide pause "<Prefix>:tradovate:login-pause".
-	Prefix string
+	// Namespace starts the Redis keys this package shares with every process that logs
+	// in to the same Tradovate environment, whatever tokencache prefix those processes
+	// use: the broker counts logins per IP subnet and keeps captchas per user, not per
+	// fleet. The budget is "<Namespace>:login-budget", the fleet-wide pause
+	// "<Namespace>:login-pause" and a user's cool-down "<Namespace>:{<user>}:cooldown".
+	// Default "brokertoken:tradovate:<host of RESTURL>", e.g.
+	// "brokertoken:tradovate:demo.tradovateapi.com". It must not contain { or }.
+	Namespace string
 	// LoginBudget is how many login requests all processes together may send per
 	// LoginBudgetWindow (default 10, Tradovate's documented authentication limit). Every
 	// request to a login endpoint counts, including retries and penalty resends;
@@ -106,7 +111,7 @@ type Options struct {
 
 // Defaults applied by init.
 const (
-	defaultPrefix          = "brokertoken"
+	namespaceRoot          = "brokertoken:tradovate:"
 	defaultLoginBudget     = 10
 	defaultBudgetWindow    = time.Minute
 	defaultCooldown        = time.Hour
@@ -133,8 +138,10 @@ func (o *Options) init() {
 			o.TradingViewURL = tv
 		}
 	}
-	if o.Prefix == "" {
-		o.Prefix = defaultPrefix
+	if o.Namespace == "" {
+		if u, err := url.Parse(o.RESTURL); err == nil && u.Host != "" {
+			o.Namespace = namespaceRoot + u.Host
+		}
 	}
 	if o.LoginBudget <= 0 {
 		o.LoginBudget = defaultLoginBudget
@@ -187,6 +194,9 @@ func (o *Options) validate() error {
 		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
 			return fmt.Errorf("tradovate: Options.%s %q is not an http(s) URL", u.name, u.value)
 		}
+	}
+	if o.Namespace == "" || strings.ContainsAny(o.Namespace, "{}") {
+		return fmt.Errorf("tradovate: Options.Namespace %q must be non-empty and must not contain { or }", o.Namespace)
 	}
 	if o.Credentials == nil {
 		return errors.New("tradovate: Options.Credentials is required")

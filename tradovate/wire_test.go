@@ -177,7 +177,7 @@ func TestOptionsDefaults(t *testing.T) {
 	assert.Equal(t, Demo, o.Environment)
 	assert.Equal(t, DemoRESTURL, o.RESTURL)
 	assert.Equal(t, DemoTradingViewURL, o.TradingViewURL)
-	assert.Equal(t, "brokertoken", o.Prefix)
+	assert.Equal(t, "brokertoken:tradovate:demo.tradovateapi.com", o.Namespace, "shared by every prefix logging in to the demo environment")
 	assert.Equal(t, 10, o.LoginBudget)
 	assert.Equal(t, time.Minute, o.LoginBudgetWindow)
 	assert.Zero(t, o.LoginBudgetWait, "as long as the context allows")

@@ -70,6 +70,7 @@ type alerter struct {
 	url, format string
 	rdb         redis.UniversalClient
 	prefix      string
+	cfg         *config
 	host        string
 	client      *http.Client
 	log         *slog.Logger
@@ -84,7 +85,7 @@ type alerter struct {
 func newAlerter(cfg *config, rdb redis.UniversalClient, log *slog.Logger, s *scrubber, m *metrics) *alerter {
 	host, _ := os.Hostname()
 	return &alerter{
-		url: cfg.alertWebhook, format: cfg.alertFormat, rdb: rdb, prefix: cfg.prefix, host: host,
+		url: cfg.alertWebhook, format: cfg.alertFormat, rdb: rdb, prefix: cfg.prefix, cfg: cfg, host: host,
 		client: &http.Client{Timeout: 10 * time.Second}, log: log, scrub: s, metrics: m,
 		queue: make(chan alertEvent, 256), unagreed: map[string]bool{},
 	}
@@ -132,7 +133,7 @@ func (a *alerter) handle(ctx context.Context, ev alertEvent) {
 		// The broker's first captcha or lockout answer does not say until when; the
 		// cool-down tradovate recorded does.
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		if cd, err := readCooldown(rctx, a.rdb, a.prefix, ev.User); err == nil && cd != nil {
+		if cd, err := readCooldown(rctx, a.rdb, a.cfg, ev.User); err == nil && cd != nil {
 			ev.Until = cd.Until
 		}
 		cancel()

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/brokertoken/brokertoken/tokencache"
+	"github.com/brokertoken/brokertoken/tradovate"
 )
 
 // cmdToken prints the bare access token (or with md the market-data token) of account.
@@ -118,47 +119,20 @@ type cooldown struct {
 	Cause    string    `json:"cause,omitempty"`
 }
 
-// readCooldown reads user's cool-down, or the fleet-wide login pause, from the keys the
-// tradovate package documents ("<prefix>:{<user>}:cooldown", "<prefix>:tradovate:login-pause").
-// The package has no call that reads them, so their JSON record is read here; a record
-// that does not decode is still reported, as tradovate honours it too.
-func readCooldown(ctx context.Context, rdb redis.UniversalClient, prefix, user string) (*cooldown, error) {
-	for _, k := range []struct {
-		key string
-		all bool
-	}{{prefix + ":{" + user + "}:cooldown", false}, {prefix + ":tradovate:login-pause", true}} {
-		raw, err := rdb.Get(ctx, k.key).Bytes()
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		var rec struct {
-			Reason string `json:"reason"`
-			User   string `json:"user"`
-			Until  int64  `json:"until"`
-			Cause  string `json:"cause"`
-		}
-		cd := &cooldown{Reason: "locked-out", AllUsers: k.all}
-		if json.Unmarshal(raw, &rec) == nil {
-			if rec.Reason != "" {
-				cd.Reason = rec.Reason
-			}
-			cd.Cause = rec.Cause
-			cd.AllUsers = k.all && rec.User != user
-			if rec.Until > 0 {
-				cd.Until = time.UnixMilli(rec.Until).UTC()
-			}
-		}
-		if cd.Until.IsZero() {
-			if ttl, err := rdb.PTTL(ctx, k.key).Result(); err == nil && ttl > 0 {
-				cd.Until = time.Now().Add(ttl).UTC()
-			}
-		}
-		return cd, nil
+// readCooldown reads user's cool-down, or the fleet-wide login pause, through the
+// tradovate package, from the keys it shares with every process logging in to the
+// configured environment.
+func readCooldown(ctx context.Context, rdb redis.UniversalClient, cfg *config, user string) (*cooldown, error) {
+	cd, err := tradovate.ReadCooldown(ctx, tradovate.Options{Redis: rdb, Environment: cfg.environment,
+		RESTURL: cfg.restURL}, user)
+	if err != nil || cd == nil {
+		return nil, err
 	}
-	return nil, nil
+	reason := "locked-out"
+	if errors.Is(cd.Reason, tradovate.ErrCaptchaRequired) {
+		reason = "captcha"
+	}
+	return &cooldown{Reason: reason, Until: cd.Until.UTC(), AllUsers: cd.AllUsers, Cause: cd.Cause}, nil
 }
 
 // userStatus is one row of the status command.
@@ -202,7 +176,7 @@ func cmdStatus(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, 
 		if err != nil {
 			return fmt.Errorf("status of %s: %w", u, err)
 		}
-		cd, err := readCooldown(ctx, d.rdb, cfg.prefix, u)
+		cd, err := readCooldown(ctx, d.rdb, cfg, u)
 		if err != nil {
 			return fmt.Errorf("status of %s: reading cool-down: %w", u, err)
 		}

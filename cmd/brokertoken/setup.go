@@ -134,7 +134,6 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 			TradingViewURL: cfg.tvURL,
 			Credentials:    d.creds,
 			Redis:          d.rdb,
-			Prefix:         cfg.prefix,
 			LoginBudget:    cfg.loginBudget,
 			HTTPClient:     client,
 			Logger:         log,

@@ -72,7 +72,7 @@ func run(ctx context.Context, w io.Writer, cfg config) error {
 	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{ReplaceAttr: withoutTime}))
 
 	topts := cfg.Tradovate
-	topts.Redis, topts.Prefix, topts.Logger = cfg.Redis, cfg.Prefix, logger
+	topts.Redis, topts.Logger = cfg.Redis, logger
 	auth, err := tradovate.New(topts)
 	if err != nil {
 		return err

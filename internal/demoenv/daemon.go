@@ -35,7 +35,7 @@ func NewDaemon(rdb redis.UniversalClient, prefix string, broker *tradovatefake.S
 		Credentials:    creds,
 		DeviceID:       "brokertoken-demo",
 		Redis:          rdb,
-		Prefix:         prefix,
+		Namespace:      prefix + ":tradovate",
 		Logger:         quiet,
 	})
 	if err != nil {
