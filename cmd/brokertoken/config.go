@@ -60,7 +60,7 @@ var commandOptions = map[string][]option{
 		optLegacyKeys, optLogFormat, optLogLevel, optRefreshBefore, optLeeway, optRetryMax, optLoginBudget, optTimeout},
 	"invalidate": {optRedis, optRedisCA, optCredentials, optEnv, optTradovateURL, optTVURL, optPrefix,
 		optLegacyKeys, optLogFormat, optLogLevel, optRefreshBefore, optLeeway, optRetryMax, optLoginBudget, optTimeout},
-	"status": {optRedis, optRedisCA, optCredentials, optPrefix, optLogFormat, optLogLevel,
+	"status": {optRedis, optRedisCA, optCredentials, optEnv, optTradovateURL, optPrefix, optLogFormat, optLogLevel,
 		optRefreshBefore, optLeeway, optTimeout},
 	"decode": {},
 }
