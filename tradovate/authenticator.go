@@ -3,24 +3,25 @@ package tradovate
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/brokertoken/brokertoken/tokencache"
 )
 
-// Authenticator logs Tradovate users in and renews their tokens. It implements
-// [tokencache.Authenticator] and [tokencache.Renewer], so a tokencache.Cache given one
-// logs each user in once for the whole fleet and renews instead of logging in again.
+// Authenticator logs Tradovate users in, renews and checks their tokens. It implements
+// [tokencache.Authenticator], [tokencache.Renewer] and [tokencache.Checker], so a
+// tokencache.Cache given one logs each user in once for the whole fleet, renews instead
+// of logging in again, and checks a reported token before replacing it.
 //
 // Logins pass a fleet-wide budget and respect cool-downs kept in Redis (see [Options]);
 // renewals do neither. An Authenticator starts no goroutines and needs no Close. It is
 // safe for concurrent use.
 type Authenticator struct {
 	opts     Options
-	machine  string // stable machine identifier for derived deviceIds
 	budget   *budget
 	cooldown *cooldowns
+	holds    *holds
+	devices  *devices
 }
 
 var (
@@ -29,9 +30,16 @@ var (
 )
 
 // New returns an Authenticator for opts (see [Options] for defaults). It fails when
-// Options.Credentials is nil, a URL or the environment is invalid, or no deviceId can be
-// derived and none is configured. Warnings carried by a [*Credentials] are logged.
+// Options.Credentials is nil, a URL or the environment is invalid, or (without Redis and
+// without Options.DeviceID) no deviceId can be derived from the machine. Warnings
+// carried by a [*Credentials] are logged.
 func New(opts Options) (*Authenticator, error) {
+	return newAuthenticator(opts, thisMachine)
+}
+
+// newAuthenticator is New with the source of the machine's identifier, which tests
+// replace to play several machines.
+func newAuthenticator(opts Options, machine func() (string, error)) (*Authenticator, error) {
 	opts.init()
 	if err := opts.validate(); err != nil {
 		return nil, err
@@ -39,15 +47,17 @@ func New(opts Options) (*Authenticator, error) {
 	opts.RESTURL = strings.TrimRight(opts.RESTURL, "/")
 	opts.TradingViewURL = strings.TrimRight(opts.TradingViewURL, "/")
 	a := &Authenticator{opts: opts}
-	if opts.DeviceID == "" {
-		m, err := machineID(machineIDFiles, os.Hostname)
-		if err != nil {
+	var m string
+	if opts.DeviceID == "" && opts.Redis == nil {
+		var err error
+		if m, err = machine(); err != nil {
 			return nil, err
 		}
-		a.machine = m
 	}
 	a.budget = newBudget(&a.opts)
 	a.cooldown = newCooldowns(&a.opts)
+	a.holds = newHolds(&a.opts)
+	a.devices = newDevices(&a.opts, m)
 	if c, ok := opts.Credentials.(*Credentials); ok {
 		for _, w := range c.Warnings {
 			opts.Logger.Warn(w)
@@ -56,11 +66,15 @@ func New(opts Options) (*Authenticator, error) {
 	return a, nil
 }
 
-// ClearCooldown ends the cool-down of user, and the fleet-wide pause if it was started
-// by that user, for every process sharing the Redis. Call it once a human has solved
-// the captcha or the lockout has passed.
+// ClearCooldown ends the cool-down of user, the fleet-wide pause if it was started by
+// that user, and the hold after a login answer that was not understood
+// ([ErrUnknownLoginAnswer]), for every process sharing the Redis. Call it once a human
+// has solved the captcha, the lockout has passed, or the library has been updated.
 func (a *Authenticator) ClearCooldown(ctx context.Context, user string) error {
-	return a.cooldown.clear(ctx, user)
+	if err := a.cooldown.clear(ctx, user); err != nil {
+		return err
+	}
+	return a.holds.clear(ctx, user)
 }
 
 // credential returns user's credential from the source.

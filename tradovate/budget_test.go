@@ -35,7 +35,7 @@ func maxInWindow(times []time.Time, window time.Duration) int {
 func loginTimes(f *tradovatefake.Server) []time.Time {
 	var out []time.Time
 	for _, r := range f.Requests() {
-		if r.Endpoint != tradovatefake.RenewAccessToken {
+		if r.Endpoint == tradovatefake.AccessTokenRequest || r.Endpoint == tradovatefake.Authorize {
 			out = append(out, r.Time)
 		}
 	}

@@ -15,6 +15,7 @@ const (
 	endpointLogin = "auth/accesstokenrequest"
 	endpointTV    = "authorize"
 	endpointRenew = "auth/renewaccesstoken"
+	endpointMe    = "auth/me"
 )
 
 // maxResponse bounds what is read of an answer; real ones are under 2 KiB.
@@ -32,7 +33,8 @@ type request struct {
 // answer is what a successful exchange yields: a token, or a penalty to wait out.
 type answer struct {
 	access, md string
-	expiry     time.Time // explicit expiry from the answer; zero when absent
+	expiry     time.Time  // explicit expiry from the answer; zero when absent
+	user       userFields // what the answer says about the user, if anything
 	penalty    *penalty
 }
 
@@ -130,6 +132,13 @@ func (a *Authenticator) roundTrip(ctx context.Context, c call, ticket string) (*
 	if err != nil {
 		e := transportError(ctx, err)
 		e.StatusCode = resp.StatusCode
+		if c.login && resp.StatusCode == http.StatusOK && e.temporary {
+			// The broker answered 200 and the answer was cut: the login may well have
+			// been accepted, and resending it would open another session.
+			e.Err = fmt.Errorf("%w: HTTP 200 but the answer was cut short (%w); the login may have been accepted, so it is not resent",
+				ErrUnavailable, err)
+			e.temporary = false
+		}
 		return nil, e
 	}
 	ans, apiErr := c.interpret(resp.StatusCode, raw)
@@ -148,13 +157,15 @@ func transportError(ctx context.Context, err error) *APIError {
 	return &APIError{Err: fmt.Errorf("%w: %w", ErrUnavailable, err), temporary: true}
 }
 
-// statusError classifies a non-200 answer. text is the broker's errorText, if any.
+// statusError classifies a non-200 answer. text is the broker's errorText, if any. For
+// a call made with a token (login false), 401 and 400 mean the token is rejected: the
+// renewal documentation says calls made with an expired token "return 400 or 401".
 func statusError(status int, login bool, text string) *APIError {
 	e := &APIError{StatusCode: status, Text: text}
 	switch {
 	case status == http.StatusUnauthorized && login:
 		e.Err = ErrBadCredentials
-	case status == http.StatusUnauthorized:
+	case (status == http.StatusUnauthorized || status == http.StatusBadRequest) && !login:
 		e.Err = errTokenRejected
 	case status == http.StatusTooManyRequests || status == http.StatusLocked:
 		e.Err = ErrLockedOut
@@ -169,6 +180,12 @@ func statusError(status int, login bool, text string) *APIError {
 // malformed is the temporary error for a 200 answer that cannot be used.
 func malformed(why string) *APIError {
 	return &APIError{StatusCode: http.StatusOK, Err: fmt.Errorf("%w: %s", ErrMalformedResponse, why), temporary: true}
+}
+
+// unknownAnswer is the final error for a login the broker accepted but whose answer
+// cannot be read; body is described by structure only (see describeShape).
+func unknownAnswer(body []byte) *APIError {
+	return &APIError{StatusCode: http.StatusOK, Err: fmt.Errorf("%w: %s", ErrUnknownLoginAnswer, describeShape(body))}
 }
 
 // waitPenalty waits out a time penalty, bounded by ctx. A wait that would outlast the

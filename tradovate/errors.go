@@ -37,14 +37,30 @@ var (
 	// Options.MaxAttempts is used up.
 	ErrUnavailable = errors.New("tradovate: broker unavailable")
 	// ErrMalformedResponse means the broker answered HTTP 200 with a body that is not the
-	// expected JSON, or with neither a token nor an error. It is retried like
-	// [ErrUnavailable].
+	// expected JSON, or with neither a token nor an error, and nothing in it says that a
+	// login was accepted. It is retried like [ErrUnavailable].
 	ErrMalformedResponse = errors.New("tradovate: malformed response")
+	// ErrUnknownLoginAnswer means the broker accepted a login (a TradingView-style
+	// answer with "s": "ok", or an official answer carrying accessToken, mdAccessToken,
+	// expirationTime or userId) but its token could not be read. The login opened a
+	// session, so it is never sent again automatically: the error is not Temporary, and
+	// no process sharing the Redis logs the user in again for Options.Cooldown (the
+	// attempts fail at once with a [*CooldownError] whose Reason is this error) unless
+	// [Authenticator.ClearCooldown] is called. The message describes the answer's
+	// structure (member names and JSON types), never its values.
+	ErrUnknownLoginAnswer = errors.New("tradovate: login accepted but its answer is not understood")
 	// ErrUnexpectedStatus means the broker answered an HTTP status the documentation does
-	// not describe for the endpoint (e.g. 400 for a missing body). It is not retried.
+	// not describe for the endpoint (e.g. 400 to a login, which means a missing body). It
+	// is not retried. A 400 to a renewal or a check is a rejected token instead.
 	ErrUnexpectedStatus = errors.New("tradovate: unexpected HTTP status")
 	// ErrUnknownUser means the credential source has no credential for the user.
 	ErrUnknownUser = errors.New("tradovate: no credential for user")
+	// ErrNoUserInfo is returned by [ReadUserInfo] when no login or renewal has stored
+	// the user's information yet.
+	ErrNoUserInfo = errors.New("tradovate: no user information stored")
+	// ErrNoDeviceID is returned by [ReadDeviceID] when no deviceId is pinned for the user
+	// and none has been stored yet (no official login has been made).
+	ErrNoDeviceID = errors.New("tradovate: no deviceId stored")
 )
 
 // APIError reports a failed exchange with the broker. Err is one of the package's
@@ -52,7 +68,8 @@ var (
 // branch with [errors.Is]. Its message names the endpoint and user and never contains a
 // password or token.
 type APIError struct {
-	// Endpoint is "auth/accesstokenrequest", "authorize" or "auth/renewaccesstoken".
+	// Endpoint is "auth/accesstokenrequest", "authorize", "auth/renewaccesstoken" or
+	// "auth/me".
 	Endpoint string
 	// User is the login user.
 	User string
@@ -97,12 +114,14 @@ func (e *APIError) Unwrap() error { return e.Err }
 
 // Temporary reports whether trying again later may succeed: true for [ErrUnavailable]
 // and [ErrMalformedResponse], false for everything else (bad credentials, captcha,
-// lockout, inactive user, rejected token, a cancelled context).
+// lockout, inactive user, rejected token, an accepted login whose answer could not be
+// read, a cancelled context).
 func (e *APIError) Temporary() bool { return e.temporary }
 
 // CooldownError is returned by Login, without contacting the broker, while a user (or
-// every user, after a lockout) is in a cool-down after a captcha or lockout. The state
-// is shared through Redis, so every process sharing it sees the same cool-down.
+// every user, after a lockout) is in a cool-down after a captcha, a lockout or a login
+// answer that could not be read ([ErrUnknownLoginAnswer]). The state is shared through
+// Redis, so every process sharing it sees the same cool-down.
 type CooldownError struct {
 	// User is the login user that was refused.
 	User string
@@ -110,7 +129,7 @@ type CooldownError struct {
 	AllUsers bool
 	// Until is when the cool-down ends.
 	Until time.Time
-	// Reason is [ErrCaptchaRequired] or [ErrLockedOut].
+	// Reason is [ErrCaptchaRequired], [ErrLockedOut] or [ErrUnknownLoginAnswer].
 	Reason error
 	// Cause describes what started the cool-down, e.g. `HTTP 429 on authorize for user "X"`.
 	Cause string

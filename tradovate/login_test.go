@@ -64,12 +64,14 @@ func TestTradingViewLoginSendsTheOriginalForm(t *testing.T) {
 	require.NoError(t, err)
 
 	reqs := f.fake.Requests()
-	require.Len(t, reqs, 1)
+	require.Len(t, reqs, 2, "the login, then auth/me for the userId the answer lacks")
 	r := reqs[0]
 	assert.Equal(t, tradovatefake.Authorize, r.Endpoint)
 	assert.Equal(t, "application/x-www-form-urlencoded", r.Header.Get("Content-Type"))
 	assert.Equal(t, "en", r.Query.Get("locale"))
 	assert.Equal(t, map[string]any{"locale": "en", "login": user, "password": password(user)}, r.Fields)
+	assert.Equal(t, tradovatefake.AuthMe, reqs[1].Endpoint)
+	assert.Equal(t, "Bearer "+tok.AccessToken, reqs[1].Header.Get("Authorization"))
 
 	assert.True(t, f.fake.Valid(tok.AccessToken))
 	assert.Empty(t, tok.MDAccessToken, "the TradingView login gives no market-data token")
@@ -323,7 +325,7 @@ func TestPenaltyIsWaitedOutAndTicketResent(t *testing.T) {
 			require.NoError(t, err)
 			assert.True(t, f.fake.Valid(tok.AccessToken))
 
-			reqs := f.fake.Requests()
+			reqs := requestsTo(f.fake, ep)
 			require.Len(t, reqs, 2)
 			assert.NotContains(t, reqs[0].Fields, "p-ticket")
 			ticket, _ := reqs[1].Fields["p-ticket"].(string)
@@ -403,4 +405,15 @@ func TestSessionLimitRevokesTheOldestSession(t *testing.T) {
 	_, err := a.Renew(ctx, user, toks[0])
 	assert.ErrorIs(t, err, tokencache.ErrTokenRejected)
 	assert.False(t, errors.Is(err, tradovate.ErrBadCredentials))
+}
+
+// requestsTo returns the requests the fake received for ep, in order.
+func requestsTo(f *tradovatefake.Server, ep tradovatefake.Endpoint) []tradovatefake.Request {
+	var out []tradovatefake.Request
+	for _, r := range f.Requests() {
+		if r.Endpoint == ep {
+			out = append(out, r)
+		}
+	}
+	return out
 }

@@ -35,10 +35,13 @@ type Options struct {
 	CID CID
 	// Sec is the API key's secret (default none).
 	Sec string
-	// DeviceID is the deviceId sent by the official login, unless the credential sets its
-	// own. Default: derived from /etc/machine-id (else the host name) hashed with the
-	// user name, so it is stable per machine and user and never random per process.
-	// At most 64 characters.
+	// DeviceID pins the deviceId sent by the official login for every user whose
+	// credential does not pin its own (at most 64 characters). Default: with Redis, the
+	// fleet's deviceId for the user, stored under "<Namespace>:{<user>}:device" by the
+	// first official login (32 random hex characters) and never changed, so every
+	// process and machine presents the same one, as Tradovate requires of a device
+	// (see [ReadDeviceID]); without Redis, derived from /etc/machine-id (else the host
+	// name) hashed with the user name, which differs from machine to machine.
 	DeviceID string
 	// Method is the login method for credentials that do not name one. Default:
 	// MethodOfficial when the credential or Options has an API secret (Sec), else
@@ -55,16 +58,20 @@ type Options struct {
 	// [*Credentials] from [LoadCredentials] or [CredentialsFromEnv].
 	Credentials CredentialSource
 
-	// Redis holds the fleet-wide login budget and the captcha/lockout cool-downs, shared
-	// by every process that uses the same Redis and Namespace. Single-node, Sentinel and
-	// Cluster clients all work (every script touches one key). Default nil: budget and
-	// cool-downs are kept in this process only, which does not protect a fleet.
+	// Redis holds what every process that uses the same Redis and Namespace shares: the
+	// fleet-wide login budget, the captcha/lockout cool-downs, each user's deviceId and
+	// what the broker said about the user at login ([ReadUserInfo]). Single-node,
+	// Sentinel and Cluster clients all work (every script touches one key). Default nil:
+	// budget and cool-downs are kept in this process only, which does not protect a
+	// fleet, deviceIds are derived per machine, and user information is not kept.
 	Redis redis.UniversalClient
 	// Namespace starts the Redis keys this package shares with every process that logs
 	// in to the same Tradovate environment, whatever tokencache prefix those processes
 	// use: the broker counts logins per IP subnet and keeps captchas per user, not per
 	// fleet. The budget is "<Namespace>:login-budget", the fleet-wide pause
-	// "<Namespace>:login-pause" and a user's cool-down "<Namespace>:{<user>}:cooldown".
+	// "<Namespace>:login-pause"; per user there are "<Namespace>:{<user>}:cooldown",
+	// ":login-hold" (after an accepted login whose answer was not understood),
+	// ":device" (the deviceId) and ":info" (see [UserInfo]). None holds a secret.
 	// Default "brokertoken:tradovate:<host of RESTURL>", e.g.
 	// "brokertoken:tradovate:demo.tradovateapi.com". It must not contain { or }.
 	Namespace string
@@ -80,7 +87,8 @@ type Options struct {
 	// negative: never wait). A wait that would outlast the context's deadline fails at
 	// once.
 	LoginBudgetWait time.Duration
-	// Cooldown is how long a user is not tried again after a captcha or lockout, and how
+	// Cooldown is how long a user is not tried again after a captcha, a lockout or an
+	// accepted login whose answer was not understood ([ErrUnknownLoginAnswer]), and how
 	// long every login pauses after HTTP 429 or 423 (default one hour).
 	Cooldown time.Duration
 	// MaxPenaltyRetries is how many times a request is resent with a p-ticket after a
@@ -102,8 +110,9 @@ type Options struct {
 
 	// HTTPClient sends the requests (default a client with a 30s timeout).
 	HTTPClient *http.Client
-	// Logger receives logins, penalties, captchas and lockouts (default slog.Default()).
-	// Tokens and passwords are never logged, only redacted forms.
+	// Logger receives logins, penalties, captchas, lockouts and unreadable login answers
+	// (default slog.Default()). Tokens and passwords are never logged, only redacted
+	// forms; deviceIds only redacted too.
 	Logger *slog.Logger
 	// Now returns the current time (default time.Now). Tests may replace it.
 	Now func() time.Time
@@ -195,8 +204,8 @@ func (o *Options) validate() error {
 			return fmt.Errorf("tradovate: Options.%s %q is not an http(s) URL", u.name, u.value)
 		}
 	}
-	if o.Namespace == "" || strings.ContainsAny(o.Namespace, "{}") {
-		return fmt.Errorf("tradovate: Options.Namespace %q must be non-empty and must not contain { or }", o.Namespace)
+	if err := validNamespace(o.Namespace); err != nil {
+		return err
 	}
 	if o.Credentials == nil {
 		return errors.New("tradovate: Options.Credentials is required")
@@ -206,6 +215,15 @@ func (o *Options) validate() error {
 	}
 	if len(o.DeviceID) > maxDeviceIDLen {
 		return fmt.Errorf("tradovate: Options.DeviceID is %d characters, more than %d", len(o.DeviceID), maxDeviceIDLen)
+	}
+	return nil
+}
+
+// validNamespace checks Options.Namespace: the keys it starts hold a user's name in a
+// Cluster hash tag, so it must not contain braces itself.
+func validNamespace(ns string) error {
+	if ns == "" || strings.ContainsAny(ns, "{}") {
+		return fmt.Errorf("tradovate: Options.Namespace %q must be non-empty and must not contain { or }", ns)
 	}
 	return nil
 }

@@ -14,14 +14,26 @@ var errTokenRejected = tokencache.ErrTokenRejected
 // current.AccessToken) and returns the new token. When the answer omits mdAccessToken,
 // current's is kept. Renewals neither spend the login budget nor check cool-downs.
 //
-// When the broker no longer accepts current (HTTP 401, or an errorText), the error wraps
+// When the broker no longer accepts current (HTTP 401 or 400, which the documentation
+// gives for an expired token, or an errorText), the error wraps
 // [tokencache.ErrTokenRejected], and the cache logs in instead. Temporary failures are
-// retried as in Login; other errors are as for Login.
+// retried as in Login; other errors are as for Login. What the answer says about the
+// user is stored for [ReadUserInfo].
 //
 // Renewing a TradingView-style token exchanges it for a REST pair with an mdAccessToken.
 func (a *Authenticator) Renew(ctx context.Context, user string, current *tokencache.Token) (*tokencache.Token, error) {
+	tok, u, err := a.renew(ctx, user, current)
+	if err != nil {
+		return nil, err
+	}
+	a.saveInfo(ctx, user, "", u, "")
+	return tok, nil
+}
+
+// renew is Renew without storing the user information.
+func (a *Authenticator) renew(ctx context.Context, user string, current *tokencache.Token) (*tokencache.Token, userFields, error) {
 	if current == nil || current.AccessToken == "" {
-		return nil, &APIError{Endpoint: endpointRenew, User: user, Err: errTokenRejected, Text: "no current token"}
+		return nil, userFields{}, &APIError{Endpoint: endpointRenew, User: user, Err: errTokenRejected, Text: "no current token"}
 	}
 	bearer := current.AccessToken
 	ans, err := a.exchange(ctx, call{
@@ -36,7 +48,7 @@ func (a *Authenticator) Renew(ctx context.Context, user string, current *tokenca
 		},
 	})
 	if err != nil {
-		return nil, err
+		return nil, userFields{}, err
 	}
 	tok := a.token(ans)
 	if tok.MDAccessToken == "" {
@@ -44,5 +56,5 @@ func (a *Authenticator) Renew(ctx context.Context, user string, current *tokenca
 	}
 	a.opts.Logger.Debug("tradovate: renewed", "user", user,
 		"access_token", tokencache.Redact(tok.AccessToken), "expiry", tok.Expiry)
-	return tok, nil
+	return tok, ans.user, nil
 }

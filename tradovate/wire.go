@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// This file holds the wire formats of docs/tradovate-auth.md and their decoders.
+// This file holds the wire formats of docs/tradovate.md and their decoders.
 // Unknown fields are ignored, as the broker adds fields over time.
 
 // officialRequest is the body of POST /auth/accesstokenrequest. Empty optional fields
@@ -28,9 +28,9 @@ type officialRequest struct {
 
 // penaltyFields is the time-penalty answer: the request was not handled.
 type penaltyFields struct {
-	PTicket  string      `json:"p-ticket"`
-	PTime    flexNumber  `json:"p-time"` // seconds
-	PCaptcha flexBoolean `json:"p-captcha"`
+	PTicket  string  // p-ticket
+	PTime    float64 // p-time, seconds
+	PCaptcha bool    // p-captcha
 }
 
 // penalty returns the penalty in p, or nil when p is not one.
@@ -38,13 +38,13 @@ func (p penaltyFields) penalty() *penalty {
 	if p.PTicket == "" && !p.PCaptcha {
 		return nil
 	}
-	secs := float64(p.PTime)
+	secs := p.PTime
 	if secs < 0 || math.IsNaN(secs) {
 		secs = 0
 	}
 	const maxSecs = 24 * 3600 // no documented penalty comes close; guards the Duration
 	secs = math.Min(secs, maxSecs)
-	return &penalty{ticket: p.PTicket, wait: time.Duration(secs * float64(time.Second)), captcha: bool(p.PCaptcha)}
+	return &penalty{ticket: p.PTicket, wait: time.Duration(secs * float64(time.Second)), captcha: p.PCaptcha}
 }
 
 type penalty struct {
@@ -54,41 +54,97 @@ type penalty struct {
 }
 
 // tokenResponse is the answer of accesstokenrequest and renewaccesstoken: a token pair,
-// an errorText, or a penalty.
+// an errorText, or a penalty. The user fields come with a token and are kept beside the
+// user (see [UserInfo]).
 type tokenResponse struct {
-	AccessToken    string `json:"accessToken"`
-	MDAccessToken  string `json:"mdAccessToken"`
-	ExpirationTime string `json:"expirationTime"`
-	UserStatus     string `json:"userStatus"`
-	ErrorText      string `json:"errorText"`
+	AccessToken    string
+	MDAccessToken  string
+	ExpirationTime string
+	UserStatus     string
+	ErrorText      string
+	user           userFields
+	// accepted is true when the answer carries a field only a successful login has
+	// (accessToken, mdAccessToken, expirationTime or userId), whether or not its
+	// token can be read: such a login opened a session and must not be sent again.
+	accepted bool
 	penaltyFields
 }
 
-// decodeTokenResponse decodes a tokenResponse. Any JSON object decodes; the caller
-// decides whether it holds a token, an error or a penalty.
+// userFields are the facts about the user that a login or renewal answer may carry.
+type userFields struct {
+	userID  int64
+	name    string
+	hasLive *bool
+	status  string
+}
+
+// decodeTokenResponse decodes a tokenResponse. Any JSON object decodes; each member is
+// read on its own, so an optional member of an unexpected type is ignored rather than
+// spoiling the answer. The caller decides whether it holds a token, an error or a
+// penalty.
 func decodeTokenResponse(body []byte) (tokenResponse, error) {
 	var r tokenResponse
-	err := decodeObject(body, &r)
-	return r, err
+	obj, err := decodeMembers(body)
+	if err != nil {
+		return r, err
+	}
+	r.AccessToken, _ = obj.str("accessToken")
+	r.MDAccessToken, _ = obj.str("mdAccessToken")
+	r.ExpirationTime, _ = obj.str("expirationTime")
+	r.UserStatus, _ = obj.str("userStatus")
+	r.ErrorText, _ = obj.str("errorText")
+	r.user = obj.userFields("name")
+	r.user.status = r.UserStatus
+	r.accepted = obj.has("accessToken") || obj.has("mdAccessToken") || obj.has("expirationTime") || obj.has("userId")
+	r.penaltyFields = obj.penaltyFields()
+	return r, nil
 }
 
-// tvResponse is the answer of the TradingView-style login:
-// {"s":"ok","d":{"access_token":"...","expiration":1760789707}} or {"s":"error","errmsg":"..."}.
+// tvResponse is the answer of the TradingView-style login. Public material shows two
+// shapes of a success, {"s":"ok","d":{"access_token":"...","expiration":1760789707}} and
+// {"s":"ok","d":{"accessToken":"...","expirationTime":"2025-01-21T20:00:00.000Z",
+// "userId":12345,"userName":"..."}}; both are read. A failure is
+// {"s":"error","errmsg":"..."}.
 type tvResponse struct {
-	S      string `json:"s"`
-	ErrMsg string `json:"errmsg"`
-	D      *struct {
-		AccessToken string     `json:"access_token"`
-		Expiration  flexNumber `json:"expiration"` // unix seconds, optional
-	} `json:"d"`
+	S      string
+	ErrMsg string
+	// Token is d.access_token, else d.accessToken ("" when neither is a string).
+	Token string
+	// Expiry is d.expiration, else d.expirationTime (unix seconds or milliseconds, or
+	// an ISO-8601 time); zero when absent or unreadable.
+	Expiry time.Time
+	user   userFields
 	penaltyFields
 }
 
-// decodeTVResponse decodes a tvResponse.
+// decodeTVResponse decodes a tvResponse; like decodeTokenResponse, any JSON object
+// decodes.
 func decodeTVResponse(body []byte) (tvResponse, error) {
 	var r tvResponse
-	err := decodeObject(body, &r)
-	return r, err
+	obj, err := decodeMembers(body)
+	if err != nil {
+		return r, err
+	}
+	r.S, _ = obj.str("s")
+	r.ErrMsg, _ = obj.str("errmsg")
+	r.penaltyFields = obj.penaltyFields()
+	d, ok := obj.object("d")
+	if !ok {
+		return r, nil
+	}
+	if tok, ok := d.str("access_token"); ok && tok != "" {
+		r.Token = tok
+	} else {
+		r.Token, _ = d.str("accessToken")
+	}
+	for _, name := range []string{"expiration", "expirationTime"} {
+		if t, ok := d.time(name); ok {
+			r.Expiry = t
+			break
+		}
+	}
+	r.user = d.userFields("userName", "name")
+	return r, nil
 }
 
 var errNotObject = errors.New("answer is not a JSON object")
@@ -126,10 +182,9 @@ func parseExpirationTime(s string) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// unixExpiration reads the TradingView expiration: unix seconds (milliseconds are
-// accepted too, recognised by their size). ok is false when absent or out of range.
-func unixExpiration(v flexNumber) (time.Time, bool) {
-	f := float64(v)
+// unixExpiration reads a unix time: seconds, or milliseconds (recognised by their
+// size). ok is false when absent or out of range.
+func unixExpiration(f float64) (time.Time, bool) {
 	switch {
 	case f <= 0 || math.IsNaN(f) || math.IsInf(f, 0):
 		return time.Time{}, false
@@ -141,39 +196,116 @@ func unixExpiration(v flexNumber) (time.Time, bool) {
 	return time.Unix(int64(f), 0).UTC(), true
 }
 
-// flexNumber is a JSON number that may also arrive as a numeric string or null.
-type flexNumber float64
+// members is a decoded JSON object whose members are read one at a time, each with the
+// type it should have: a member that is absent, null or of another type reads as not
+// there, so one odd optional field never spoils a whole answer.
+type members map[string]json.RawMessage
 
-// UnmarshalJSON accepts a number, a numeric string or null.
-func (n *flexNumber) UnmarshalJSON(b []byte) error {
-	s := strings.TrimSpace(string(b))
-	if s == "null" {
-		return nil
+// decodeMembers decodes a single JSON object; anything else is an error.
+func decodeMembers(body []byte) (members, error) {
+	var m members
+	if err := decodeObject(body, &m); err != nil {
+		return nil, err
 	}
-	s = strings.Trim(s, `"`)
-	if s == "" {
-		return nil
+	if m == nil { // "null" cannot reach here (decodeObject wants '{'), but be sure
+		m = members{}
 	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return errors.New("not a number")
-	}
-	*n = flexNumber(f)
-	return nil
+	return m, nil
 }
 
-// flexBoolean is a JSON boolean that may also arrive as "true"/"false" or null.
-type flexBoolean bool
+// has reports whether name is present and not null.
+func (m members) has(name string) bool {
+	raw, ok := m[name]
+	return ok && !bytes.Equal(bytes.TrimSpace(raw), []byte("null"))
+}
 
-// UnmarshalJSON accepts a boolean, "true"/"false" or null.
-func (v *flexBoolean) UnmarshalJSON(b []byte) error {
-	switch strings.Trim(strings.TrimSpace(string(b)), `"`) {
-	case "true":
-		*v = true
-	case "false", "null", "":
-		*v = false
-	default:
-		return errors.New("not a boolean")
+// str returns member name when it is a JSON string.
+func (m members) str(name string) (string, bool) {
+	var s string
+	if raw, ok := m[name]; ok && json.Unmarshal(raw, &s) == nil && len(bytes.TrimSpace(raw)) > 0 && bytes.TrimSpace(raw)[0] == '"' {
+		return s, true
 	}
-	return nil
+	return "", false
+}
+
+// num returns member name when it is a JSON number or a string holding one.
+func (m members) num(name string) (float64, bool) {
+	raw, ok := m[name]
+	if !ok {
+		return 0, false
+	}
+	text := strings.TrimSpace(string(raw))
+	if s, ok := m.str(name); ok {
+		text = strings.TrimSpace(s)
+	}
+	f, err := strconv.ParseFloat(text, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, false
+	}
+	return f, true
+}
+
+// boolean returns member name when it is a JSON boolean or the string "true" or "false".
+func (m members) boolean(name string) (bool, bool) {
+	text := strings.TrimSpace(string(m[name]))
+	if s, ok := m.str(name); ok {
+		text = s
+	}
+	switch text {
+	case "true":
+		return true, true
+	case "false":
+		return false, true
+	}
+	return false, false
+}
+
+// object returns member name when it is a JSON object.
+func (m members) object(name string) (members, bool) {
+	raw, ok := m[name]
+	if !ok {
+		return nil, false
+	}
+	obj, err := decodeMembers(raw)
+	return obj, err == nil
+}
+
+// time returns member name read as an expiry: an ISO-8601 string, or a unix time in
+// seconds or milliseconds (number or numeric string).
+func (m members) time(name string) (time.Time, bool) {
+	if f, ok := m.num(name); ok {
+		return unixExpiration(f)
+	}
+	if s, ok := m.str(name); ok {
+		return parseExpirationTime(s)
+	}
+	return time.Time{}, false
+}
+
+// userFields reads userId (a whole number), the first of names that is a string, and
+// hasLive.
+func (m members) userFields(names ...string) userFields {
+	var u userFields
+	if f, ok := m.num("userId"); ok && f > 0 && f < 1<<53 && f == math.Trunc(f) {
+		u.userID = int64(f)
+	}
+	for _, n := range names {
+		if s, ok := m.str(n); ok && s != "" {
+			u.name = s
+			break
+		}
+	}
+	if b, ok := m.boolean("hasLive"); ok {
+		u.hasLive = &b
+	}
+	return u
+}
+
+// penaltyFields reads p-ticket, p-time and p-captcha.
+func (m members) penaltyFields() penaltyFields {
+	var p penaltyFields
+	p.PTicket, _ = m.str("p-ticket")
+	p.PTime, _ = m.num("p-time")
+	p.PCaptcha, _ = m.boolean("p-captcha")
+	return p
 }

@@ -51,12 +51,20 @@ func TestInterpretTokenAnswer(t *testing.T) {
 		{name: "garbage", status: 200, login: true, body: `<html>`, is: ErrMalformedResponse, temp: true},
 		{name: "array", status: 200, login: true, body: `[]`, is: ErrMalformedResponse, temp: true},
 		{name: "two objects", status: 200, login: true, body: `{"accessToken":"A"}{"accessToken":"B"}`, is: ErrMalformedResponse, temp: true},
-		{name: "wrong type", status: 200, login: true, body: `{"accessToken":5}`, is: ErrMalformedResponse, temp: true},
+		{name: "token of the wrong type: accepted, unknown shape", status: 200, login: true, body: `{"accessToken":5}`, is: ErrUnknownLoginAnswer},
+		{name: "token of the wrong type on renew", status: 200, body: `{"accessToken":5}`, is: ErrMalformedResponse, temp: true},
+		{name: "userId without token: accepted, unknown shape", status: 200, login: true,
+			body: `{"token":"eyJhbGciOi.x.y","userId":123,"userStatus":"Active"}`, is: ErrUnknownLoginAnswer},
+		{name: "token with a space: accepted, unknown shape", status: 200, login: true, body: `{"accessToken":"a b"}`, is: ErrUnknownLoginAnswer},
+		{name: "odd optional fields are ignored", status: 200, login: true,
+			body:   `{"accessToken":"A","mdAccessToken":7,"userId":"x","name":[1],"hasLive":"maybe","expirationTime":5}`,
+			access: "A"},
 		{name: "429", status: 429, login: true, is: ErrLockedOut},
 		{name: "423", status: 423, login: true, is: ErrLockedOut},
 		{name: "500", status: 500, login: true, is: ErrUnavailable, temp: true},
 		{name: "408", status: 408, login: true, is: ErrUnavailable, temp: true},
 		{name: "400", status: 400, login: true, is: ErrUnexpectedStatus},
+		{name: "400 renew", status: 400, body: ``, is: tokencache.ErrTokenRejected},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,6 +99,18 @@ func TestInterpretTVAnswer(t *testing.T) {
 	require.Nil(t, err)
 	assert.Equal(t, time.UnixMilli(1760789707123).UTC(), ans.expiry, "milliseconds are recognised")
 
+	// The other shape public material shows: camelCase, an ISO expirationTime, the user.
+	ans, err = interpretTVAnswer(200, []byte(`{"s":"ok","d":{"accessToken":"B","expirationTime":"2025-01-21T20:00:00.000Z","userId":12345,"userName":"APEX_266668"}}`))
+	require.Nil(t, err)
+	assert.Equal(t, "B", ans.access)
+	assert.Equal(t, time.Date(2025, 1, 21, 20, 0, 0, 0, time.UTC), ans.expiry)
+	assert.Equal(t, int64(12345), ans.user.userID)
+	assert.Equal(t, "APEX_266668", ans.user.name)
+
+	ans, err = interpretTVAnswer(200, []byte(`{"s":"ok","d":{"accessToken":"B","expiration":"1760789707"}}`))
+	require.Nil(t, err)
+	assert.Equal(t, time.Unix(1760789707, 0).UTC(), ans.expiry, "numeric strings and mixed names are read")
+
 	_, err = interpretTVAnswer(200, []byte(`{"s":"error","errmsg":"Invalid login"}`))
 	require.NotNil(t, err)
 	assert.ErrorIs(t, err, ErrBadCredentials)
@@ -100,11 +120,19 @@ func TestInterpretTVAnswer(t *testing.T) {
 	require.NotNil(t, err)
 	assert.ErrorIs(t, err, ErrBadCredentials)
 
-	for _, body := range []string{`{"s":"ok"}`, `{"s":"ok","d":{}}`, `{}`, `nope`, `{"s":1}`} {
+	for _, body := range []string{`{}`, `nope`, `{"s":1}`, `{"d":{"access_token":"A"}}`} {
 		_, err = interpretTVAnswer(200, []byte(body))
 		require.NotNil(t, err, body)
 		assert.ErrorIs(t, err, ErrMalformedResponse, body)
 		assert.True(t, err.Temporary())
+	}
+	// "s": "ok" is an accepted login: whatever else the answer holds, it is final.
+	for _, body := range []string{`{"s":"ok"}`, `{"s":"ok","d":{}}`, `{"s":"ok","d":"A"}`, `{"s":"ok","d":{"token":"A"}}`,
+		`{"s":"ok","d":{"access_token":5}}`, `{"s":"ok","d":{"accessToken":""}}`} {
+		_, err = interpretTVAnswer(200, []byte(body))
+		require.NotNil(t, err, body)
+		assert.ErrorIs(t, err, ErrUnknownLoginAnswer, body)
+		assert.False(t, err.Temporary(), body)
 	}
 
 	ans, err = interpretTVAnswer(200, []byte(`{"p-ticket":"T","p-time":1}`))

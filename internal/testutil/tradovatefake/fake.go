@@ -1,8 +1,10 @@
 // Package tradovatefake is an in-process Tradovate authentication server for tests.
 //
-// It follows docs/tradovate-auth.md (the broker's documented behaviour): the official
-// login (POST /v1/auth/accesstokenrequest), the TradingView-style form login
-// (POST /authorize?locale=en) and renewal (GET /v1/auth/renewaccesstoken). It issues real
+// It follows docs/tradovate.md (the broker's documented behaviour, and where the fake is
+// knowingly lenient): the official login (POST /v1/auth/accesstokenrequest), the
+// TradingView-style form login (POST /authorize?locale=en, answering either shape that
+// public material shows, see Options.TVCamelCase), renewal (GET
+// /v1/auth/renewaccesstoken) and the user check (GET /v1/auth/me). It issues real
 // EdDSA-signed JWTs with sub, exp, jti and phs claims, tracks sessions (a third login
 // revokes the oldest session's tokens), validates Bearer tokens, counts every call per
 // endpoint and user, and can be scripted to answer with penalties, captchas, 429, 423,
@@ -33,6 +35,8 @@ const (
 	RenewAccessToken Endpoint = "auth/renewaccesstoken"
 	// Authorize is the TradingView-style login, POST {TV}/authorize?locale=en.
 	Authorize Endpoint = "authorize"
+	// AuthMe is the user check, GET {REST}/auth/me.
+	AuthMe Endpoint = "auth/me"
 )
 
 // BadCredentialsText is the errorText the fake answers for a wrong user or password.
@@ -57,6 +61,11 @@ type Options struct {
 	// OmitExpiration leaves expirationTime (official, renew) and expiration
 	// (TradingView) out of responses, so clients must read the JWT exp claim.
 	OmitExpiration bool
+	// TVCamelCase makes the TradingView-style login answer the second shape public
+	// material shows, {"s":"ok","d":{"accessToken":...,"expirationTime":"<ISO>",
+	// "userId":...,"userName":...}}, instead of the first (and default),
+	// {"s":"ok","d":{"access_token":...,"expiration":<unix seconds>}}.
+	TVCamelCase bool
 	// RenewIncludesMD makes renewals of REST tokens return a new mdAccessToken. By
 	// default they omit it, as the documentation allows. Renewing a TradingView token
 	// (the exchange for a REST pair) always returns one.
@@ -139,6 +148,7 @@ func New(t testing.TB, opts Options) *Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/"+string(AccessTokenRequest), s.handleAccessTokenRequest)
 	mux.HandleFunc("/v1/"+string(RenewAccessToken), s.handleRenew)
+	mux.HandleFunc("/v1/"+string(AuthMe), s.handleMe)
 	mux.HandleFunc("/"+string(Authorize), s.handleAuthorize)
 	s.srv = httptest.NewServer(mux)
 	t.Cleanup(s.srv.Close)
@@ -158,13 +168,14 @@ func (s *Server) Close() { s.srv.Close() }
 // Request is one request the fake received.
 type Request struct {
 	Endpoint Endpoint
-	// User is the login name sent, or for renewals the Bearer token's user ("" when the
-	// token is unknown).
+	// User is the login name sent, or for renewals and checks the Bearer token's user
+	// ("" when the token is unknown).
 	User string
 	// Time is when the request arrived.
 	Time time.Time
 	// Fields is the decoded JSON body (official login) or form (TradingView login),
-	// nil for renewals or bodies that did not decode. JSON numbers are json.Number.
+	// nil for renewals, checks or bodies that did not decode. JSON numbers are
+	// json.Number.
 	Fields map[string]any
 	// Query is the URL's query (e.g. locale=en on the TradingView login).
 	Query url.Values

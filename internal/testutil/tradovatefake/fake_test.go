@@ -307,3 +307,73 @@ func TestFakeIsSafeForConcurrentUse(t *testing.T) {
 	assert.Equal(t, 20, s.Renewals("u"))
 	assert.Equal(t, 20, s.Calls(tradovatefake.RenewAccessToken, ""))
 }
+
+func me(t *testing.T, c *http.Client, s *tradovatefake.Server, method, token string) reply {
+	t.Helper()
+	req, err := http.NewRequest(method, s.RESTURL()+"/auth/me", nil)
+	require.NoError(t, err)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return do(t, c, req)
+}
+
+func TestFakeAuthMeChecksTheBearerToken(t *testing.T) {
+	s := tradovatefake.New(t, tradovatefake.Options{})
+	s.AddUser("u", "pw")
+	c := client(t)
+	r := official(t, c, s, login("u", "pw"))
+	access, md := r.body["accessToken"].(string), r.body["mdAccessToken"].(string)
+	userID := r.body["userId"]
+
+	got := me(t, c, s, http.MethodGet, access)
+	require.Equal(t, http.StatusOK, got.status)
+	assert.Equal(t, userID, got.body["userId"])
+	assert.Equal(t, "u", got.body["name"])
+	for _, field := range []string{"fullName", "email", "emailVerified", "isTrial"} {
+		assert.Contains(t, got.body, field)
+	}
+
+	assert.Equal(t, http.StatusUnauthorized, me(t, c, s, http.MethodGet, md).status, "a market-data token is not a REST token")
+	assert.Equal(t, http.StatusUnauthorized, me(t, c, s, http.MethodGet, "garbage").status)
+	assert.Equal(t, http.StatusUnauthorized, me(t, c, s, http.MethodGet, "").status)
+	assert.Equal(t, http.StatusMethodNotAllowed, me(t, c, s, http.MethodPost, access).status)
+	s.Revoke(access)
+	assert.Equal(t, http.StatusUnauthorized, me(t, c, s, http.MethodGet, access).status, "revoked")
+
+	tv := tradingView(t, c, s, url.Values{"locale": {"en"}, "login": {"u"}, "password": {"pw"}})
+	tvTok := tv.body["d"].(map[string]any)["access_token"].(string)
+	assert.Equal(t, http.StatusOK, me(t, c, s, http.MethodGet, tvTok).status, "a TradingView token works on REST calls")
+
+	assert.Equal(t, 5, s.Calls(tradovatefake.AuthMe, "u"), "counted per token owner, whatever the answer")
+	assert.Equal(t, 7, s.Calls(tradovatefake.AuthMe, ""))
+	assert.Equal(t, 2, s.Logins("u"), "a check opens no session")
+
+	s.Script(tradovatefake.AuthMe, "u", tradovatefake.Status(http.StatusServiceUnavailable))
+	assert.Equal(t, http.StatusServiceUnavailable, me(t, c, s, http.MethodGet, tvTok).status, "scriptable")
+}
+
+func TestFakeAuthMeRejectsExpiredTokens(t *testing.T) {
+	s := tradovatefake.New(t, tradovatefake.Options{OpaqueTokens: true, Lifetime: 100 * time.Millisecond})
+	s.AddUser("u", "pw")
+	c := client(t)
+	tok := official(t, c, s, login("u", "pw")).body["accessToken"].(string)
+	require.Eventually(t, func() bool { return !s.Valid(tok) }, 2*time.Second, 10*time.Millisecond)
+	assert.Equal(t, http.StatusUnauthorized, me(t, c, s, http.MethodGet, tok).status)
+}
+
+func TestFakeTradingViewCamelCaseShape(t *testing.T) {
+	s := tradovatefake.New(t, tradovatefake.Options{TVCamelCase: true})
+	s.AddUser("u", "pw")
+	c := client(t)
+	r := tradingView(t, c, s, url.Values{"locale": {"en"}, "login": {"u"}, "password": {"pw"}})
+	require.Equal(t, http.StatusOK, r.status)
+	d := r.body["d"].(map[string]any)
+	assert.NotContains(t, d, "access_token")
+	assert.True(t, s.Valid(d["accessToken"].(string)))
+	exp, err := time.Parse(time.RFC3339Nano, d["expirationTime"].(string))
+	require.NoError(t, err)
+	assert.WithinDuration(t, time.Now().Add(80*time.Minute), exp, 5*time.Second)
+	assert.Equal(t, "u", d["userName"])
+	assert.NotZero(t, d["userId"])
+}

@@ -178,6 +178,12 @@ func (s *Server) login(name, password string, tv bool) (resp map[string]any, ok 
 		if !s.opts.OmitExpiration {
 			d["expiration"] = exp.Unix()
 		}
+		if s.opts.TVCamelCase {
+			d = map[string]any{"accessToken": tok, "userId": u.id, "userName": u.name}
+			if !s.opts.OmitExpiration {
+				d["expirationTime"] = exp.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+			}
+		}
 		return map[string]any{"s": "ok", "d": d}, true
 	}
 	access, exp, err := s.issue(u, sess, kindAccess, now)
@@ -216,28 +222,70 @@ func (s *Server) tokenResponse(u *user, access, md string, exp time.Time) map[st
 	return resp
 }
 
-// handleRenew serves renewaccesstoken.
-func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
-	bearer, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+// bearerRequest reads the Bearer token of a GET to ep and records the request as the
+// token owner's. ok is false when the method was wrong (and answered).
+func (s *Server) bearerRequest(w http.ResponseWriter, r *http.Request, ep Endpoint) (bearer string, req Request, ok bool) {
+	bearer, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	s.mu.Lock()
 	var owner string
 	if ti := s.tokens[bearer]; ti != nil {
 		owner = ti.user
 	}
 	s.mu.Unlock()
-	req := Request{Endpoint: RenewAccessToken, User: owner, Time: time.Now(), Query: r.URL.Query(), Header: r.Header.Clone()}
+	req = Request{Endpoint: ep, User: owner, Time: time.Now(), Query: r.URL.Query(), Header: r.Header.Clone()}
 	if r.Method != http.MethodGet {
 		idx := s.record(req)
 		s.setLastStatus(idx, http.StatusMethodNotAllowed)
 		w.WriteHeader(http.StatusMethodNotAllowed)
+		return "", req, false
+	}
+	return bearer, req, true
+}
+
+// restToken returns the live token a REST call presents, or nil: the market-data token
+// is for the market-data socket only. s.mu must be held.
+func (s *Server) restToken(bearer string, now time.Time) *tokenInfo {
+	ti := s.tokens[bearer]
+	if ti == nil || ti.revoked || !now.Before(ti.expiry) || ti.kind == kindMD {
+		return nil
+	}
+	return ti
+}
+
+// handleMe serves auth/me: the caller's user data for a live token, 401 otherwise.
+func (s *Server) handleMe(w http.ResponseWriter, r *http.Request) {
+	bearer, req, ok := s.bearerRequest(w, r, AuthMe)
+	if !ok {
+		return
+	}
+	s.serve(w, r, req, "", func(w http.ResponseWriter) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		ti := s.restToken(bearer, time.Now())
+		if ti == nil {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		u := s.users[ti.user]
+		writeJSON(w, http.StatusOK, map[string]any{
+			"userId": u.id, "name": u.name, "fullName": "Fake " + u.name, "email": strings.ToLower(u.name) + "@example.com",
+			"emailVerified": true, "isTrial": false, "organizationName": "",
+		})
+	})
+}
+
+// handleRenew serves renewaccesstoken.
+func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
+	bearer, req, ok := s.bearerRequest(w, r, RenewAccessToken)
+	if !ok {
 		return
 	}
 	s.serve(w, r, req, "", func(w http.ResponseWriter) {
 		now := time.Now()
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		ti := s.tokens[bearer]
-		if ti == nil || ti.revoked || !now.Before(ti.expiry) || ti.kind == kindMD {
+		ti := s.restToken(bearer, now)
+		if ti == nil {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}

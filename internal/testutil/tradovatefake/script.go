@@ -118,7 +118,7 @@ func (s *Server) nextAnswer(c Call, ticket string) (Response, bool) {
 	now := time.Now()
 	s.mu.Lock()
 	k := callKey{c.Endpoint, c.User}
-	if c.Endpoint != RenewAccessToken {
+	if c.Endpoint == AccessTokenRequest || c.Endpoint == Authorize { // logins only
 		if now.Before(s.lockedUntil) {
 			s.lockedUntil = now.Add(s.opts.LockoutWindow) // rolling window
 			s.mu.Unlock()

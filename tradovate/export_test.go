@@ -1,0 +1,7 @@
+package tradovate
+
+// NewOnMachine is New on a machine whose identifier is machine, so one test can play
+// several machines.
+func NewOnMachine(opts Options, machine string) (*Authenticator, error) {
+	return newAuthenticator(opts, func() (string, error) { return "machine-id:" + machine, nil })
+}
