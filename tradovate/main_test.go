@@ -32,7 +32,14 @@ type fixture struct {
 // newFixture starts a fake and a Redis and registers n users named after the test.
 func newFixture(t *testing.T, fakeOpts tradovatefake.Options, n int) *fixture {
 	t.Helper()
-	f := &fixture{fake: tradovatefake.New(t, fakeOpts), redis: testutil.Redis(t)}
+	return newFixtureOn(t, testutil.Redis(t), fakeOpts, n)
+}
+
+// newFixtureOn is newFixture with a given Redis (e.g. one from testutil.StartRedis, which
+// can be restarted).
+func newFixtureOn(t *testing.T, rs *testutil.Server, fakeOpts tradovatefake.Options, n int) *fixture {
+	t.Helper()
+	f := &fixture{fake: tradovatefake.New(t, fakeOpts), redis: rs}
 	for i := range n {
 		u := f.redis.Name(string(rune('a' + i)))
 		f.fake.AddUser(u, password(u))
@@ -84,3 +91,9 @@ func (f *fixture) auth(t testing.TB, creds tradovate.CredentialSource, edit func
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// bufferLogger returns a logger writing text lines to a buffer the test can read.
+func bufferLogger() (*slog.Logger, *testutil.Buffer) {
+	var b testutil.Buffer
+	return slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug})), &b
+}

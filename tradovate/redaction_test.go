@@ -18,6 +18,13 @@ import (
 	"github.com/brokertoken/brokertoken/tradovate"
 )
 
+// unknownShapeBody is an accepted login (official: userId; TradingView: "s": "ok") whose
+// token sits where no client looks.
+const (
+	unknownShapeToken = "eyJunknownShapeSecretTokenValue1234567890"
+	unknownShapeBody  = `{"s":"ok","userId":7,"d":{"token":"` + unknownShapeToken + `","ttl":4800}}`
+)
+
 // TestNoSecretInErrorsOrLogs drives every failure path with a debug logger attached and
 // scans every error string (all fmt verbs) and every log line for the password, the
 // API secret and every token the fake issued.
@@ -65,6 +72,8 @@ func TestNoSecretInErrorsOrLogs(t *testing.T) {
 		func(string) tradovatefake.Response { return tradovatefake.Status(http.StatusBadRequest) },
 		func(string) tradovatefake.Response { return tradovatefake.Penalty(1) },
 		func(string) tradovatefake.Response { return tradovatefake.Status(http.StatusLocked) },
+		func(string) tradovatefake.Response { return tradovatefake.Response{Body: unknownShapeBody} },
+		func(string) tradovatefake.Response { return tradovatefake.Cut() },
 	}
 	for _, answer := range failures {
 		f.fake.Script(tradovatefake.AccessTokenRequest, off, answer(off), answer(off), answer(off))
@@ -93,7 +102,7 @@ func TestNoSecretInErrorsOrLogs(t *testing.T) {
 			secrets = append(secrets, strings.TrimPrefix(auth, "Bearer "))
 		}
 	}
-	secrets = append(secrets, offTok.AccessToken, offTok.MDAccessToken, tvTok.AccessToken, tvTok.MDAccessToken)
+	secrets = append(secrets, offTok.AccessToken, offTok.MDAccessToken, tvTok.AccessToken, tvTok.MDAccessToken, unknownShapeToken)
 	for _, err := range errs {
 		for _, format := range []string{"%v", "%+v", "%#v", "%s", "%q"} {
 			text := fmt.Sprintf(format, err)

@@ -377,3 +377,22 @@ func TestFakeTradingViewCamelCaseShape(t *testing.T) {
 	assert.Equal(t, "u", d["userName"])
 	assert.NotZero(t, d["userId"])
 }
+
+func TestFakeCutAnswerStillLogsIn(t *testing.T) {
+	s := tradovatefake.New(t, tradovatefake.Options{})
+	s.AddUser("u", "pw")
+	s.Script(tradovatefake.Authorize, "u", tradovatefake.Cut())
+	c := client(t)
+	req, err := http.NewRequest(http.MethodPost, s.TradingViewURL()+"/authorize?locale=en",
+		strings.NewReader(url.Values{"locale": {"en"}, "login": {"u"}, "password": {"pw"}}.Encode()))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	_, err = io.ReadAll(resp.Body)
+	require.Error(t, err, "the body is cut short")
+	assert.Equal(t, 1, s.Logins("u"), "the login was handled")
+	assert.Equal(t, 1, s.Sessions("u"))
+}

@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -56,8 +57,36 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, req Request, tick
 			s.writeCanned(sw, req.Endpoint, req.User, answer)
 			return
 		}
+		if answer.Cut {
+			normal(&cutWriter{statusWriter: sw})
+			return
+		}
 	}
 	normal(sw)
+}
+
+// cutWriter sends the status and the first half of the body, then aborts the
+// connection: the client sees a body cut short.
+type cutWriter struct {
+	*statusWriter
+	header bool
+}
+
+// WriteHeader declares the body's full length, which never arrives.
+func (w *cutWriter) WriteHeader(code int) { w.status, w.header = code, true }
+
+// Write sends half of b and aborts the connection.
+func (w *cutWriter) Write(b []byte) (int, error) {
+	if !w.header {
+		w.WriteHeader(http.StatusOK)
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.statusWriter.WriteHeader(w.status)
+	_, _ = w.statusWriter.Write(b[:len(b)/2])
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+	panic(http.ErrAbortHandler) // net/http drops the connection without logging
 }
 
 func (s *Server) writeCanned(w http.ResponseWriter, ep Endpoint, user string, a Response) {

@@ -28,12 +28,19 @@ type Response struct {
 	// Lockout answers HTTP 429 and locks every login out for Options.LockoutWindow,
 	// each attempt during the window restarting it, until [Server.ClearLockout].
 	Lockout bool
+	// Cut handles the request normally (a login opens its session) but sends only the
+	// first half of the answer's body and drops the connection, as a network failure
+	// in the middle of an answer would.
+	Cut bool
 }
 
 // canned reports whether r answers by itself rather than normally.
 func (r Response) canned() bool {
 	return r.Status != 0 || r.Body != "" || r.ErrorText != "" || r.PenaltySeconds != 0 || r.Captcha || r.Lockout
 }
+
+// Cut handles the request but drops the connection half-way through the answer.
+func Cut() Response { return Response{Cut: true} }
 
 // Penalty answers a time penalty of the given seconds.
 func Penalty(seconds int) Response { return Response{PenaltySeconds: seconds} }

@@ -63,6 +63,16 @@ func (s *Server) AddUser(name, password string) {
 	s.users[name] = &user{name: name, password: password, id: s.nextUserID, status: StatusActive}
 }
 
+// UserID returns the numeric userId the fake gives name (0 if the user was not added).
+func (s *Server) UserID(name string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u := s.users[name]; u != nil {
+		return u.id
+	}
+	return 0
+}
+
 // SetUserStatus sets the userStatus the fake reports for name (see the Status
 // constants). It panics if the user was not added.
 func (s *Server) SetUserStatus(name, status string) {
