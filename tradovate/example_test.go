@@ -118,3 +118,64 @@ func ExampleCredential_String() {
 	// Credential{Username:"APEX_272045" Password:[REDACTED]}
 	// Credential{Username:"APEX_272045" Password:[REDACTED]}
 }
+
+// A websocket streamer needs the user's numeric id for user/syncrequest. It reads what
+// the daemon's last login stored, with only read access to Redis and no credentials.
+func ExampleReadUserInfo() {
+	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
+	defer rdb.Close()
+	ctx := context.Background()
+	info, err := tradovate.ReadUserInfo(ctx, tradovate.Options{Redis: rdb}, "APEX_272045")
+	switch {
+	case errors.Is(err, tradovate.ErrNoUserInfo):
+		log.Print("not logged in yet: ask again after the daemon's first login")
+		return
+	case err != nil:
+		log.Fatal(err)
+	}
+	body := fmt.Sprintf(`{"users":[%d]}`, info.UserID)
+	fmt.Print("user/syncrequest\n1\n\n" + body) // the frame to send after authorizing
+}
+
+// An operator's status command shows the deviceId every process presents for a user.
+func ExampleReadDeviceID() {
+	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
+	defer rdb.Close()
+	id, err := tradovate.ReadDeviceID(context.Background(), tradovate.Options{Redis: rdb, Environment: tradovate.Live}, "APEX_272045")
+	switch {
+	case errors.Is(err, tradovate.ErrNoDeviceID):
+		fmt.Println("deviceId: none yet (no official login so far)")
+	case err != nil:
+		log.Fatal(err)
+	default:
+		fmt.Println("deviceId:", tokencache.Redact(id))
+	}
+}
+
+// Check asks the broker whether a token still works, without opening a session: valid,
+// rejected, or cannot tell.
+func ExampleAuthenticator_Check() {
+	creds, err := tradovate.CredentialsFromEnv()
+	if err != nil {
+		log.Fatal(err)
+	}
+	auth, err := tradovate.New(tradovate.Options{Credentials: creds})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	user := creds.Users()[0]
+	tok, err := auth.Login(ctx, user)
+	if err != nil {
+		log.Fatal(err)
+	}
+	switch err := auth.Check(ctx, user, tok); {
+	case err == nil:
+		fmt.Println("valid")
+	case errors.Is(err, tokencache.ErrTokenRejected):
+		fmt.Println("rejected")
+	default:
+		fmt.Println("cannot tell:", err)
+	}
+}

@@ -3,6 +3,7 @@ package tradovate
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -57,10 +58,99 @@ func FuzzDecodeTVResponse(f *testing.F) {
 	f.Add(200, []byte(`{"s":"error","errmsg":"Invalid login"}`))
 	f.Add(200, []byte(`{"p-ticket":"T","p-time":"1","p-captcha":"true"}`))
 	f.Add(500, []byte(`oops`))
+	f.Add(200, []byte(`{"s":"ok","d":{"accessToken":"B","expirationTime":"2025-01-21T20:00:00.000Z","userId":12345,"userName":"U"}}`))
+	f.Add(200, []byte(`{"s":"ok","d":{"token":"T","ttl":4800}}`))
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
-		_, _ = decodeTVResponse(body)
+		r, _ := decodeTVResponse(body)
 		ans, err := interpretTVAnswer(status, body)
 		checkInterpretation(t, ans, err)
+		if status == 200 && r.S == "ok" && r.Token == "" && ans != nil && ans.penalty == nil {
+			t.Fatal("an accepted login without a token gave an answer")
+		}
+		if err != nil && errors.Is(err, ErrUnknownLoginAnswer) && err.Temporary() {
+			t.Fatal("an accepted login would be resent")
+		}
+	})
+}
+
+func FuzzDescribeShape(f *testing.F) {
+	f.Add([]byte(`{"s":"ok","d":{"token":"secret-token-value","ttl":4800,"list":[1,2],"n":null,"b":true}}`))
+	f.Add([]byte(`{"eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiIxIn0.sig":1}`))
+	f.Add([]byte(`[{"a":{"b":{"c":"deep"}}}]`))
+	f.Add([]byte(`not json at all`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		out := describeShape(body)
+		if len(out) > 4096 {
+			t.Fatalf("description of %d bytes", len(out))
+		}
+		var v any
+		if json.Unmarshal(body, &v) != nil {
+			return
+		}
+		// No string value of the input shows, unless the same text is also a member
+		// name that the description may quote (short, plain names only).
+		keys := map[string]bool{}
+		var walk func(any)
+		var values []string
+		walk = func(v any) {
+			switch x := v.(type) {
+			case map[string]any:
+				for k, e := range x {
+					keys[k] = true
+					walk(e)
+				}
+			case []any:
+				for _, e := range x {
+					walk(e)
+				}
+			case string:
+				values = append(values, x)
+			}
+		}
+		walk(v)
+		for _, s := range values {
+			if len(s) >= 8 && !keys[s] && strings.Contains(out, s) {
+				t.Fatalf("the description %q shows the value %q", out, s)
+			}
+		}
+	})
+}
+
+func FuzzDecodeUserInfo(f *testing.F) {
+	f.Add([]byte(`{"user":"APEX_272045","userId":3865651,"name":"APEX_272045","hasLive":false,"userStatus":"Active","method":"tradingview","updated":"2026-11-29T12:00:00Z"}`))
+	f.Add([]byte(`{"user":"u"}`))
+	f.Add([]byte(`{"user":"","userId":-1}`))
+	f.Add([]byte(`{"user":"u","updated":"yesterday"}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		info, err := decodeUserInfo(raw)
+		if err != nil {
+			if info != nil {
+				t.Fatal("info and error")
+			}
+			return
+		}
+		if info.User == "" || info.UserID < 0 || !printable(info.User) || !printable(info.Name) || !printable(info.UserStatus) {
+			t.Fatalf("decoded an invalid record %+v", info)
+		}
+	})
+}
+
+func FuzzInterpretMe(f *testing.F) {
+	f.Add(200, []byte(`{"errorText":"","userId":123456789,"name":"jdoe","fullName":"John Doe","email":"jdoe@example.com","emailVerified":true,"isTrial":false}`))
+	f.Add(200, []byte(`{"errorText":"Access is denied"}`))
+	f.Add(401, []byte(``))
+	f.Add(200, []byte(`{"userId":"12"}`))
+	f.Fuzz(func(t *testing.T, status int, body []byte) {
+		ans, err := interpretMe(status, body)
+		if (ans == nil) == (err == nil) {
+			t.Fatalf("want exactly one of answer and error, got %v and %v", ans, err)
+		}
+		if ans != nil && (ans.user.userID <= 0 || ans.access != "") {
+			t.Fatalf("bad answer %+v", ans)
+		}
+		if err != nil && (err.Err == nil || !strings.HasPrefix(err.Error(), "tradovate: ")) {
+			t.Fatalf("bad error %v", err)
+		}
 	})
 }
 
