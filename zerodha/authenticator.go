@@ -2,14 +2,19 @@ package zerodha
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/http"
 
 	"github.com/brokertoken/brokertoken/tokencache"
 )
 
 // Authenticator is the [tokencache.Authenticator] of a Kite Connect app, made by
-// [App.Authenticator]. It never logs in: Kite requires a human to log in once a day. Its
-// Login returns a [*LoginRequiredError] carrying the URL to open, and logs it once per
-// call.
+// [App.Authenticator]. Kite has no automated login: a human logs in once a day. When
+// the app holds a refresh token (Kite gives one to some apps with each login) and this
+// process has the API secret, the Authenticator renews the session with it, without a
+// human; otherwise, or when Kite refuses the refresh token, its Login returns a
+// [*LoginRequiredError] carrying the URL to open, and logs it.
 //
 // Give it to the caches of services that use the token:
 //
@@ -20,24 +25,84 @@ import (
 // the [*LoginRequiredError]; because that error is not Temporary, the cache asks again
 // only after its RetryMax (default one minute) instead of looping. Inside the cache's
 // RefreshBefore window (default 15 minutes before 06:00 IST) its background refresh
-// calls Login too, which logs the URL as an early warning while the current token is
-// still served. The next login stored
-// by [App.RedirectHandler] reaches every process through the cache's invalidation, and
+// calls Renew, which renews with the refresh token or, without one, logs the URL as an
+// early warning while the current token is still served. The next login stored by
+// [App.RedirectHandler] reaches every process through the cache's invalidation, and
 // [tokencache.Cache.Watch] channels receive it. A nil Authenticator (a read-only cache)
 // works too, but its callers get [tokencache.ErrNoToken] with no URL.
 //
-// An Authenticator is safe for concurrent use.
+// It also implements [tokencache.Checker] with GET /user/profile. An Authenticator is
+// safe for concurrent use.
 type Authenticator struct {
 	app *App
 }
 
-var _ tokencache.Authenticator = (*Authenticator)(nil)
+var (
+	_ tokencache.Authenticator = (*Authenticator)(nil)
+	_ tokencache.Renewer       = (*Authenticator)(nil)
+	_ tokencache.Checker       = (*Authenticator)(nil)
+)
 
-// Login returns no token and a [*LoginRequiredError] for user: Options.StartURL when
-// set, else a newly minted Kite login URL (valid for Options.StateTTL). It never
-// contacts Kite.
+// Login returns a new token renewed with the stored refresh token when there is one
+// and this App has its API secret (one POST /session/refresh_token; a new refresh token
+// in the answer is stored first). Otherwise, or when Kite refuses the refresh token
+// (which is then forgotten, so it is sent once), it returns no token and a
+// [*LoginRequiredError] for user: Options.StartURL when set, else a newly minted Kite
+// login URL (valid for Options.StateTTL). When Kite or Redis could not be reached for
+// the renewal, that error is returned instead: the cache tries again after its backoff.
 func (a *Authenticator) Login(ctx context.Context, user string) (*tokencache.Token, error) {
-	link, err := a.app.loginLink(ctx)
+	tok, tried, err := a.renew(ctx, user)
+	switch {
+	case tried && err == nil:
+		return tok, nil
+	case tried && temporary(err):
+		return nil, err
+	}
+	link, linkErr := a.app.loginLink(ctx)
 	a.app.opts.Logger.Warn("zerodha: a human must log in to Kite", "user", user, "url", link)
-	return nil, &LoginRequiredError{User: user, URL: link, Err: err}
+	return nil, &LoginRequiredError{User: user, URL: link, Err: linkErr, RenewErr: err}
+}
+
+// Renew is Login: Kite renews a session with the refresh token, not with the current
+// access token. It implements [tokencache.Renewer], so the cache renews ahead of the
+// morning expiry.
+func (a *Authenticator) Renew(ctx context.Context, user string, _ *tokencache.Token) (*tokencache.Token, error) {
+	return a.Login(ctx, user)
+}
+
+// temporary reports whether err says that trying again soon may work.
+func temporary(err error) bool {
+	var t interface{ Temporary() bool }
+	if errors.As(err, &t) {
+		return t.Temporary()
+	}
+	return errors.Is(err, tokencache.ErrRedisUnavailable) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// Check asks Kite whether it still accepts t, with one GET /user/profile
+// ("Authorization: token api_key:access_token", X-Kite-Version: 3). It implements
+// [tokencache.Checker]: nil when Kite answers with the profile, an error wrapping both
+// [tokencache.ErrTokenRejected] and [ErrTokenException] when Kite answers a
+// TokenException (whatever the HTTP status), and any other error when it could not tell.
+// It needs no API secret, and is not retried.
+func (a *Authenticator) Check(ctx context.Context, user string, t *tokencache.Token) error {
+	const endpoint = "/user/profile"
+	if t == nil || !usableToken(t.AccessToken) {
+		return fmt.Errorf("%w: zerodha: no usable token to check for %s", tokencache.ErrTokenRejected, user)
+	}
+	h := http.Header{"Authorization": {AuthorizationHeader(a.app.opts.APIKey, t.AccessToken)}}
+	status, body, err := a.app.do(ctx, http.MethodGet, endpoint, h, nil)
+	if err != nil {
+		return err
+	}
+	if e := kiteError(endpoint, status, body); e != nil {
+		if errors.Is(e, ErrTokenException) {
+			return fmt.Errorf("%w: %w", tokencache.ErrTokenRejected, e)
+		}
+		return e
+	}
+	if _, err := decodeProfile(body); err != nil {
+		return &APIError{Endpoint: endpoint, StatusCode: status, Err: err}
+	}
+	return nil
 }

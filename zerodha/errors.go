@@ -40,14 +40,22 @@ type LoginRequiredError struct {
 	URL string
 	// Err is why no URL could be made, or nil.
 	Err error
+	// RenewErr is why renewing with the stored refresh token failed (Kite refused it),
+	// or nil when there was none to try. It is not in the Unwrap chain: the error is
+	// about the login a human must make.
+	RenewErr error
 }
 
-// Error says that a login is needed and where.
+// Error says that a login is needed and where, and why the refresh token did not do.
 func (e *LoginRequiredError) Error() string {
+	msg := fmt.Sprintf("zerodha: a human must log in to Kite for %s: open %s", e.User, e.URL)
 	if e.URL == "" {
-		return fmt.Sprintf("zerodha: a human must log in to Kite for %s (no login URL: %v)", e.User, e.Err)
+		msg = fmt.Sprintf("zerodha: a human must log in to Kite for %s (no login URL: %v)", e.User, e.Err)
 	}
-	return fmt.Sprintf("zerodha: a human must log in to Kite for %s: open %s", e.User, e.URL)
+	if e.RenewErr != nil {
+		msg += fmt.Sprintf(" (renewing with the refresh token failed: %v)", e.RenewErr)
+	}
+	return msg
 }
 
 // Is reports whether target is [ErrLoginRequired].
@@ -60,7 +68,8 @@ func (e *LoginRequiredError) Unwrap() error { return e.Err }
 func (e *LoginRequiredError) Temporary() bool { return false }
 
 // Kite's error types, the values of [APIError.ErrorType] ("error_type" in Kite's
-// answers).
+// answers). Kite may answer them with any HTTP status, 200 included; the package reads
+// them whatever the status, as the official Python client does.
 const (
 	TokenException   = "TokenException"
 	InputException   = "InputException"
@@ -76,7 +85,8 @@ const (
 type APIError struct {
 	// Endpoint is the request's path, e.g. "/session/token".
 	Endpoint string
-	// StatusCode is the HTTP status, 0 when no answer was received.
+	// StatusCode is the HTTP status, 0 when no answer was received. Kite sometimes
+	// answers an error with 200.
 	StatusCode int
 	// ErrorType is Kite's error_type (e.g. "TokenException"), "" when it gave none.
 	ErrorType string

@@ -61,7 +61,9 @@ func (a *App) LoginHandler() http.Handler {
 //     with Kite's message and what to do);
 //  4. refuses a Kite user other than [Options.UserID], logging that session out
 //     (HTTP 403);
-//  5. stores the access token with store.Set under [App.User], expiring at
+//  5. stores the refresh token, when Kite gave one, where only the writer role reads
+//     it, and what Kite said about the user ([App.UserInfo]);
+//  6. stores the access token with store.Set under [App.User], expiring at
 //     [App.Expiry] (HTTP 500 if that fails), and answers HTTP 200.
 //
 // Every answer is an HTML page for the human in the browser, saying what happened and,
@@ -124,6 +126,14 @@ func (a *App) complete(ctx context.Context, store Store, r *http.Request) page {
 				sess.UserID, a.opts.UserID, a.opts.UserID)})
 	}
 
+	if sess.RefreshToken != "" {
+		// Before the access token is announced: a process that renews as soon as it
+		// sees the new token must find the refresh token that came with it.
+		if err := a.storeRefreshToken(ctx, sess.RefreshToken); err != nil {
+			log.Error("zerodha: could not store the refresh token; tomorrow's token will need a human login", "err", err)
+		}
+	}
+	a.saveInfo(ctx, sess)
 	now := time.Now()
 	stored, err := store.Set(ctx, a.opts.User, &tokencache.Token{
 		AccessToken: sess.AccessToken,

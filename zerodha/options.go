@@ -26,16 +26,24 @@ type Options struct {
 	// of every login URL.
 	APIKey string
 	// APISecret is the app's api_secret. Only the process that exchanges request tokens
-	// ([App.RedirectHandler], [App.Exchange], [App.Logout]) needs it; services that only
-	// use tokens leave it empty. It is never logged nor shown.
+	// ([App.RedirectHandler], [App.Exchange], [App.Logout]) or renews them with a
+	// refresh token (the daemon's [Authenticator]) needs it; services that only use
+	// tokens leave it empty, and then never read the refresh token. It is never logged
+	// nor shown.
 	APISecret string
 
 	// Redis holds the login states (the CSRF values carried through Kite's login), so
-	// that the process answering Kite's redirect can check a state minted by any other.
-	// Required; use the cache's client.
+	// that the process answering Kite's redirect can check a state minted by any other,
+	// and what a login leaves for later: the refresh token, when Kite gives the app
+	// one, and what Kite said about the user ([App.UserInfo]). Required; use the cache's
+	// client.
 	Redis redis.UniversalClient
-	// Prefix namespaces the Redis keys (default "brokertoken", the cache's default). A
-	// state is stored under "<Prefix>:zerodha:<APIKey>:state:<state>".
+	// Prefix namespaces the Redis keys (default "brokertoken", the cache's default; set
+	// the same as tokencache.Options.Prefix). A state is stored under
+	// "<Prefix>:zerodha:<APIKey>:state:<state>", the user information under
+	// "<Prefix>:{<User>}:info" (readable by every role) and the refresh token under
+	// "<Prefix>:secret:{<User>}:refresh" (readable by the writer role only). It must not
+	// contain { or }.
 	Prefix string
 	// StateTTL is how long a login URL may be used, including the time the human spends
 	// on Kite's login page (default 10 minutes). Each state works once.
@@ -43,7 +51,7 @@ type Options struct {
 
 	// User is the name under which the cache stores the app's token: what services pass
 	// to [tokencache.Cache.Token] (default: APIKey, since an app holds one token at a
-	// time). See [App.User].
+	// time). See [App.User]. It must not contain { or }.
 	User string
 	// UserID, when set, is the only Kite user (client ID, e.g. "AB1234") whose login is
 	// stored. Another user's session is logged out and the human is told (default: any
@@ -93,6 +101,9 @@ func (o Options) init() (Options, error) {
 	}
 	if o.User == "" {
 		o.User = o.APIKey
+	}
+	if strings.ContainsAny(o.Prefix, "{}") || strings.ContainsAny(o.User, "{}") {
+		return o, errors.New("zerodha: Options.Prefix and Options.User must not contain { or } (they would break the Cluster hash tag)")
 	}
 	if o.StateTTL < 0 || o.ExpiryTime < 0 || o.ExpiryTime >= day {
 		return o, errors.New("zerodha: Options.StateTTL must not be negative and ExpiryTime must be in [0, 24h)")

@@ -42,11 +42,17 @@ type Session struct {
 	AccessToken string
 	// PublicToken is Kite's public session token.
 	PublicToken string
+	// RefreshToken renews the session without a human ([Authenticator] does it), for
+	// apps Kite gives one; "" otherwise. It is a secret: [App.RedirectHandler] stores it
+	// where only the writer role may read it.
+	RefreshToken string
 	// LoginTime is Kite's login_time, in IST; zero when Kite sent none.
 	LoginTime time.Time
+
+	info UserInfo // what Kite said about the user, for App.UserInfo
 }
 
-// String shows the user and a redacted access token.
+// String shows the user and a redacted access token (never the refresh token).
 func (s Session) String() string {
 	return fmt.Sprintf("zerodha.Session{user %s, access token %s}", s.UserID, tokencache.Redact(s.AccessToken))
 }
@@ -60,10 +66,10 @@ func (s Session) GoString() string { return s.String() }
 // LogValue makes log/slog record the redacted form.
 func (s Session) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
-// checksum is what Kite requires with a request token: the hex SHA-256 of
-// api_key + request_token + api_secret.
-func checksum(apiKey, requestToken, apiSecret string) string {
-	sum := sha256.Sum256([]byte(apiKey + requestToken + apiSecret))
+// checksum is what Kite requires with a request token or a refresh token: the hex
+// SHA-256 of api_key + token + api_secret.
+func checksum(apiKey, token, apiSecret string) string {
+	sum := sha256.Sum256([]byte(apiKey + token + apiSecret))
 	return hex.EncodeToString(sum[:])
 }
 
@@ -72,9 +78,10 @@ func checksum(apiKey, requestToken, apiSecret string) string {
 // request_token and the checksum to /session/token with X-Kite-Version: 3.
 //
 // Most callers use [App.RedirectHandler], which also checks the login state and stores
-// the token. Errors: [ErrNoSecret]; an [*APIError] for Kite's refusals (matching
-// [ErrTokenException] for a used or expired request token or a wrong checksum), for
-// an unreachable Kite ([ErrUnavailable]) or a malformed answer ([ErrMalformedResponse]).
+// the token. Errors: [ErrNoSecret]; an [*APIError] for Kite's refusals, whatever the
+// HTTP status they came with (matching [ErrTokenException] for a used or expired
+// request token or a wrong checksum), for an unreachable Kite ([ErrUnavailable]) or a
+// malformed answer ([ErrMalformedResponse]).
 func (a *App) Exchange(ctx context.Context, requestToken string) (*Session, error) {
 	const endpoint = "/session/token"
 	if a.opts.APISecret == "" {
@@ -88,18 +95,40 @@ func (a *App) Exchange(ctx context.Context, requestToken string) (*Session, erro
 		"request_token": {requestToken},
 		"checksum":      {checksum(a.opts.APIKey, requestToken, a.opts.APISecret)},
 	}
+	return a.postSession(ctx, endpoint, form)
+}
+
+// postSession POSTs form to endpoint and decodes the session in the answer.
+func (a *App) postSession(ctx context.Context, endpoint string, form url.Values) (*Session, error) {
 	status, body, err := a.do(ctx, http.MethodPost, endpoint, nil, strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, err
 	}
-	if status != http.StatusOK {
-		return nil, decodeError(endpoint, status, body)
+	if e := kiteError(endpoint, status, body); e != nil {
+		return nil, e
 	}
 	s, err := decodeSession(body)
 	if err != nil {
 		return nil, &APIError{Endpoint: endpoint, StatusCode: status, Err: err}
 	}
 	return s, nil
+}
+
+// renewSession trades a refresh token for a new session: POST /session/refresh_token
+// with api_key, refresh_token and the checksum SHA-256(api_key + refresh_token +
+// api_secret), as the official clients do. Kite answers like the request token
+// exchange; its answer may carry a new refresh token.
+func (a *App) renewSession(ctx context.Context, refreshToken string) (*Session, error) {
+	const endpoint = "/session/refresh_token"
+	if a.opts.APISecret == "" {
+		return nil, ErrNoSecret
+	}
+	form := url.Values{
+		"api_key":       {a.opts.APIKey},
+		"refresh_token": {refreshToken},
+		"checksum":      {checksum(a.opts.APIKey, refreshToken, a.opts.APISecret)},
+	}
+	return a.postSession(ctx, endpoint, form)
 }
 
 // Logout ends the session of accessToken at Kite (DELETE /session/token), which makes
@@ -119,8 +148,8 @@ func (a *App) Logout(ctx context.Context, accessToken string) error {
 	if err != nil {
 		return err
 	}
-	if status != http.StatusOK {
-		return decodeError(endpoint, status, body)
+	if e := kiteError(endpoint, status, body); e != nil {
+		return e
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/brokertoken/brokertoken/tokencache"
 )
@@ -19,21 +20,39 @@ func AuthorizationHeader(apiKey, accessToken string) string {
 	return "token " + apiKey + ":" + accessToken
 }
 
-// CheckResponse returns nil for an answer with a 2xx status. Otherwise it reads and
-// closes resp.Body and returns an [*APIError] with Kite's error_type and message, which
-// matches [ErrTokenException] when the token was rejected. Use it for calls not made
-// through [Transport], and for a market-data feed's handshake.
+// CheckResponse returns nil for a successful answer. Otherwise it reads and closes
+// resp.Body and returns an [*APIError] with Kite's error_type and message, which
+// matches [ErrTokenException] when the token was rejected. An answer is an error when
+// its status is not 2xx, or when it is a JSON envelope with "status": "error" or an
+// error_type, whatever its status, as the official Python client reads them; a 2xx
+// body is looked at only when it is small enough to be one (64 KiB), and is left
+// readable when it is not an error. Use it for calls not made through [Transport], and
+// for a market-data feed's handshake.
 func CheckResponse(resp *http.Response) error {
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		return nil
-	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	resp.Body.Close()
 	endpoint := ""
 	if resp.Request != nil && resp.Request.URL != nil {
 		endpoint = resp.Request.URL.Path // never the query: it may hold a token
 	}
-	return decodeError(endpoint, resp.StatusCode, body)
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		resp.Body.Close()
+		return decodeError(endpoint, resp.StatusCode, body)
+	}
+	if !strings.Contains(resp.Header.Get("Content-Type"), "json") {
+		return nil
+	}
+	head, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody+1))
+	if err == nil && len(head) <= maxErrorBody {
+		if e := kiteError(endpoint, resp.StatusCode, head); e != nil {
+			resp.Body.Close()
+			return e
+		}
+	}
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
+	return nil
 }
 
 // Transport is an http.RoundTripper for Kite Connect API calls. It sets

@@ -9,8 +9,13 @@
 // Options.RequestTokenTTL. A successful exchange kills the app's previous access token
 // for that user, as Kite does. DELETE /session/token logs a token out.
 //
+// With Options.RefreshTokens, every session also carries a refresh_token, which POST
+// /session/refresh_token trades (with the checksum SHA-256 of api_key + refresh_token +
+// api_secret) for a new access token, killing the previous one; with
+// Options.RotateRefreshTokens each renewal also replaces the refresh token.
+//
 // Access tokens are checked by GET /user/profile ("Authorization: token
-// api_key:access_token") and by GET /feed?api_key=KEY&access_token=TOKEN, a market-data
+// api_key:access_token", X-Kite-Version: 3) and by GET /feed?api_key=KEY&access_token=TOKEN, a market-data
 // stream of "tick N" lines standing in for Kite's websocket. Both answer 403 with a
 // TokenException once the token is expired ([Server.ExpireAccessTokens], the morning
 // flush, or Options.TokenLifetime), killed by a newer login, or logged out; a feed
@@ -19,12 +24,17 @@
 // Error answers use Kite's JSON shape and messages:
 // {"status":"error","message":"Invalid `checksum`.","data":null,"error_type":"TokenException"}.
 //
+// [Server.Script] queues canned answers per endpoint, such as an error envelope inside
+// HTTP 200. docs/kite.md lists what the fake imitates and where it is knowingly lenient.
+//
 // Start one with [New] (closed by t.Cleanup) or [Start]. A [Server] is safe for
 // concurrent use.
 package kitefake
 
 import (
 	"crypto/rand"
+	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -47,8 +57,9 @@ type Endpoint string
 
 // The fake's endpoints.
 const (
-	ConnectLogin Endpoint = "connect/login" // GET /connect/login
-	SessionToken Endpoint = "session/token" // POST (exchange) and DELETE (logout) /session/token
+	ConnectLogin   Endpoint = "connect/login"         // GET /connect/login
+	SessionToken   Endpoint = "session/token"         // POST (exchange) and DELETE (logout) /session/token
+	SessionRefresh Endpoint = "session/refresh_token" // POST /session/refresh_token
 	UserProfile  Endpoint = "user/profile"  // GET /user/profile
 	Feed         Endpoint = "feed"          // GET /feed
 	Unknown      Endpoint = "unknown"       // anything else (404)
@@ -70,6 +81,12 @@ type Options struct {
 	TokenLifetime time.Duration
 	// TickInterval is the pause between two lines of a feed (default 20 ms).
 	TickInterval time.Duration
+	// RefreshTokens makes every session carry a refresh_token (default: "", as for
+	// most apps), which POST /session/refresh_token accepts.
+	RefreshTokens bool
+	// RotateRefreshTokens makes each renewal answer a new refresh_token and kill the one
+	// it was given (default: the same refresh token is answered and keeps working).
+	RotateRefreshTokens bool
 	// Now is the fake's clock (default time.Now). Tests move it to expire request
 	// tokens and access tokens without waiting; feeds still end on real timers.
 	Now func() time.Time
@@ -87,6 +104,8 @@ type Server struct {
 	userName      string                   // that user's name
 	apps          map[string]*app          // by api_key
 	requestTokens map[string]*requestToken // by value
+	refreshTokens map[string]*refreshToken // by value
+	scripts       map[Endpoint][]Answer    // canned answers, consumed in order
 	tokens        map[string]*accessToken  // by value
 	issued        []string                 // access tokens in issue order
 	requests      []Request                // every request, in arrival order
@@ -104,6 +123,11 @@ type requestToken struct {
 	apiKey, userID string
 	expires        time.Time
 	used           bool
+}
+
+type refreshToken struct {
+	apiKey, userID string
+	dead           bool
 }
 
 type accessToken struct {
@@ -146,13 +170,16 @@ func Start(opts Options) *Server {
 		userName:      opts.UserName,
 		apps:          map[string]*app{},
 		requestTokens: map[string]*requestToken{},
+		refreshTokens: map[string]*refreshToken{},
+		scripts:       map[Endpoint][]Answer{},
 		tokens:        map[string]*accessToken{},
 		drop:          make(chan struct{}),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/connect/login", s.handleLogin)
-	mux.HandleFunc("/session/token", s.handleSession)
-	mux.HandleFunc("/user/profile", s.handleProfile)
+	mux.HandleFunc("/session/token", s.scripted(SessionToken, s.handleSession))
+	mux.HandleFunc("/session/refresh_token", s.scripted(SessionRefresh, s.handleRefresh))
+	mux.HandleFunc("/user/profile", s.scripted(UserProfile, s.handleProfile))
 	mux.HandleFunc("/feed", s.handleFeed)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.record(r, Unknown, http.StatusNotFound)
@@ -218,6 +245,67 @@ func (s *Server) ExpireAccessTokens() {
 	defer s.mu.Unlock()
 	for _, t := range s.tokens {
 		s.killLocked(t, "expired")
+	}
+}
+
+// RevokeRefreshTokens makes every refresh token issued so far unusable, as when the
+// user revokes the app's access: renewals with them answer 403 TokenException.
+func (s *Server) RevokeRefreshTokens() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.refreshTokens {
+		r.dead = true
+	}
+}
+
+// RefreshTokenValid reports whether Kite would accept refreshToken now.
+func (s *Server) RefreshTokenValid(refreshToken string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.refreshTokens[refreshToken]
+	return r != nil && !r.dead
+}
+
+// Answer is a canned answer for [Server.Script]: Body sent with Status.
+type Answer struct {
+	Status int
+	Body   string
+}
+
+// ErrorAnswer is Kite's error envelope with errorType and message, sent with status
+// (Kite sometimes sends it with 200).
+func ErrorAnswer(status int, errorType, message string) Answer {
+	b, _ := json.Marshal(map[string]any{"status": "error", "message": message, "data": nil, "error_type": errorType})
+	return Answer{Status: status, Body: string(b)}
+}
+
+// Script queues answers for the next requests to ep (SessionToken, SessionRefresh or
+// UserProfile), one per request in order, before normal handling resumes. A scripted
+// request changes nothing in the fake.
+func (s *Server) Script(ep Endpoint, answers ...Answer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.scripts[ep] = append(s.scripts[ep], answers...)
+}
+
+// scripted answers a request to ep from its script, or passes it to next.
+func (s *Server) scripted(ep Endpoint, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		q := s.scripts[ep]
+		var a Answer
+		if len(q) > 0 {
+			a, s.scripts[ep] = q[0], q[1:]
+		}
+		s.mu.Unlock()
+		if a.Status == 0 {
+			next(w, r)
+			return
+		}
+		s.record(r, ep, a.Status)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(a.Status)
+		_, _ = io.WriteString(w, a.Body)
 	}
 }
 

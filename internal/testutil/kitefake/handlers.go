@@ -126,27 +126,20 @@ func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
 			return // a wrong checksum does not use the request token up
 		}
 		t.used = true
-		// One valid access token per app and user: a new login kills the previous one.
-		for _, old := range s.tokens {
-			if old.apiKey == apiKey && old.userID == t.userID {
-				s.killLocked(old, "superseded")
-			}
-		}
 		now := s.opts.Now()
-		expires := nextMorning(now)
-		if s.opts.TokenLifetime > 0 {
-			expires = now.Add(s.opts.TokenLifetime)
+		access, public := s.issueLocked(apiKey, t.userID), randomToken()
+		refresh := ""
+		if s.opts.RefreshTokens {
+			refresh = randomToken()
+			s.refreshTokens[refresh] = &refreshToken{apiKey: apiKey, userID: t.userID}
 		}
-		access, public := randomToken(), randomToken()
-		s.tokens[access] = &accessToken{apiKey: apiKey, userID: t.userID, expires: expires, done: make(chan struct{})}
-		s.issued = append(s.issued, access)
 		data = map[string]any{
 			"user_type": "individual", "email": strings.ToLower(t.userID) + "@example.com",
 			"user_name": s.userName, "user_shortname": s.userName, "broker": "ZERODHA",
 			"exchanges": []string{"NSE", "BSE", "NFO"}, "products": []string{"CNC", "MIS", "NRML"},
 			"order_types": []string{"MARKET", "LIMIT", "SL", "SL-M"}, "avatar_url": nil,
 			"user_id": t.userID, "api_key": apiKey, "access_token": access, "public_token": public,
-			"refresh_token": "", "enctoken": randomToken(),
+			"refresh_token": refresh, "enctoken": randomToken(),
 			"login_time": now.In(ist).Format("2006-01-02 15:04:05"),
 			"meta":       map[string]any{"demat_consent": "consent"},
 		}
@@ -157,6 +150,84 @@ func (s *Server) exchange(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.record(r, SessionToken, http.StatusOK)
+	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "data": data})
+}
+
+// issueLocked issues a new access token for apiKey and userID, killing the previous
+// one: Kite keeps one valid access token per app and user. s.mu must be held.
+func (s *Server) issueLocked(apiKey, userID string) string {
+	for _, old := range s.tokens {
+		if old.apiKey == apiKey && old.userID == userID {
+			s.killLocked(old, "superseded")
+		}
+	}
+	now := s.opts.Now()
+	expires := nextMorning(now)
+	if s.opts.TokenLifetime > 0 {
+		expires = now.Add(s.opts.TokenLifetime)
+	}
+	access := randomToken()
+	s.tokens[access] = &accessToken{apiKey: apiKey, userID: userID, expires: expires, done: make(chan struct{})}
+	s.issued = append(s.issued, access)
+	return access
+}
+
+// handleRefresh serves POST /session/refresh_token: a refresh token and its checksum
+// for a new access token.
+func (s *Server) handleRefresh(w http.ResponseWriter, r *http.Request) {
+	var fail *kiteError
+	var data map[string]any
+	func() {
+		switch {
+		case r.Method != http.MethodPost:
+			fail = &kiteError{http.StatusMethodNotAllowed, "InputException", "Method not allowed."}
+			return
+		case r.Header.Get("X-Kite-Version") != "3":
+			fail = &kiteError{http.StatusBadRequest, "InputException", "Invalid or missing `X-Kite-Version` header."}
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
+		if err := r.ParseForm(); err != nil {
+			fail = &kiteError{http.StatusBadRequest, "InputException", "Invalid form body."}
+			return
+		}
+		apiKey, rt, sum := r.PostForm.Get("api_key"), r.PostForm.Get("refresh_token"), r.PostForm.Get("checksum")
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		a := s.apps[apiKey]
+		switch {
+		case apiKey == "" || rt == "" || sum == "":
+			fail = &kiteError{http.StatusBadRequest, "InputException", "Missing `api_key`, `refresh_token` or `checksum`."}
+			return
+		case a == nil:
+			fail = &kiteError{http.StatusForbidden, "InputException", "Invalid `api_key`."}
+			return
+		}
+		t := s.refreshTokens[rt]
+		if t == nil || t.dead || t.apiKey != apiKey {
+			fail = &kiteError{http.StatusForbidden, "TokenException", MsgInvalidToken}
+			return
+		}
+		want := sha256.Sum256([]byte(apiKey + rt + a.secret))
+		got, err := hex.DecodeString(sum)
+		if err != nil || subtle.ConstantTimeCompare(got, want[:]) != 1 {
+			fail = &kiteError{http.StatusForbidden, "TokenException", MsgInvalidChecksum}
+			return
+		}
+		next := rt
+		if s.opts.RotateRefreshTokens {
+			t.dead = true
+			next = randomToken()
+			s.refreshTokens[next] = &refreshToken{apiKey: apiKey, userID: t.userID}
+		}
+		data = map[string]any{"user_id": t.userID, "access_token": s.issueLocked(apiKey, t.userID), "refresh_token": next}
+	}()
+	if fail != nil {
+		s.record(r, SessionRefresh, fail.status)
+		writeError(w, fail.status, fail.errorType, fail.message)
+		return
+	}
+	s.record(r, SessionRefresh, http.StatusOK)
 	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "data": data})
 }
 
@@ -189,8 +260,14 @@ func (s *Server) authorized(apiKey, access string) *accessToken {
 	return t
 }
 
-// handleProfile is an ordinary authenticated API call.
+// handleProfile is an ordinary authenticated API call, and the cheap check of a token.
+// It answers any method (Kite's is GET only: a known leniency).
 func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("X-Kite-Version") != "3" {
+		s.record(r, UserProfile, http.StatusBadRequest)
+		writeError(w, http.StatusBadRequest, "InputException", "Invalid or missing `X-Kite-Version` header.")
+		return
+	}
 	cred, ok := strings.CutPrefix(r.Header.Get("Authorization"), "token ")
 	apiKey, access, _ := strings.Cut(cred, ":")
 	t := s.authorized(apiKey, access)
@@ -199,9 +276,16 @@ func (s *Server) handleProfile(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "TokenException", MsgIncorrectAccessToken)
 		return
 	}
+	s.mu.Lock()
+	name := s.userName
+	s.mu.Unlock()
 	s.record(r, UserProfile, http.StatusOK)
 	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "data": map[string]any{
-		"user_id": t.userID, "broker": "ZERODHA", "user_type": "individual"}})
+		"user_id": t.userID, "user_type": "individual", "email": strings.ToLower(t.userID) + "@example.com",
+		"user_name": name, "user_shortname": name, "broker": "ZERODHA",
+		"exchanges": []string{"NSE", "BSE", "NFO"}, "products": []string{"CNC", "MIS", "NRML"},
+		"order_types": []string{"MARKET", "LIMIT", "SL", "SL-M"}, "avatar_url": nil,
+		"meta": map[string]any{"demat_consent": "consent"}}})
 }
 
 // handleFeed streams "tick N" lines while the token lives.
