@@ -335,4 +335,3 @@ func TestReadUserInfoErrors(t *testing.T) {
 		assert.False(t, strings.Contains(err.Error(), "\u0007"))
 	}
 }
-

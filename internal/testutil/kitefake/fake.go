@@ -60,9 +60,9 @@ const (
 	ConnectLogin   Endpoint = "connect/login"         // GET /connect/login
 	SessionToken   Endpoint = "session/token"         // POST (exchange) and DELETE (logout) /session/token
 	SessionRefresh Endpoint = "session/refresh_token" // POST /session/refresh_token
-	UserProfile  Endpoint = "user/profile"  // GET /user/profile
-	Feed         Endpoint = "feed"          // GET /feed
-	Unknown      Endpoint = "unknown"       // anything else (404)
+	UserProfile    Endpoint = "user/profile"          // GET /user/profile
+	Feed           Endpoint = "feed"                  // GET /feed
+	Unknown        Endpoint = "unknown"               // anything else (404)
 )
 
 // Options configures a fake. The zero value is a fake whose human logs in as "AB1234",
