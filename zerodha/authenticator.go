@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/brokertoken/brokertoken/tokencache"
 )
@@ -63,12 +64,33 @@ func (a *Authenticator) Login(ctx context.Context, user string) (*tokencache.Tok
 	return nil, &LoginRequiredError{User: user, URL: link, Err: linkErr, RenewErr: err}
 }
 
-// Renew is Login: Kite renews a session with the refresh token, not with the current
-// access token. It implements [tokencache.Renewer], so the cache renews ahead of the
-// morning expiry.
-func (a *Authenticator) Renew(ctx context.Context, user string, _ *tokencache.Token) (*tokencache.Token, error) {
+// Renew implements [tokencache.Renewer]; the cache calls it inside its RefreshBefore
+// window, while current is still valid. Kite expires every token at the morning expiry
+// time ([Options.ExpiryTime]), so a token renewed before it would die with current:
+// when a refresh token is stored and renewing now would not give a later expiry than
+// current's, Renew contacts no one and returns an error wrapping [ErrRenewalNotDue]
+// (not Temporary); the cache keeps serving current, and once it expires calls Login,
+// which renews after the expiry. Otherwise Renew is Login (without a refresh token, that
+// is the early warning with the login URL).
+func (a *Authenticator) Renew(ctx context.Context, user string, current *tokencache.Token) (*tokencache.Token, error) {
+	rt, err := a.refreshToken(ctx, user)
+	if err == nil && rt != "" && current != nil && !a.app.Expiry(time.Now()).After(current.Expiry) {
+		return nil, notDueError{expiry: current.Expiry}
+	}
 	return a.Login(ctx, user)
 }
+
+// notDueError is ErrRenewalNotDue with the expiry it waits for. It is not Temporary:
+// the cache waits its RetryMax before asking again.
+type notDueError struct{ expiry time.Time }
+
+func (e notDueError) Error() string {
+	return fmt.Sprintf("%v: the token expires at %s, and so would one renewed now", ErrRenewalNotDue,
+		e.expiry.In(ist).Format("15:04:05 MST"))
+}
+
+func (e notDueError) Unwrap() error   { return ErrRenewalNotDue }
+func (e notDueError) Temporary() bool { return false }
 
 // temporary reports whether err says that trying again soon may work.
 func temporary(err error) bool {

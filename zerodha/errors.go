@@ -25,6 +25,10 @@ var (
 	// ErrNoSecret means an exchange or logout was attempted by an App without
 	// Options.APISecret.
 	ErrNoSecret = errors.New("zerodha: Options.APISecret is not set")
+	// ErrRenewalNotDue is returned by [Authenticator.Renew] before the morning expiry:
+	// Kite expires every token at that time of day, so renewing earlier gains nothing.
+	// The cache keeps serving the current token and renews once it expires.
+	ErrRenewalNotDue = errors.New("zerodha: renewal not due before the morning expiry")
 )
 
 // LoginRequiredError is what the [Authenticator] returns: a human must log in to Kite at

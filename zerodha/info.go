@@ -80,6 +80,9 @@ func decodeUserInfo(raw []byte) (*UserInfo, error) {
 	if info.UserID == "" {
 		return nil, errors.New(`no "user_id"`)
 	}
+	if !info.LoginTime.IsZero() {
+		info.LoginTime = info.LoginTime.In(ist)
+	}
 	texts := []string{info.UserID, info.UserName, info.UserShortName, info.UserType, info.Broker}
 	for _, list := range [][]string{info.Exchanges, info.Products, info.OrderTypes} {
 		texts = append(texts, list...)

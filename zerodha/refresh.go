@@ -58,19 +58,49 @@ func (a *App) dropRefreshToken(ctx context.Context, tok string) {
 	}
 }
 
+// renewQuiet is how long before Options.ExpiryTime a renewal waits for it instead of
+// renewing: Kite expires every token at that time of day, so a token renewed just before
+// it would be dead within minutes.
+const renewQuiet = 10 * time.Minute
+
+// errRenewalWaits says that a renewal waits for Kite's morning expiry; it is temporary,
+// so the cache tries again after a short backoff.
+var errRenewalWaits = &APIError{Endpoint: "/session/refresh_token", Err: fmt.Errorf("%w: Kite expires every token at the morning expiry time; renewing after it", ErrUnavailable)}
+
+// refreshToken returns the stored refresh token when this process may renew user's
+// session with it: it has the API secret, user is the app's, and one is stored ("" when
+// not).
+func (a *Authenticator) refreshToken(ctx context.Context, user string) (string, error) {
+	if user != a.app.opts.User || a.app.opts.APISecret == "" {
+		return "", nil
+	}
+	return a.app.loadRefreshToken(ctx)
+}
+
 // renew obtains a new access token with the stored refresh token. tried is false when
-// there is nothing to try: this process has no API secret, user is not the app's, or no
-// refresh token is stored. A refresh token Kite refuses (TokenException) is forgotten,
-// so that it is sent once only. A new refresh token in the answer is stored before the
-// access token is returned.
+// there is nothing to try (see refreshToken). Within renewQuiet of the morning expiry it
+// first waits for it, when ctx allows, else fails with a temporary error. A refresh
+// token Kite refuses (TokenException) is forgotten, so that it is sent once only. A new
+// refresh token in the answer is stored before the access token is returned.
 func (a *Authenticator) renew(ctx context.Context, user string) (tok *tokencache.Token, tried bool, err error) {
 	app := a.app
-	if user != app.opts.User || app.opts.APISecret == "" {
-		return nil, false, nil
-	}
-	rt, err := app.loadRefreshToken(ctx)
+	rt, err := a.refreshToken(ctx, user)
 	if err != nil || rt == "" {
 		return nil, err != nil, err
+	}
+	if until := time.Until(app.Expiry(time.Now())); until <= renewQuiet {
+		wait := until + time.Second
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait+30*time.Second {
+			return nil, true, errRenewalWaits
+		}
+		app.opts.Logger.Info("zerodha: waiting for Kite's morning expiry before renewing", "user", user, "wait", wait.Round(time.Second))
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, true, ctx.Err()
+		}
 	}
 	sess, err := app.renewSession(ctx, rt)
 	if err != nil {

@@ -289,3 +289,96 @@ func TestCloseEndsStreamingFeeds(t *testing.T) {
 	}
 	s.Close() // idempotent
 }
+
+func renewWith(t *testing.T, c *http.Client, s *kitefake.Server, refresh, sum string, version bool) answer {
+	t.Helper()
+	form := url.Values{"api_key": {apiKey}, "refresh_token": {refresh}, "checksum": {sum}}
+	req, err := http.NewRequest(http.MethodPost, s.URL()+"/session/refresh_token", strings.NewReader(form.Encode()))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if version {
+		req.Header.Set("X-Kite-Version", "3")
+	}
+	return do(t, c, req)
+}
+
+func TestRefreshTokensRenewTheSession(t *testing.T) {
+	for _, rotate := range []bool{false, true} {
+		t.Run(map[bool]string{false: "kept", true: "rotated"}[rotate], func(t *testing.T) {
+			s := newFake(t, kitefake.Options{RefreshTokens: true, RotateRefreshTokens: rotate})
+			c := client(t)
+			rt := s.IssueRequestToken(apiKey)
+			a := exchange(t, c, s, rt, checksum(apiKey, rt, apiSecret), true)
+			require.Equal(t, http.StatusOK, a.Status)
+			first := a.Data["access_token"].(string)
+			refresh := a.Data["refresh_token"].(string)
+			require.Len(t, refresh, 32, "the session carries a refresh token")
+			assert.True(t, s.RefreshTokenValid(refresh))
+
+			got := renewWith(t, c, s, refresh, checksum(apiKey, refresh, apiSecret), true)
+			require.Equal(t, http.StatusOK, got.Status, got.Body)
+			assert.Equal(t, "success", got.Body["status"])
+			second := got.Data["access_token"].(string)
+			assert.Equal(t, "AB1234", got.Data["user_id"])
+			assert.True(t, s.Valid(second))
+			assert.False(t, s.Valid(first), "the renewal kills the previous access token")
+			next := got.Data["refresh_token"].(string)
+			if rotate {
+				assert.NotEqual(t, refresh, next)
+				assert.False(t, s.RefreshTokenValid(refresh), "a rotated refresh token works once")
+				assert.Equal(t, http.StatusForbidden, renewWith(t, c, s, refresh, checksum(apiKey, refresh, apiSecret), true).Status)
+			} else {
+				assert.Equal(t, refresh, next)
+			}
+			assert.True(t, s.RefreshTokenValid(next))
+
+			bad := renewWith(t, c, s, next, checksum(apiKey, next, "wrong-secret"), true)
+			assert.Equal(t, http.StatusForbidden, bad.Status)
+			assert.Equal(t, "TokenException", bad.ErrorType)
+			assert.Equal(t, kitefake.MsgInvalidChecksum, bad.Message)
+			assert.Equal(t, http.StatusBadRequest, renewWith(t, c, s, next, checksum(apiKey, next, apiSecret), false).Status,
+				"X-Kite-Version is required")
+			s.RevokeRefreshTokens()
+			revoked := renewWith(t, c, s, next, checksum(apiKey, next, apiSecret), true)
+			assert.Equal(t, http.StatusForbidden, revoked.Status)
+			assert.Equal(t, "TokenException", revoked.ErrorType)
+			assert.Equal(t, 1, s.Calls(kitefake.SessionRefresh, http.MethodPost, http.StatusOK))
+		})
+	}
+}
+
+func TestNoRefreshTokenByDefault(t *testing.T) {
+	s := newFake(t, kitefake.Options{})
+	c := client(t)
+	rt := s.IssueRequestToken(apiKey)
+	a := exchange(t, c, s, rt, checksum(apiKey, rt, apiSecret), true)
+	require.Equal(t, http.StatusOK, a.Status)
+	assert.Equal(t, "", a.Data["refresh_token"])
+	assert.Equal(t, http.StatusForbidden, renewWith(t, c, s, "x", checksum(apiKey, "x", apiSecret), true).Status)
+}
+
+func TestScriptedAnswersAndStrictProfile(t *testing.T) {
+	s := newFake(t, kitefake.Options{})
+	c := client(t)
+	access := login(t, c, s)
+	s.Script(kitefake.UserProfile, kitefake.ErrorAnswer(http.StatusOK, "TokenException", "Session expired"))
+	a := profile(t, c, s, access)
+	assert.Equal(t, http.StatusOK, a.Status, "an error envelope inside HTTP 200")
+	assert.Equal(t, "error", a.Body["status"])
+	assert.Equal(t, "TokenException", a.ErrorType)
+	a = profile(t, c, s, access)
+	require.Equal(t, http.StatusOK, a.Status)
+	assert.Equal(t, "success", a.Body["status"], "the script is used up")
+	for _, field := range []string{"user_id", "user_name", "user_shortname", "email", "broker", "exchanges", "products", "order_types"} {
+		assert.Contains(t, a.Data, field)
+	}
+
+	req, err := http.NewRequest(http.MethodGet, s.URL()+"/user/profile", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "token "+apiKey+":"+access)
+	noVersion := do(t, c, req)
+	assert.Equal(t, http.StatusBadRequest, noVersion.Status, "X-Kite-Version is required")
+	assert.Equal(t, "InputException", noVersion.ErrorType)
+	assert.Equal(t, 1, s.Calls(kitefake.UserProfile, "", http.StatusBadRequest))
+	assert.Equal(t, 2, s.Calls(kitefake.UserProfile, "", http.StatusOK), "scripted answers are counted too")
+}
