@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"log"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/brokertoken/brokertoken/internal/testutil/kitefake"
 	"github.com/brokertoken/brokertoken/tokencache"
 	"github.com/brokertoken/brokertoken/zerodha"
 )
@@ -113,4 +115,63 @@ func ExampleAuthorizationHeader() {
 	req.Header.Set(zerodha.VersionHeader, zerodha.Version)
 	fmt.Println(req.Header.Get("Authorization"))
 	// Output: token my_api_key:my_access_token
+}
+
+// Any process reads what Kite said about the user at the last login, beside the token,
+// with read access to Redis only (here a fake Kite and an embedded Redis play the real
+// ones, and a human's login is one GET).
+func ExampleApp_UserInfo() {
+	m := miniredis.NewMiniRedis()
+	if err := m.Start(); err != nil {
+		panic(err)
+	}
+	defer m.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	defer rdb.Close()
+	kite := kitefake.Start(kitefake.Options{UserID: "AB1234", UserName: "Asha Rao"})
+	defer kite.Close()
+
+	// The web process: it answers Kite's redirect and stores the login.
+	web := http.NewServeMux()
+	srv := httptest.NewServer(web)
+	defer srv.Close()
+	kite.AddApp("my_api_key", "my_api_secret", srv.URL+"/kite/redirect")
+	app, _ := zerodha.New(zerodha.Options{APIKey: "my_api_key", APISecret: "my_api_secret", Redis: rdb,
+		LoginURL: kite.LoginURL(), APIURL: kite.URL()})
+	cache, _ := tokencache.New(tokencache.Options{Redis: rdb})
+	defer cache.Close()
+	web.Handle("/kite/redirect", app.RedirectHandler(cache))
+	loginURL, _ := app.LoginURL(context.Background())
+	if resp, err := http.Get(loginURL); err == nil { // the human logs in
+		resp.Body.Close()
+	}
+
+	// A service: no secret, only the api_key and Redis.
+	service, _ := zerodha.New(zerodha.Options{APIKey: "my_api_key", Redis: rdb})
+	info, err := service.UserInfo(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(info.UserID, info.UserName, info.Broker)
+	// Output: AB1234 Asha Rao ZERODHA
+}
+
+// Check asks Kite whether a token still works (GET /user/profile), without the secret:
+// valid, rejected, or cannot tell.
+func ExampleAuthenticator_Check() {
+	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
+	defer rdb.Close()
+	app, err := zerodha.New(zerodha.Options{APIKey: os.Getenv("KITE_API_KEY"), Redis: rdb})
+	if err != nil {
+		log.Fatal(err)
+	}
+	tok := &tokencache.Token{AccessToken: os.Getenv("KITE_ACCESS_TOKEN")}
+	switch err := app.Authenticator().Check(context.Background(), app.User(), tok); {
+	case err == nil:
+		fmt.Println("valid")
+	case errors.Is(err, tokencache.ErrTokenRejected):
+		fmt.Println("rejected: a human must log in, or the refresh token renews it")
+	default:
+		fmt.Println("cannot tell:", err)
+	}
 }

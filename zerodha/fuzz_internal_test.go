@@ -1,6 +1,7 @@
 package zerodha
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -32,8 +33,26 @@ func FuzzDecodeSession(f *testing.F) {
 			}
 			return
 		}
-		if s.AccessToken == "" || strings.ContainsAny(s.AccessToken, " \t\r\n") {
+		if !usableToken(s.AccessToken) {
 			t.Fatalf("unusable access token %q", s.AccessToken)
+		}
+		if s.RefreshToken != "" && !usableToken(s.RefreshToken) {
+			t.Fatalf("unusable refresh token %q", s.RefreshToken)
+		}
+		if len(s.RefreshToken) > 12 {
+			for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+				if out := fmt.Sprintf(verb, s); strings.Contains(out, s.RefreshToken) {
+					t.Fatalf("%s shows the refresh token: %s", verb, out)
+				}
+			}
+		}
+		for _, list := range [][]string{s.info.Exchanges, s.info.Products, s.info.OrderTypes} {
+			if len(list) > 32 {
+				t.Fatalf("list of %d", len(list))
+			}
+			for _, e := range list {
+				checkClean(t, e, 33)
+			}
 		}
 		if !s.LoginTime.IsZero() && s.LoginTime.Location() != ist {
 			t.Fatal("login time not in IST")
@@ -95,4 +114,69 @@ func checkClean(t *testing.T, s string, max int) {
 			t.Fatalf("control character in %q", s)
 		}
 	}
+}
+
+func FuzzKiteError(f *testing.F) {
+	f.Add(200, []byte(`{"status":"error","message":"Session expired","data":null,"error_type":"TokenException"}`))
+	f.Add(200, []byte(`{"status":"success","data":{"user_id":"AB1234"}}`))
+	f.Add(200, []byte(`{"status":"error"}`))
+	f.Add(200, []byte(`{"error_type":7}`))
+	f.Add(403, []byte(`{"status":"error","message":"Incorrect`+"`api_key` or `access_token`"+`.","error_type":"TokenException"}`))
+	f.Add(204, []byte(``))
+	f.Fuzz(func(t *testing.T, status int, body []byte) {
+		e := kiteError("/user/profile", status, body)
+		if status < 200 || status > 299 {
+			if e == nil {
+				t.Fatalf("HTTP %d is not an error", status)
+			}
+		}
+		if e != nil {
+			if e.StatusCode != status {
+				t.Fatal("lost the status")
+			}
+			checkClean(t, e.Message, maxMessage+1)
+			return
+		}
+		var env envelope
+		if json.Unmarshal(body, &env) == nil && env.Status == "error" {
+			t.Fatal(`"status":"error" read as a success`)
+		}
+	})
+}
+
+func FuzzDecodeProfile(f *testing.F) {
+	f.Add([]byte(`{"status":"success","data":{"user_id":"AB1234","user_type":"individual","email":"x@example.com","user_name":"A B","broker":"ZERODHA","exchanges":["NSE"],"products":["CNC"],"order_types":["MARKET"],"avatar_url":null,"meta":{"demat_consent":"physical"}}}`))
+	f.Add([]byte(`{"status":"success","data":{}}`))
+	f.Add([]byte(`{"status":"success","data":{"user_id":5}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		id, err := decodeProfile(body)
+		if err == nil {
+			if id == "" {
+				t.Fatal("no user_id and no error")
+			}
+			checkClean(t, id, 65)
+		}
+	})
+}
+
+func FuzzDecodeUserInfo(f *testing.F) {
+	f.Add([]byte(`{"user_id":"AB1234","user_name":"Kite Fake","broker":"ZERODHA","exchanges":["NSE","BSE"],"login_time":"2025-01-06T09:15:02+05:30","updated":"2025-01-06T03:45:02Z"}`))
+	f.Add([]byte(`{"user_id":""}`))
+	f.Add([]byte(`{"user_id":"AB\u0001"}`))
+	f.Add([]byte(`{"user_id":"AB","products":[1]}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		info, err := decodeUserInfo(raw)
+		if err != nil {
+			return
+		}
+		if info.UserID == "" {
+			t.Fatal("no user_id")
+		}
+		for _, s := range append([]string{info.UserID, info.UserName, info.UserShortName, info.UserType, info.Broker}, info.Exchanges...) {
+			checkClean(t, s, len(s)+1)
+			if strings.TrimSpace(s) != s {
+				t.Fatalf("padded text %q", s)
+			}
+		}
+	})
 }
