@@ -1,7 +1,7 @@
 // Package wsfake is an in-process fake of Tradovate's market-data websocket
 // (wss://md.tradovateapi.com/v1/websocket), for tests and the examples' demos.
 //
-// It speaks the framing of docs/tradovate-auth.md section 6 (server frames `o`, `h`,
+// It speaks the framing of docs/tradovate.md, "Websockets" (server frames `o`, `h`,
 // `a[...]`, `c`; client requests "op\nid\nquery\nbody"; `[]` heartbeats), accepts
 // `authorize` only with a token its Options.Valid accepts (tests pass
 // tradovatefake.Server.Valid), streams quotes for md/subscribeQuote, answers
