@@ -75,8 +75,14 @@ func TestAcceptedLoginWithAnUnknownAnswerIsSentOnce(t *testing.T) {
 			creds := f.credentials(t, func(c *tradovate.Credential) { c.Method = method })
 			// Caches that would retry within milliseconds, and an Authenticator that
 			// retries temporary failures: neither sends the accepted login again.
+			var reported atomic.Int32 // what a daemon's alerting hook sees
 			caches := f.fleet(t, 4, creds, func(o *tradovate.Options) { o.Logger = logger }, func(o *tokencache.Options) {
 				o.RetryMin, o.RetryMax = 5*time.Millisecond, 20*time.Millisecond
+				o.Hooks.RefreshFailed = func(_, op string, err error) {
+					if op == "login" && errors.Is(err, tradovate.ErrUnknownLoginAnswer) {
+						reported.Add(1)
+					}
+				}
 			})
 			ctx := tokenCtx(t)
 			var first error
@@ -110,6 +116,7 @@ func TestAcceptedLoginWithAnUnknownAnswerIsSentOnce(t *testing.T) {
 			assert.NotContains(t, msg, unknownShapeToken)
 			assert.NotContains(t, msg, "4800", "values are never shown")
 			assert.Contains(t, logs.String(), "level=ERROR", "the failure is reported loudly")
+			assert.Positive(t, reported.Load(), "and reaches the caches' failure hooks")
 			assert.NotContains(t, logs.String(), unknownShapeToken)
 
 			// Every process sees the hold, without contacting the broker.

@@ -82,7 +82,7 @@ func nth(k *kitefake.Server, n int) func() string {
 
 func TestRefreshTokenRenewsOncePerExpiryAcrossFourCaches(t *testing.T) {
 	f := newFixture(t, kitefake.Options{RefreshTokens: true, RotateRefreshTokens: true},
-		func(o *zerodha.Options) { o.ExpiryTime = soonInIndia(5 * time.Second) })
+		func(o *zerodha.Options) { o.ExpiryTime = soonInIndia(8 * time.Second) })
 	status, page := f.login(t)
 	require.Equal(t, http.StatusOK, status, page)
 	firstRefresh := f.storedRefreshToken(t)

@@ -8,7 +8,7 @@
 // EdDSA-signed JWTs with sub, exp, jti and phs claims, tracks sessions (a third login
 // revokes the oldest session's tokens), validates Bearer tokens, counts every call per
 // endpoint and user, and can be scripted to answer with penalties, captchas, 429, 423,
-// errorText, 5xx, slowness or garbage.
+// errorText, 5xx, slowness, garbage or an answer cut short.
 //
 // Start one with [New]; it is closed by t.Cleanup. A [Server] is safe for concurrent use.
 package tradovatefake
