@@ -203,12 +203,9 @@ type members map[string]json.RawMessage
 
 // decodeMembers decodes a single JSON object; anything else is an error.
 func decodeMembers(body []byte) (members, error) {
-	var m members
+	m := members{}
 	if err := decodeObject(body, &m); err != nil {
 		return nil, err
-	}
-	if m == nil { // "null" cannot reach here (decodeObject wants '{'), but be sure
-		m = members{}
 	}
 	return m, nil
 }
@@ -221,11 +218,12 @@ func (m members) has(name string) bool {
 
 // str returns member name when it is a JSON string.
 func (m members) str(name string) (string, bool) {
+	raw := bytes.TrimSpace(m[name])
 	var s string
-	if raw, ok := m[name]; ok && json.Unmarshal(raw, &s) == nil && len(bytes.TrimSpace(raw)) > 0 && bytes.TrimSpace(raw)[0] == '"' {
-		return s, true
+	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+		return "", false // absent, null (which would unmarshal as ""), or not a string
 	}
-	return "", false
+	return s, true
 }
 
 // num returns member name when it is a JSON number or a string holding one.

@@ -63,9 +63,13 @@ func (a *App) dropRefreshToken(ctx context.Context, tok string) {
 // it would be dead within minutes.
 const renewQuiet = 10 * time.Minute
 
-// errRenewalWaits says that a renewal waits for Kite's morning expiry; it is temporary,
-// so the cache tries again after a short backoff.
-var errRenewalWaits = &APIError{Endpoint: "/session/refresh_token", Err: fmt.Errorf("%w: Kite expires every token at the morning expiry time; renewing after it", ErrUnavailable)}
+// errRenewalWaits says that a renewal waits for Kite's morning expiry, which is further
+// away than the caller's deadline allows; it is temporary, so the cache tries again
+// after a short backoff.
+func errRenewalWaits(until time.Duration) error {
+	return &APIError{Endpoint: "/session/refresh_token", Err: fmt.Errorf(
+		"%w: Kite expires every token at the morning expiry time, in %s; renewing after it", ErrUnavailable, until.Round(time.Second))}
+}
 
 // refreshToken returns the stored refresh token when this process may renew user's
 // session with it: it has the API secret, user is the app's, and one is stored ("" when
@@ -91,7 +95,7 @@ func (a *Authenticator) renew(ctx context.Context, user string) (tok *tokencache
 	if until := time.Until(app.Expiry(time.Now())); until <= renewQuiet {
 		wait := until + time.Second
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait+30*time.Second {
-			return nil, true, errRenewalWaits
+			return nil, true, errRenewalWaits(until)
 		}
 		app.opts.Logger.Info("zerodha: waiting for Kite's morning expiry before renewing", "user", user, "wait", wait.Round(time.Second))
 		t := time.NewTimer(wait)
