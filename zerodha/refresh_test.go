@@ -255,3 +255,24 @@ func TestRenewBeforeTheMorningExpiryIsNotDue(t *testing.T) {
 	assert.False(t, te.Temporary())
 	assert.Zero(t, f.kite.Calls(kitefake.SessionRefresh, "", 0), "Kite was not asked")
 }
+
+func TestRenewalJustBeforeTheMorningExpiryWaitsForIt(t *testing.T) {
+	f := newFixture(t, kitefake.Options{RefreshTokens: true},
+		func(o *zerodha.Options) { o.ExpiryTime = soonInIndia(5 * time.Minute) })
+	status, _ := f.login(t)
+	require.Equal(t, http.StatusOK, status)
+	app, _ := f.writer(t, nil)
+	// The expiry is minutes away, more than this caller's deadline: a token renewed now
+	// would die with the current one, so nothing is sent and the cache is told to try
+	// again soon.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := app.Authenticator().Login(ctx, app.User())
+	require.ErrorIs(t, err, zerodha.ErrUnavailable)
+	assert.Contains(t, err.Error(), "renewing after it")
+	var te interface{ Temporary() bool }
+	require.ErrorAs(t, err, &te)
+	assert.True(t, te.Temporary())
+	assert.NotErrorIs(t, err, zerodha.ErrLoginRequired)
+	assert.Zero(t, f.kite.Calls(kitefake.SessionRefresh, "", 0))
+}
