@@ -1,6 +1,7 @@
 package tokencache
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -94,6 +95,27 @@ type Hooks struct {
 	// that this cache held an older copy of (usually another process's write; also
 	// this cache's own Set when its message arrives before the Set's reply).
 	Invalidated func(user string, version int64)
+	// BrokerCall is called as this cache sends a login or a renewal (op "login" or
+	// "renew") of user to the Authenticator. The context it returns is the one the
+	// Authenticator gets (a tracer starts a span in it); done, when not nil, is called
+	// once with the call's error (nil on success) when it returns. It measures what
+	// the other hooks cannot: how long the broker takes, and the call in its context.
+	BrokerCall func(ctx context.Context, user, op string) (_ context.Context, done func(err error))
+}
+
+// brokerCall calls h.BrokerCall when it is set; the returned done is never nil.
+func (h *Hooks) brokerCall(ctx context.Context, user, op string) (context.Context, func(error)) {
+	if h.BrokerCall == nil {
+		return ctx, func(error) {}
+	}
+	cctx, done := h.BrokerCall(ctx, user, op)
+	if cctx == nil {
+		cctx = ctx
+	}
+	if done == nil {
+		done = func(error) {}
+	}
+	return cctx, done
 }
 
 // init returns a copy of o with every default filled in, or an error naming the field

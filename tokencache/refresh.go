@@ -403,14 +403,18 @@ func (c *Cache) obtain(ctx context.Context, e *entry, stored *Token, base int64)
 	op := "login"
 	if r, ok := c.auth.(Renewer); ok && current != nil && now.Before(current.Expiry) {
 		op = "renew"
-		tok, err = r.Renew(ctx, e.user, current)
+		cctx, done := c.opts.Hooks.brokerCall(ctx, e.user, op)
+		tok, err = r.Renew(cctx, e.user, current)
+		done(err)
 		if errors.Is(err, ErrTokenRejected) {
 			c.log.Info("tokencache: broker rejected the token on renew; logging in", "user", e.user)
 			op, tok, err = "login", nil, nil
 		}
 	}
 	if op == "login" {
-		tok, err = c.auth.Login(ctx, e.user)
+		cctx, done := c.opts.Hooks.brokerCall(ctx, e.user, op)
+		tok, err = c.auth.Login(cctx, e.user)
+		done(err)
 	}
 	if err == nil && (tok == nil || tok.AccessToken == "") {
 		err = errors.New("no token returned")
