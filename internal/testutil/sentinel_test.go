@@ -1,0 +1,36 @@
+package testutil
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A failover client writes through the master; when the master is killed, the
+// sentinels promote the replica, and the same client reads the replicated key from it
+// and writes again.
+func TestSentinelFailsOverWhenTheMasterDies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two Redis servers and three sentinels")
+	}
+	s := Sentinel(t)
+	require.Len(t, s.SentinelAddrs(), 3)
+	ctx := context.Background()
+	c := s.Client(t)
+	key := s.Prefix + ":k"
+	require.NoError(t, c.Set(ctx, key, "before", 0).Err())
+	require.NoError(t, c.Wait(ctx, 1, time.Second).Err(), "replicated")
+
+	old := s.KillMaster(t)
+	master := s.WaitFailover(t, old, 30*time.Second)
+	assert.NotEqual(t, old, master)
+	assert.Equal(t, master, s.MasterAddr(t))
+	require.Eventually(t, func() bool {
+		v, err := c.Get(ctx, key).Result()
+		return err == nil && v == "before"
+	}, 10*time.Second, 50*time.Millisecond)
+	require.NoError(t, c.Set(ctx, key, "after", 0).Err())
+}
