@@ -82,11 +82,7 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		s.add(pw)
 	}
 	if cfg.redis != nil {
-		if cfg.redis.single != nil {
-			s.add(cfg.redis.single.Password)
-		} else {
-			s.add(cfg.redis.cluster.Password)
-		}
+		s.add(cfg.redis.passwords()...)
 	}
 	log := newLogger(stderr, cfg.logFormat, cfg.logLevel, s)
 

@@ -86,3 +86,32 @@ func TestTokenOnRedisCluster(t *testing.T) {
 	assert.Contains(t, stdout, `"state": "fresh"`)
 	assert.Equal(t, 1, fake.Logins(user))
 }
+
+// The wrong scheme for the port says so: rediss:// against a plain server is a failed
+// TLS handshake (not a timeout), redis:// against a TLS-only server suggests rediss://.
+func TestRedisTLSMismatchSaysSo(t *testing.T) {
+	plain := testutil.StartRedis(t)
+	tlsSrv := testutil.TLSRedis(t)
+	for _, tc := range []struct {
+		name, url string
+		want      []string
+	}{
+		{"rediss to a plain port", "rediss://" + plain.Addr() + "/0",
+			[]string{"cannot connect: TLS handshake with " + plain.Addr(), "does not speak TLS there", "use redis://"}},
+		{"redis to a TLS port", "redis://" + tlsSrv.User + ":" + tlsSrv.Password + "@" + tlsSrv.Addr() + "/0",
+			[]string{"cannot connect", "use rediss://"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{"REDIS_URL": tc.url, "BROKERTOKEN_PREFIX": plain.Prefix}
+			code, stdout, stderr := inProcess(t, context.Background(), env, "", "status", "--timeout", "30s")
+			assert.Equal(t, 2, code, stderr)
+			assert.Empty(t, stdout)
+			oneLineError(t, stderr)
+			for _, w := range tc.want {
+				assert.Contains(t, stderr, w)
+			}
+			assert.NotContains(t, stderr, "context deadline exceeded")
+			assert.NotContains(t, stderr, tlsSrv.Password)
+		})
+	}
+}

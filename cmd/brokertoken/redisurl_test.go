@@ -37,6 +37,8 @@ func TestParseRedisURL(t *testing.T) {
 		{name: "rediss+cluster", url: "rediss+cluster://:pw99@h1:7000,h2:7001/0", password: "ignored", cluster: true, addrs: []string{"h1:7000", "h2:7001"}, pass: "pw99", tls: true},
 		{name: "cluster password from env", url: "redis+cluster://h1:7000", password: "fromenv", cluster: true, addrs: []string{"h1:7000"}, pass: "fromenv"},
 		{name: "cluster options", url: "redis+cluster://h1:7000,h2:7001?dial_timeout=2s", cluster: true, addrs: []string{"h1:7000", "h2:7001"}},
+		{name: "cluster addr seeds", url: "redis+cluster://h1:7000,h2:7001?addr=h3:7002&addr=h2:7001", cluster: true, addrs: []string{"h1:7000", "h2:7001", "h3:7002"}},
+		{name: "go-redis cluster form", url: "redis://:pw99@h1:7000?addr=h2:7001&addr=h3:7002", cluster: true, addrs: []string{"h1:7000", "h2:7001", "h3:7002"}, pass: "pw99", display: "redis://:xxxxx@h1:7000?addr=h2%3A7001&addr=h3%3A7002"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,4 +104,73 @@ func TestRedisCAFile(t *testing.T) {
 	assert.ErrorContains(t, err, "holds no PEM certificate")
 	_, err = parseRedisURL("rediss://h:1", "", filepath.Join(dir, "missing.pem"))
 	assert.ErrorContains(t, err, "no such file")
+}
+
+func TestParseSentinelURL(t *testing.T) {
+	tests := []struct {
+		name                   string
+		url, password          string
+		master                 string
+		sentinels              []string
+		db                     int
+		user, pass             string
+		sentinelUser, sentPass string
+		tls                    bool
+		display                string
+	}{
+		{name: "one sentinel, default port", url: "redis+sentinel://s1/mymaster", master: "mymaster", sentinels: []string{"s1:26379"}},
+		{name: "comma list, db, options on the last element", url: "redis+sentinel://:mpw1@s1:26379,s2:26380/orca/2?dial_timeout=2s",
+			master: "orca", sentinels: []string{"s1:26379", "s2:26380"}, db: 2, pass: "mpw1", display: "redis+sentinel://:xxxxx@s1:26379,s2:26380/orca/2?dial_timeout=2s"},
+		{name: "sentinel credentials", url: "redis+sentinel://app:mpw1@s1,s2/m?sentinel_username=sen&sentinel_password=spw1",
+			master: "m", sentinels: []string{"s1:26379", "s2:26379"}, user: "app", pass: "mpw1", sentinelUser: "sen", sentPass: "spw1"},
+		{name: "TLS", url: "rediss+sentinel://s1:26379/m", master: "m", sentinels: []string{"s1:26379"}, tls: true},
+		{name: "REDIS_PASSWORD for the master", url: "redis+sentinel://s1/m", password: "fromenv", master: "m", sentinels: []string{"s1:26379"}, pass: "fromenv"},
+		{name: "go-redis failover form", url: "redis://sen:spw1@s1:26379/1?master_name=m&addr=s2:26379&password=mpw1",
+			master: "m", sentinels: []string{"s1:26379", "s2:26379"}, db: 1, pass: "mpw1", sentinelUser: "sen", sentPass: "spw1",
+			display: "redis://sen:xxxxx@s1:26379/1?addr=s2%3A26379&master_name=m&password=xxxxx"},
+		{name: "go-redis failover form over TLS", url: "rediss://s1:26379?master_name=m&skip_verify=true", master: "m", sentinels: []string{"s1:26379"}, tls: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseRedisURL(tt.url, tt.password, "")
+			require.NoError(t, err)
+			o := got.failover
+			require.NotNil(t, o)
+			assert.Equal(t, tt.master, o.MasterName)
+			assert.Equal(t, tt.sentinels, o.SentinelAddrs)
+			assert.Equal(t, tt.db, o.DB)
+			assert.Equal(t, tt.user, o.Username)
+			assert.Equal(t, tt.pass, o.Password)
+			assert.Equal(t, tt.sentinelUser, o.SentinelUsername)
+			assert.Equal(t, tt.sentPass, o.SentinelPassword)
+			assert.Equal(t, tt.tls, o.TLSConfig != nil)
+			assert.Equal(t, tt.tls, o.Dialer != nil, "TLS connections use the dialer that reports handshake errors")
+			assert.True(t, o.ContextTimeoutEnabled)
+			if tt.display != "" {
+				assert.Equal(t, tt.display, got.display)
+			}
+			for _, secret := range []string{"mpw1", "spw1"} {
+				assert.NotContains(t, got.display, secret)
+			}
+			assert.Contains(t, got.passwords(), tt.pass)
+			require.NoError(t, got.client().Close())
+		})
+	}
+
+	for _, bad := range []struct{ name, url, want string }{
+		{"no master", "redis+sentinel://s1:26379", "want the master's name in the path"},
+		{"too deep a path", "redis+sentinel://s1/m/0/x", "want the master's name in the path"},
+		{"bad db", "redis+sentinel://s1/m/x", `invalid database number: "x"`},
+		{"master twice", "redis+sentinel://s1/m?master_name=n", "not as master_name"},
+		{"path twice", "redis+sentinel://s1/m,s2/n", "give it once"},
+		{"empty master_name", "redis://s1:26379?master_name=", "master_name is empty"},
+		{"unknown option", "redis+sentinel://:topsecret@s1/m?bogus=1", "unexpected option: bogus"},
+	} {
+		t.Run(bad.name, func(t *testing.T) {
+			_, err := parseRedisURL(bad.url, "", "")
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), bad.want)
+			assert.NotContains(t, err.Error(), "topsecret")
+		})
+	}
 }

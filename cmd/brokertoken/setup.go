@@ -80,7 +80,7 @@ type setupOptions struct {
 }
 
 // pingTimeout bounds the start-up check that Redis answers.
-const pingTimeout = 5 * time.Second
+const pingTimeout = 10 * time.Second
 
 // brokerTimeout bounds one request to the broker when setup makes the HTTP client
 // (tradovate's default client has the same).
@@ -153,7 +153,11 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, usagef("redis %s: cannot connect: %s", cfg.redis.display, oneLine(err.Error()))
+		hint := ""
+		if cfg.redis.tlsConfig() == nil {
+			hint = plainToTLSHint(err)
+		}
+		return nil, usagef("redis %s: cannot connect: %s%s", cfg.redis.display, oneLine(err.Error()), hint)
 	}
 
 	if d.creds != nil {
