@@ -95,7 +95,7 @@ func TestAlertsAreSentOncePerEventForTheFleet(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var fleet []*alerter
 	for range 3 {
-		fleet = append(fleet, newAlerter(cfg, srv.Client(t), log, &scrubber{}, newMetrics()))
+		fleet = append(fleet, newAlerter(cfg, srv.Client(t), log, &scrubber{}, testMetrics(t)))
 	}
 	ctx := context.Background()
 	all := func(ev alertEvent) {
@@ -152,7 +152,7 @@ func TestAlertDeliveryRetriesAndGivesUp(t *testing.T) {
 		return c
 	}
 	hook.mu.Unlock()
-	m := newMetrics()
+	m := testMetrics(t)
 	a := newAlerter(&config{alertWebhook: hook.srv.URL, alertFormat: "json", prefix: srv.Prefix}, srv.Client(t),
 		slog.New(slog.NewTextHandler(io.Discard, nil)), &scrubber{}, m)
 	ctx := context.Background()

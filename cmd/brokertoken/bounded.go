@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	"github.com/brokertoken/brokertoken/tokencache"
 )
@@ -16,6 +17,7 @@ import (
 type boundedAuth struct {
 	auth  tokencache.Authenticator
 	slots chan struct{}
+	log   *slog.Logger // says when a call waits over a second for a slot
 }
 
 // boundedRenewer is a boundedAuth over an Authenticator that also renews, so the cache
@@ -30,9 +32,10 @@ var (
 	_ tokencache.Renewer       = (*boundedRenewer)(nil)
 )
 
-// boundAuth returns auth limited to n broker calls at once (n > 0).
-func boundAuth(auth tokencache.Authenticator, n int) tokencache.Authenticator {
-	b := &boundedAuth{auth: auth, slots: make(chan struct{}, n)}
+// boundAuth returns auth limited to n broker calls at once (n > 0); log hears of waits
+// for a slot that last over a second.
+func boundAuth(auth tokencache.Authenticator, n int, log *slog.Logger) tokencache.Authenticator {
+	b := &boundedAuth{auth: auth, slots: make(chan struct{}, n), log: log}
 	if r, ok := auth.(tokencache.Renewer); ok {
 		return &boundedRenewer{boundedAuth: b, renewer: r}
 	}
@@ -41,7 +44,7 @@ func boundAuth(auth tokencache.Authenticator, n int) tokencache.Authenticator {
 
 // Login logs user in once a slot is free.
 func (b *boundedAuth) Login(ctx context.Context, user string) (*tokencache.Token, error) {
-	if err := b.acquire(ctx); err != nil {
+	if err := b.acquire(ctx, user, "login"); err != nil {
 		return nil, err
 	}
 	defer b.release()
@@ -50,7 +53,7 @@ func (b *boundedAuth) Login(ctx context.Context, user string) (*tokencache.Token
 
 // Renew renews current once a slot is free.
 func (b *boundedRenewer) Renew(ctx context.Context, user string, current *tokencache.Token) (*tokencache.Token, error) {
-	if err := b.acquire(ctx); err != nil {
+	if err := b.acquire(ctx, user, "renewal"); err != nil {
 		return nil, err
 	}
 	defer b.release()
@@ -58,13 +61,15 @@ func (b *boundedRenewer) Renew(ctx context.Context, user string, current *tokenc
 }
 
 // acquire takes a slot, or returns ctx's error (wrapped) if it ends first.
-func (b *boundedAuth) acquire(ctx context.Context) error {
-	select {
-	case b.slots <- struct{}{}:
-		return nil
-	case <-ctx.Done():
+func (b *boundedAuth) acquire(ctx context.Context, user, what string) error {
+	ok := acquire(ctx, b.slots, func() {
+		b.log.Info("brokertoken: "+what+" waits for a broker slot: --concurrency logins and renewals are running",
+			"user", user, waitKey, "until one of them is done", "concurrency", cap(b.slots))
+	})
+	if !ok {
 		return fmt.Errorf("waiting for one of the %d broker slots (--concurrency): %w", cap(b.slots), ctx.Err())
 	}
+	return nil
 }
 
 func (b *boundedAuth) release() { <-b.slots }

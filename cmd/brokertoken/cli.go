@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"runtime/debug"
 	"sort"
 	"strings"
 	"time"
@@ -16,9 +15,9 @@ import (
 var commands = []struct{ name, args, about string }{
 	{"run", "", "keep every login in the credentials file fresh; serve /healthz and /metrics; send alerts"},
 	{"token", "ACCOUNT [--md]", "print the bare access token of ACCOUNT (--md: the market-data token)"},
-	{"status", "[USER...] [--json]", "table of users, accounts, token state, expiry, version, last refresh"},
+	{"status", "[USER...] [--json]", "table of users, accounts, token state, expiry, version, last refresh, lease, cool-down, last error; the daemons"},
 	{"decode", "[TOKEN|-] [--json]", "print a JWT's header, claims and expiry, without verifying it"},
-	{"invalidate", "ACCOUNT", "force a new login for ACCOUNT's login user, for the whole fleet"},
+	{"invalidate", "ACCOUNT", "report ACCOUNT's stored token as bad to the fleet and wait until a daemon stores a newer one"},
 	{"version", "", "print the version"},
 }
 
@@ -84,7 +83,7 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 	if cfg.redis != nil {
 		s.add(cfg.redis.passwords()...)
 	}
-	log := newLogger(stderr, cfg.logFormat, cfg.logLevel, s)
+	log := newLogger(stderr, cfg.logFormat, cfg.logLevel, s, cmd != "run")
 
 	switch cmd {
 	case "run":
@@ -99,7 +98,7 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 	case "decode":
 		err = cmdDecode(pos, asJSON, stdin, stdout, time.Now())
 	case "invalidate":
-		err = cmdInvalidate(ctx, cfg, log, s, pos, stdout)
+		err = cmdInvalidate(ctx, cfg, log, s, pos, stdout, stderr)
 	}
 	if err != nil {
 		if cmd != "run" && ctx.Err() != nil && exitCode(err) != exitUsage {
@@ -108,15 +107,6 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		return fail(err, s)
 	}
 	return exitOK
-}
-
-// version returns the module version the binary was built from.
-func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok || bi.Main.Version == "" {
-		return "(unknown)"
-	}
-	return bi.Main.Version + " (" + bi.GoVersion + ")"
 }
 
 func printUsage(w io.Writer) {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -20,13 +22,14 @@ import (
 // cmdToken prints the bare access token (or with md the market-data token) of account.
 // It reads the cache like any consumer: from Redis, refreshing through the fleet's
 // single refresh when needed (when a credentials file is available; without one it
-// only reads what the daemon stored).
+// only reads what the daemon stored, mapping accounts to users with the registry).
 func cmdToken(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, args []string, md bool, stdout io.Writer) error {
 	if len(args) != 1 || strings.TrimSpace(args[0]) == "" {
 		return usagef("token: want one ACCOUNT: brokertoken token ACCOUNT [--md]")
 	}
 	account := args[0]
-	d, err := setup(ctx, cfg, log, s, setupOptions{creds: credsOptional})
+	leases := newLeaseWaits(log, cfg.timeout)
+	d, err := setup(ctx, cfg, log, s, setupOptions{creds: credsOptional, hooks: tokencache.Hooks{LeaseWait: leases.waited}})
 	if err != nil {
 		return err
 	}
@@ -37,6 +40,7 @@ func cmdToken(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, a
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
 	tok, err := d.cache.Token(ctx, account)
+	leases.done(d.userOf(account))
 	if err != nil {
 		if errors.Is(err, tokencache.ErrNoToken) && d.creds == nil {
 			return fmt.Errorf("token for %s: no valid token in redis %s (read-only: no credentials file %s; is `brokertoken run` running?)",
@@ -70,45 +74,193 @@ func (d *deps) checkAccount(cfg *config, account string) error {
 	return usagef("account %q is neither a user in %s nor a sub-account of one", account, cfg.credentials)
 }
 
-// cmdInvalidate forces a refresh of account's login user: the stored token is reported
-// bad, so it is never served again and one refresh (a new login) replaces it for the
-// whole fleet. It waits for the new token and prints its redacted form.
-func cmdInvalidate(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, args []string, stdout io.Writer) error {
+// cmdInvalidate reports the token stored for account's login user as bad, as any
+// consumer that met a 401 would (a read-only cache's Invalidate: the reporter role), and
+// waits until a daemon has stored a newer one, saying on stderr what it waits for. It
+// needs no credentials and logs nobody in itself: the daemons do, within the fleet's
+// login budget. With no daemon running it reports nothing and says so.
+func cmdInvalidate(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, args []string, stdout, stderr io.Writer) error {
 	if len(args) != 1 || strings.TrimSpace(args[0]) == "" {
 		return usagef("invalidate: want one ACCOUNT: brokertoken invalidate ACCOUNT")
 	}
 	account := args[0]
-	d, err := setup(ctx, cfg, log, s, setupOptions{creds: credsRequired})
+	d, err := setup(ctx, cfg, log, s, setupOptions{creds: credsNone})
 	if err != nil {
 		return err
 	}
 	defer d.close()
-	if err := d.checkAccount(cfg, account); err != nil {
-		return err
-	}
 	user := d.userOf(account)
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
+	fail := func(err error) error { return fmt.Errorf("invalidate %s: %w", account, err) }
+	say := func(format string, a ...any) {
+		fmt.Fprintln(stderr, s.scrub(oneLine("brokertoken: "+fmt.Sprintf(format, a...))))
+	}
+
+	registered, err := d.fleet.users(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	entry, ok := registered[user]
+	if !ok {
+		return usagef("account %q is in no daemon's registry (%s, %s): no daemon keeps it fresh", account,
+			d.fleet.usersKey(), d.fleet.accountsKey())
+	}
+	alive, err := aliveDaemons(ctx, d.fleet)
+	if err != nil {
+		return fail(err)
+	}
+	if len(alive) == 0 {
+		return fail(fmt.Errorf("no daemon is running (none has a heartbeat in %s from the last %s): nothing would replace the token, so it was not reported; start `brokertoken run`",
+			d.fleet.daemonsKey(), daemonSilentAfter))
+	}
 	before, err := d.cache.Status(ctx, user)
 	if err != nil {
-		return fmt.Errorf("invalidate %s: %w", account, err)
+		return fail(err)
 	}
+
+	changes := d.cache.Watch(ctx, account) // before the report, so no new version is missed
+	var old int64
+	bad := ""
 	if before.Token != nil {
-		if err := d.cache.Invalidate(ctx, account, before.Token.AccessToken); err != nil {
-			return fmt.Errorf("invalidate %s: %w", account, err)
+		old, bad = before.Token.Version, before.Token.AccessToken
+		if err := d.cache.Invalidate(ctx, account, bad); err != nil {
+			return fail(err)
+		}
+		say("%s: reported version %d (token %s) as bad; waiting for a daemon to store a newer one (running: %s)",
+			user, old, tokencache.Redact(bad), describeDaemons(alive))
+	} else {
+		say("%s: no token is stored; waiting for a daemon to store one (running: %s)", user, describeDaemons(alive))
+	}
+
+	newer := func(t *tokencache.Token) bool { return t != nil && t.Version > old && t.AccessToken != bad }
+	started := time.Now()
+	w := waitWatcher{f: d.fleet, cfg: cfg, user: user, entry: entry, say: say}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var tok *tokencache.Token
+	for tok == nil {
+		select {
+		case t, open := <-changes:
+			if !open {
+				return fail(fmt.Errorf("no newer token within %s%s", cfg.timeout, w.lastSeen()))
+			}
+			if newer(t) {
+				tok = t
+			}
+		case <-tick.C:
+			// The announcement may have come before the subscription: look in Redis too.
+			st, err := d.cache.Status(ctx, user)
+			if err == nil && newer(st.Token) {
+				tok = st.Token
+				break
+			}
+			if err := w.look(ctx); err != nil {
+				return fail(err)
+			}
 		}
 	}
-	tok, err := d.cache.Token(ctx, account)
-	if err != nil {
-		return fmt.Errorf("invalidate %s: no new token: %w", account, err)
-	}
-	old := "none"
+	was := "none"
 	if before.Token != nil {
-		old = fmt.Sprintf("version %d", before.Token.Version)
+		was = fmt.Sprintf("version %d", old)
 	}
-	_, err = fmt.Fprintf(stdout, "%s: %s replaced by version %d (token %s, expires in %s)\n", user, old, tok.Version,
-		tokencache.Redact(tok.AccessToken), time.Until(tok.Expiry).Round(time.Second))
+	_, err = fmt.Fprintf(stdout, "%s: %s replaced by version %d (token %s, expires in %s, after %s)\n", user, was, tok.Version,
+		tokencache.Redact(tok.AccessToken), time.Until(tok.Expiry).Round(time.Second), time.Since(started).Round(100*time.Millisecond))
 	return err
+}
+
+// waitWatcher looks, once a second, at what the daemons are doing for a user while
+// invalidate waits, and says what changed: a lease taken, a wait, a failure, a
+// cool-down, the daemons gone.
+type waitWatcher struct {
+	f     fleet
+	cfg   *config
+	user  string
+	entry fleetUser
+	say   func(format string, a ...any)
+
+	last     string    // the last note said
+	noDaemon time.Time // when the last daemon was seen gone, zero while one runs
+}
+
+// lastSeen is the last note, for the final error.
+func (w *waitWatcher) lastSeen() string {
+	if w.last == "" {
+		return ""
+	}
+	return " (last: " + w.last + ")"
+}
+
+// look reads the user's lease, health and cool-down and the daemons' heartbeats. It
+// returns an error when waiting longer is pointless: no daemon is left, or a cool-down
+// keeps every daemon from logging the user in.
+func (w *waitWatcher) look(ctx context.Context) error {
+	alive, err := aliveDaemons(ctx, w.f)
+	if err != nil {
+		return nil // Redis hiccup: look again at the next tick
+	}
+	if len(alive) == 0 {
+		return fmt.Errorf("every daemon stopped (no heartbeat in %s for %s) before a newer token was stored", w.f.daemonsKey(), daemonSilentAfter)
+	}
+	cd, err := readCooldown(ctx, w.f.rdb, w.cfg.forUser(w.entry), w.user)
+	if err == nil && cd != nil {
+		what := "a captcha"
+		if cd.Reason == "locked-out" {
+			what = "a lockout (HTTP 429/423)"
+		}
+		return fmt.Errorf("logins of %s are paused by %s until %s: no daemon logs it in before then (the token stays reported bad)",
+			w.user, what, cd.Until.Local().Format("15:04:05"))
+	}
+	var note string
+	h, _ := w.f.health(ctx, w.user)
+	lease, _ := w.f.lease(ctx, w.user)
+	now := time.Now()
+	switch {
+	case h != nil && h.Waiting != nil && (h.Waiting.Until == nil || h.Waiting.Until.After(now)):
+		note = "daemon " + daemonHost(h.Daemon) + ": " + strings.TrimPrefix(h.Waiting.What, "brokertoken: ")
+		if h.Waiting.Until != nil {
+			note += fmt.Sprintf(" (%s left)", h.Waiting.Until.Sub(now).Round(time.Second))
+		}
+	case lease > 0:
+		note = "a daemon is refreshing " + w.user + " (it holds the refresh lease)"
+	case h != nil && h.Failing:
+		note = fmt.Sprintf("the daemons' refreshes of %s fail (%s): %s; they retry with backoff", w.user, h.Kind, h.Error)
+	}
+	if note != "" && note != w.last {
+		w.say("%s", note)
+		w.last = note
+	}
+	return nil
+}
+
+// daemonHost is the host part of a daemon id ("host/pid/random").
+func daemonHost(id string) string {
+	host, _, _ := strings.Cut(id, "/")
+	return host
+}
+
+// aliveDaemons returns the daemons with a recent heartbeat.
+func aliveDaemons(ctx context.Context, f fleet) ([]daemonView, error) {
+	all, err := f.daemons(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var alive []daemonView
+	for _, d := range all {
+		if d.Alive {
+			alive = append(alive, d)
+		}
+	}
+	return alive, nil
+}
+
+// describeDaemons lists daemons for a human.
+func describeDaemons(ds []daemonView) string {
+	var parts []string
+	for _, d := range ds {
+		parts = append(parts, d.describe())
+	}
+	return strings.Join(parts, ", ")
 }
 
 // cooldown is a captcha or lockout pause recorded by the tradovate package.
@@ -137,56 +289,114 @@ func readCooldown(ctx context.Context, rdb redis.UniversalClient, cfg *config, u
 
 // userStatus is one row of the status command.
 type userStatus struct {
-	User       string     `json:"user"`
-	Accounts   []string   `json:"accounts"`
-	State      string     `json:"state"`       // token state, or "locked out" during a cool-down
-	TokenState string     `json:"token_state"` // fresh, stale, expired or missing
-	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
-	ExpiresIn  *float64   `json:"expires_in_seconds,omitempty"`
-	Version    int64      `json:"version,omitempty"`
-	ObtainedAt *time.Time `json:"obtained_at,omitempty"`
-	ObtainedBy string     `json:"obtained_by,omitempty"` // login, renew, set or reseed
-	Token      string     `json:"token,omitempty"`       // redacted: prefix and length
-	Cooldown   *cooldown  `json:"cooldown,omitempty"`
+	User         string        `json:"user"`
+	Accounts     []string      `json:"accounts"`
+	State        string        `json:"state"`       // token state, or "locked out" during a cool-down
+	TokenState   string        `json:"token_state"` // fresh, stale, expired or missing
+	ExpiresAt    *time.Time    `json:"expires_at,omitempty"`
+	ExpiresIn    *float64      `json:"expires_in_seconds,omitempty"`
+	Version      int64         `json:"version,omitempty"`
+	ObtainedAt   *time.Time    `json:"obtained_at,omitempty"`
+	ObtainedBy   string        `json:"obtained_by,omitempty"` // login, renew, set or reseed
+	Token        string        `json:"token,omitempty"`       // redacted: prefix and length
+	Cooldown     *cooldown     `json:"cooldown,omitempty"`
+	LeaseSeconds *float64      `json:"lease_seconds,omitempty"` // a refresh runs: its lease's time left
+	Health       *healthRecord `json:"health,omitempty"`        // as the daemon that last wrote it sees it
+	Registered   bool          `json:"registered"`              // a daemon keeps it fresh ({prefix}:users)
 }
 
-// cmdStatus prints a table (or JSON) of the users of the credentials file, or of the
-// users named in args, as Redis holds them. It reads only.
+// statusDaemon is a daemon in the status command's JSON.
+type statusDaemon struct {
+	daemonInfo
+	Alive      bool    `json:"alive"`
+	SecondsAgo float64 `json:"seen_seconds_ago"`
+}
+
+// cmdStatus prints a table (or JSON) of every user the daemons registered in Redis and
+// every user of the credentials file when there is one, or of the users (or accounts)
+// named in args: token, lease, cool-down and the daemons' last error and wait per user,
+// then the daemons. It reads only, and needs no credentials.
 func cmdStatus(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, args []string, asJSON bool, stdout io.Writer) error {
-	need := credsRequired
-	if len(args) > 0 {
-		need = credsOptional
-	}
-	d, err := setup(ctx, cfg, log, s, setupOptions{creds: need})
+	d, err := setup(ctx, cfg, log, s, setupOptions{creds: credsOptional})
 	if err != nil {
 		return err
 	}
 	defer d.close()
-	users := args
-	if len(users) == 0 {
-		users = d.users()
-	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
+	registered, err := d.fleet.users(ctx)
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	var users []string
+	seen := map[string]bool{}
+	addUser := func(u string) {
+		if !seen[u] {
+			seen[u] = true
+			users = append(users, u)
+		}
+	}
+	if len(args) > 0 {
+		for _, a := range args {
+			addUser(d.userOf(a))
+		}
+	} else {
+		for _, u := range d.users() {
+			addUser(u)
+		}
+		var more []string
+		for u := range registered {
+			if !seen[u] {
+				more = append(more, u)
+			}
+		}
+		sort.Strings(more)
+		for _, u := range more {
+			addUser(u)
+		}
+	}
+	daemons, err := d.fleet.daemons(ctx)
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+
 	now := time.Now()
 	rows := make([]userStatus, 0, len(users))
 	for _, u := range users {
-		u = d.userOf(u)
+		entry, isRegistered := registered[u]
 		st, err := d.cache.Status(ctx, u)
 		if err != nil {
 			return fmt.Errorf("status of %s: %w", u, err)
 		}
-		cd, err := readCooldown(ctx, d.rdb, cfg, u)
+		cd, err := readCooldown(ctx, d.rdb, cfg.forUser(entry), u)
 		if err != nil {
 			return fmt.Errorf("status of %s: reading cool-down: %w", u, err)
 		}
+		h, err := d.fleet.health(ctx, u)
+		if err != nil {
+			return fmt.Errorf("status of %s: %w", u, err)
+		}
+		lease, err := d.fleet.lease(ctx, u)
+		if err != nil {
+			return fmt.Errorf("status of %s: %w", u, err)
+		}
 		row := userStatus{User: u, Accounts: d.accountsOf(u), TokenState: string(st.State), State: string(st.State),
-			ObtainedBy: st.ObtainedBy, Cooldown: cd}
+			ObtainedBy: st.ObtainedBy, Cooldown: cd, Health: h, Registered: isRegistered}
+		if row.Accounts == nil {
+			row.Accounts = entry.Accounts
+		}
 		if row.Accounts == nil {
 			row.Accounts = []string{}
 		}
 		if cd != nil {
 			row.State = "locked out"
+		}
+		if lease > 0 {
+			secs := lease.Seconds()
+			row.LeaseSeconds = &secs
+		}
+		if h != nil && h.Waiting != nil && h.Waiting.Until != nil && !h.Waiting.Until.After(now) {
+			h.Waiting = nil // over
 		}
 		if t := st.Token; t != nil {
 			exp, got := t.Expiry.UTC(), t.ObtainedAt.UTC()
@@ -199,9 +409,13 @@ func cmdStatus(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, 
 		rows = append(rows, row)
 	}
 	if asJSON {
+		out := make([]statusDaemon, len(daemons))
+		for i, dv := range daemons {
+			out[i] = statusDaemon{daemonInfo: dv.daemonInfo, Alive: dv.Alive, SecondsAgo: math.Round(dv.Ago.Seconds()*10) / 10}
+		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"users": rows})
+		return enc.Encode(map[string]any{"users": rows, "daemons": out})
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "USER\tACCOUNTS\tSTATE\tEXPIRES IN\tVERSION\tLAST REFRESH\tBY\tTOKEN\tNOTE")
@@ -222,21 +436,71 @@ func cmdStatus(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, 
 		if r.ObtainedBy != "" {
 			by = r.ObtainedBy
 		}
-		note := ""
-		if r.Cooldown != nil {
-			note = strings.ReplaceAll(r.Cooldown.Reason, "-", " ")
-			if r.Cooldown.AllUsers {
-				note = "all logins paused (" + note + ")"
-			}
-			if !r.Cooldown.Until.IsZero() {
-				note += " until " + r.Cooldown.Until.Local().Format("15:04:05")
-			}
-			note += "; token " + r.TokenState
-		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.User, accountsCell(r.Accounts), r.State, expires,
-			version, last, by, token, note)
+			version, last, by, token, statusNote(r, now))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, daemonsLine(daemons))
+	return err
+}
+
+// statusNote is the NOTE cell of a status row: a cool-down, a refresh in progress, a
+// wait, a failure or the last error, most pressing first.
+func statusNote(r userStatus, now time.Time) string {
+	var notes []string
+	if c := r.Cooldown; c != nil {
+		note := strings.ReplaceAll(c.Reason, "-", " ")
+		if c.AllUsers {
+			note = "all logins paused (" + note + ")"
+		}
+		if !c.Until.IsZero() {
+			note += " until " + c.Until.Local().Format("15:04:05")
+		}
+		notes = append(notes, note+"; token "+r.TokenState)
+	}
+	if r.LeaseSeconds != nil {
+		notes = append(notes, "refreshing now (lease held)")
+	}
+	h := r.Health
+	if h != nil && h.Waiting != nil {
+		w := strings.TrimPrefix(h.Waiting.What, "brokertoken: ")
+		if h.Waiting.Until != nil {
+			w += fmt.Sprintf(" (%s left)", shortDuration(h.Waiting.Until.Sub(now)))
+		}
+		notes = append(notes, "waiting: "+w)
+	}
+	switch {
+	case h != nil && h.Failing:
+		notes = append(notes, fmt.Sprintf("failing since %s (%s): %s", h.Since.Local().Format("15:04:05"), h.Kind, h.Error))
+	case h != nil && h.LastErrorAt != nil && r.Cooldown == nil:
+		notes = append(notes, fmt.Sprintf("last error %s ago (%s), since recovered", shortDuration(now.Sub(*h.LastErrorAt)), h.LastKind))
+	}
+	if !r.Registered && len(notes) == 0 {
+		notes = append(notes, "no daemon registered this user")
+	}
+	return strings.Join(notes, "; ")
+}
+
+// daemonsLine is the status table's last line: the daemons and when they were last seen.
+func daemonsLine(ds []daemonView) string {
+	var alive, gone []string
+	for _, d := range ds {
+		if d.Alive {
+			alive = append(alive, d.describe())
+		} else {
+			gone = append(gone, d.describe()+" "+shortDuration(d.Ago)+" ago")
+		}
+	}
+	line := "daemons: none running"
+	if len(alive) > 0 {
+		line = fmt.Sprintf("daemons: %d running: %s", len(alive), strings.Join(alive, ", "))
+	}
+	if len(gone) > 0 {
+		line += "; last seen: " + strings.Join(gone, ", ")
+	}
+	return line
 }
 
 // accountsCell shows the first account and how many more there are.

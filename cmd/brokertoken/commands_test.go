@@ -17,7 +17,7 @@ import (
 	"github.com/brokertoken/brokertoken/internal/testutil/tradovatefake"
 )
 
-func TestTokenStatusAndInvalidate(t *testing.T) {
+func TestTokenAndStatus(t *testing.T) {
 	f := newFixture(t, tradovatefake.Options{}, userSpec{"a", []string{"a1"}}, userSpec{"b", nil})
 	a, b, a1 := f.users[0], f.users[1], f.redis.Name("a1")
 	ctx := context.Background()
@@ -43,22 +43,11 @@ func TestTokenStatusAndInvalidate(t *testing.T) {
 	code, stdout, stderr = inProcess(t, ctx, env, "", "status")
 	require.Equal(t, 0, code, stderr)
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
-	require.Len(t, lines, 3, stdout)
-	assert.Regexp(t, `^USER\s+ACCOUNTS\s+STATE\s+EXPIRES IN\s+VERSION\s+LAST REFRESH\s+BY\s+TOKEN`, lines[0])
-	assert.Regexp(t, fmt.Sprintf(`^%s\s+%s\s+fresh\s+1h[12]\dm\s+%d\s+.*ago\)\s+login\s+eyJhbG…\(\d+\)`, a, a1, v1), lines[1])
+	require.Len(t, lines, 4, stdout)
+	assert.Regexp(t, `^USER\s+ACCOUNTS\s+STATE\s+EXPIRES IN\s+VERSION\s+LAST REFRESH\s+BY\s+TOKEN\s+NOTE`, lines[0])
+	assert.Regexp(t, fmt.Sprintf(`^%s\s+%s\s+fresh\s+1h[12]\dm\s+%d\s+.*ago\)\s+login\s+eyJhbG…\(\d+\)\s+no daemon registered this user$`, a, a1, v1), lines[1])
 	assert.Regexp(t, fmt.Sprintf(`^%s\s+-\s+missing\s+-`, b), lines[2])
-	out.WriteString(stdout + stderr)
-
-	code, stdout, stderr = inProcess(t, ctx, env, "", "invalidate", a1, "--legacy-keys")
-	require.Equal(t, 0, code, stderr)
-	second, v2 := f.stored(a)
-	assert.NotEqual(t, first, second)
-	assert.Greater(t, v2, v1)
-	assert.Equal(t, 2, f.fake.Logins(a), "invalidate forces a new login")
-	assert.Regexp(t, fmt.Sprintf(`^%s: version %d replaced by version %d \(token eyJhbG…\(\d+\), expires in 1h`, a, v1, v2), stdout)
-	v, err := f.rdb.Get(ctx, "token:"+a1).Result()
-	require.NoError(t, err)
-	assert.Equal(t, second, v, "--legacy-keys wrote the legacy keys")
+	assert.Equal(t, "daemons: none running", lines[3])
 	out.WriteString(stdout + stderr)
 
 	// A captcha puts the user in a cool-down that status reports.
@@ -76,9 +65,10 @@ func TestTokenStatusAndInvalidate(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(stdout), &st), stdout)
 	require.Len(t, st.Users, 2)
 	assert.Equal(t, "fresh", st.Users[0].State)
-	assert.Equal(t, v2, st.Users[0].Version)
+	assert.Equal(t, v1, st.Users[0].Version)
 	assert.Equal(t, []string{a1}, st.Users[0].Accounts)
 	assert.Equal(t, "login", st.Users[0].ObtainedBy)
+	assert.False(t, st.Users[0].Registered)
 	assert.Equal(t, "locked out", st.Users[1].State)
 	assert.Equal(t, "missing", st.Users[1].TokenState)
 	require.NotNil(t, st.Users[1].Cooldown)
@@ -96,7 +86,7 @@ func TestTokenStatusAndInvalidate(t *testing.T) {
 	delete(ro, "BROKERTOKEN_CREDENTIALS")
 	code, stdout, stderr = inProcess(t, ctx, ro, "", "token", a)
 	require.Equal(t, 0, code, stderr)
-	assert.Equal(t, second+"\n", stdout)
+	assert.Equal(t, first+"\n", stdout)
 	code, _, stderr = inProcess(t, ctx, ro, "", "token", b)
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "read-only")

@@ -29,7 +29,7 @@ type option struct {
 
 // The options. Commands register the ones they use (see commandOptions).
 var (
-	optRedis         = option{name: "redis", env: "REDIS_URL", def: "redis://127.0.0.1:6379/0", secret: true, kind: "URL", usage: "Redis: redis://[user:pass@]host:port/db, rediss:// for TLS, a comma list or redis+cluster://h1:p1,h2:p2 for Cluster; the password may also come from REDIS_PASSWORD"}
+	optRedis         = option{name: "redis", env: "REDIS_URL", def: "redis://127.0.0.1:6379/0", secret: true, kind: "URL", usage: "Redis: redis://[user:pass@]host:port/db, rediss:// for TLS, a comma list, redis+cluster://h1:p1,h2:p2 or ?addr=h2:p2 for Cluster, redis+sentinel://s1:26379,s2/MASTER[/db] (or ?master_name=MASTER) for Sentinel; the password may also come from REDIS_PASSWORD"}
 	optRedisCA       = option{name: "redis-ca", env: "BROKERTOKEN_REDIS_CA", kind: "PATH", usage: "PEM file of the CA that signed the rediss:// server's certificate (default: the system roots)"}
 	optCredentials   = option{name: "credentials", env: "BROKERTOKEN_CREDENTIALS", def: "credentials.json", kind: "PATH", usage: "credentials file: a JSON array of {\"username\",\"password\"} objects"}
 	optEnv           = option{name: "env", env: "TRADOVATE_ENV", def: "demo", kind: "demo|live", usage: "Tradovate environment"}
@@ -58,8 +58,8 @@ var commandOptions = map[string][]option{
 		optConcurrency, optRefreshBefore, optLeeway, optRetryMax, optCheckInterval, optLoginBudget, optTimeout},
 	"token": {optRedis, optRedisCA, optCredentials, optEnv, optTradovateURL, optTVURL, optPrefix,
 		optLegacyKeys, optLogFormat, optLogLevel, optRefreshBefore, optLeeway, optRetryMax, optLoginBudget, optTimeout},
-	"invalidate": {optRedis, optRedisCA, optCredentials, optEnv, optTradovateURL, optTVURL, optPrefix,
-		optLegacyKeys, optLogFormat, optLogLevel, optRefreshBefore, optLeeway, optRetryMax, optLoginBudget, optTimeout},
+	// invalidate only reads and reports (the reporter role): no credentials, no broker.
+	"invalidate": {optRedis, optRedisCA, optEnv, optTradovateURL, optPrefix, optLogFormat, optLogLevel, optTimeout},
 	"status": {optRedis, optRedisCA, optCredentials, optEnv, optTradovateURL, optPrefix, optLogFormat, optLogLevel,
 		optRefreshBefore, optLeeway, optTimeout},
 	"decode": {},
@@ -218,6 +218,7 @@ type config struct {
 	credsSource string // where the path came from
 	environment tradovate.Environment
 	restURL     string
+	envGiven    bool // --env or --tradovate-url (or their variables) were given
 	tvURL       string
 	prefix      string
 	legacyKeys  bool
@@ -273,6 +274,9 @@ func (f *flags) load() (*config, error) {
 			return nil, err
 		}
 		c.environment = tradovate.Environment(env)
+		_, envSrc := f.lookup(optEnv)
+		_, restSrc := f.lookup(optTradovateURL)
+		c.envGiven = envSrc != "default" || restSrc != "default"
 		for _, u := range []struct {
 			o   option
 			dst *string
@@ -374,4 +378,16 @@ func checkHTTPURL(s string) error {
 		return errors.New("URL has no host")
 	}
 	return nil
+}
+
+// forUser returns the configuration to read a registered user's broker keys (its
+// cool-down) with: the environment and REST URL the daemon registered for it, unless
+// --env or --tradovate-url say otherwise.
+func (c *config) forUser(e fleetUser) *config {
+	if c.envGiven || e.Environment == "" {
+		return c
+	}
+	out := *c
+	out.environment, out.restURL = tradovate.Environment(e.Environment), e.RESTURL
+	return &out
 }

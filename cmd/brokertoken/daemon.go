@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -39,6 +41,9 @@ type daemon struct {
 	metrics *metrics
 	alerts  *alerter
 	slots   chan struct{} // check slots (--concurrency); the broker slots are in deps
+	fleet   fleet         // the registry, heartbeat and health records readers look at
+	self    daemonInfo    // this daemon, as its heartbeat describes it
+	leases  *leaseWaits   // waits for other processes' refreshes, for the log
 
 	redisMu   sync.Mutex // guards redisDown and redisErr
 	redisDown bool
@@ -55,7 +60,29 @@ type userState struct {
 	blocked  string            // "captcha" or "locked_out" once alerted in this failure
 	lastErr  string            // the last failure, scrubbed
 	lastKind string            // its failureKind
+	since    time.Time         // when the failing began
+	errAt    time.Time         // when lastErr happened (kept after a recovery, with lastErr)
+	waiting  *waitRecord       // the wait of over a second in progress, if any
+	dirty    bool              // the health record in Redis is behind these fields
 	legacyAt int64             // version whose legacy keys are known to be written
+}
+
+// health returns the user's health record as daemon id sees it at now.
+func (s *userState) health(id string, now time.Time) healthRecord {
+	h := healthRecord{Failing: s.failing, Daemon: id, Updated: now.UTC()}
+	if s.failing {
+		h.Kind, h.Error = s.lastKind, s.lastErr
+		since := s.since.UTC()
+		h.Since = &since
+	}
+	if !s.errAt.IsZero() {
+		at := s.errAt.UTC()
+		h.LastError, h.LastKind, h.LastErrorAt = s.lastErr, s.lastKind, &at
+	}
+	if w := s.waiting; w != nil && (w.Until == nil || w.Until.After(now)) {
+		h.Waiting = w
+	}
+	return h
 }
 
 func (s *userState) version() int64 {
@@ -65,27 +92,31 @@ func (s *userState) version() int64 {
 	return s.tok.Version
 }
 
-// runDaemon is the run command.
+// runDaemon is the run command. Everything that can be wrong with the configuration is
+// found before it binds --listen or writes to Redis: the flags (load), the credentials
+// and Redis (setup), then the listen address.
 func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubber) error {
 	started := time.Now()
-	dm := &daemon{cfg: cfg, log: log, scrub: scrub, states: map[string]*userState{},
+	dm := &daemon{cfg: cfg, scrub: scrub, states: map[string]*userState{},
 		slots: make(chan struct{}, cfg.concurrency)}
-	dm.metrics = newMetrics()
-
-	var ln net.Listener
-	if cfg.listen != "" {
-		var err error
-		if ln, err = net.Listen("tcp", cfg.listen); err != nil {
-			return usagef("--listen %s: %s", cfg.listen, oneLine(err.Error()))
-		}
-		defer ln.Close()
-	}
-
-	deps, err := setup(ctx, cfg, log, scrub, setupOptions{creds: credsRequired, hooks: dm.hooks(),
-		brokerCalls: cfg.concurrency})
+	host, _ := os.Hostname()
+	dm.self = daemonInfo{ID: daemonID(host), Host: host, PID: os.Getpid(), Version: readBuild().Version,
+		Started: started.UTC().Truncate(time.Second)}
+	log = slog.New(waitTap{h: log.Handler(), on: dm.waiting})
+	dm.log = log
+	dm.leases = newLeaseWaits(log, cfg.timeout)
+	var err error
+	dm.metrics, err = newMetrics(dm.views, func() bool { up, _ := dm.redisState(); return up })
 	if err != nil {
 		return err
 	}
+
+	deps, err := setup(ctx, cfg, log, scrub, setupOptions{creds: credsRequired,
+		hooks: dm.metrics.cache.Wrap(dm.hooks()), brokerCalls: cfg.concurrency})
+	if err != nil {
+		return err
+	}
+	defer deps.close() // cancels refreshes in flight and releases their leases
 	dm.deps = deps
 	dm.users = deps.users()
 	for _, u := range dm.users {
@@ -93,6 +124,23 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 	}
 	dm.metrics.setUsers(dm.users)
 	scrub.add(cfg.alertWebhook)
+
+	var ln net.Listener
+	if cfg.listen != "" {
+		if ln, err = net.Listen("tcp", cfg.listen); err != nil {
+			return usagef("--listen %s: %s", cfg.listen, oneLine(err.Error()))
+		}
+		defer ln.Close()
+	}
+
+	dm.fleet = fleet{rdb: deps.rdb, prefix: cfg.prefix}
+	if err := dm.register(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("redis %s: cannot write the fleet registry (the daemon needs the writer role): %s",
+			cfg.redis.display, scrub.scrub(oneLine(err.Error())))
+	}
 	dm.alerts = newAlerter(cfg, deps.rdb, log, scrub, dm.metrics)
 
 	attrs := []any{"users", len(dm.users), "redis", cfg.redis.display, "prefix", cfg.prefix,
@@ -114,9 +162,10 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 			}
 		}()
 	}
-	bg.Add(2)
+	bg.Add(3)
 	go func() { defer bg.Done(); dm.alerts.run(ctx) }()
 	go func() { defer bg.Done(); dm.watchRedis(ctx) }()
+	go func() { defer bg.Done(); dm.publish(ctx) }()
 
 	var users sync.WaitGroup
 	for _, u := range dm.users {
@@ -136,33 +185,24 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 		cancel()
 		_ = srv.Close()
 	}
-	deps.close() // cancels refreshes in flight and releases their leases
+	deps.cache.Close() // cancels refreshes in flight and releases their leases
 	bg.Wait()
 	log.Info("brokertoken: stopped", "ran", time.Since(started).Round(time.Millisecond).String(),
 		"stop_took", time.Since(stopping).Round(time.Millisecond).String())
 	return nil
 }
 
-// hooks returns the cache hooks that feed the metrics and the alerts. They run on the
-// cache's goroutines and only record and enqueue.
+// hooks returns the cache hooks that feed the alerts, the health records and the log
+// (the metrics wrap them, see runDaemon). They run on the cache's goroutines and only
+// record and enqueue.
 func (dm *daemon) hooks() tokencache.Hooks {
 	return tokencache.Hooks{
-		Refreshed: func(user, op string, _ *tokencache.Token) {
-			dm.metrics.refreshed(user, op)
-		},
-		RefreshFailed: func(user, op string, err error) {
-			kind := failureKind(err)
-			dm.metrics.failed(user, op, kind)
-			if kind != "redis" { // Redis outages are watched by watchRedis
+		RefreshFailed: func(user, _ string, err error) {
+			if failureKind(err) != "redis" { // Redis outages are watched by watchRedis
 				dm.failed(user, err)
 			}
 		},
-		LeaseWait: func(user string, waited time.Duration) {
-			dm.metrics.leaseWait(user, waited)
-		},
-		Invalidated: func(user string, _ int64) {
-			dm.metrics.invalidated(user)
-		},
+		LeaseWait: dm.leases.waited,
 	}
 }
 
@@ -185,15 +225,17 @@ func (dm *daemon) keepFresh(ctx context.Context, user string) {
 // refresh. The cache does not hammer the broker: after a failure it answers with that
 // failure until its backoff ends.
 func (dm *daemon) check(ctx context.Context, user string) {
-	select {
-	case dm.slots <- struct{}{}:
-	case <-ctx.Done():
+	if !acquire(ctx, dm.slots, func() {
+		dm.log.Info("brokertoken: waiting for a check slot: --concurrency users are being waited on", "user", user,
+			waitKey, "until one of them is done", "concurrency", cap(dm.slots))
+	}) {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, dm.cfg.timeout)
 	tok, err := dm.deps.cache.Token(cctx, user)
 	cancel()
 	<-dm.slots
+	dm.leases.done(user)
 	if ctx.Err() != nil {
 		return // stopping: not a failure
 	}
@@ -206,6 +248,32 @@ func (dm *daemon) check(ctx context.Context, user string) {
 	dm.succeeded(ctx, user, tok)
 }
 
+// acquire takes a slot of slots, calling slow once if that takes over a second; it
+// returns false when ctx ends first.
+func acquire(ctx context.Context, slots chan struct{}, slow func()) bool {
+	select {
+	case slots <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(longWait)
+	defer t.Stop()
+	select {
+	case slots <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		slow()
+	}
+	select {
+	case slots <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // failed records a failed refresh of user. The first failure since the user's last good
 // token is logged and alerted; so is the first captcha or lockout. Later failures of
 // the same episode (retries) are not.
@@ -216,11 +284,16 @@ func (dm *daemon) failed(user string, err error) {
 	}
 	kind := failureKind(err)
 	msg := dm.scrub.scrub(oneLine(err.Error()))
+	now := time.Now()
 	st.mu.Lock()
-	st.lastErr, st.lastKind = msg, kind
+	if msg != st.lastErr || kind != st.lastKind || !st.failing {
+		st.dirty = true
+	}
+	st.lastErr, st.lastKind, st.errAt = msg, kind, now
+	st.waiting = nil // whatever was waited for has ended, in this failure
 	first := !st.failing
 	if first {
-		st.failing, st.failedAt = true, st.version()
+		st.failing, st.failedAt, st.since = true, st.version(), now
 	}
 	block := blockingKind(kind) && st.blocked == ""
 	if block {
@@ -239,6 +312,7 @@ func (dm *daemon) failed(user string, err error) {
 	case block:
 		ev.Event = kind
 		ev.Until, ev.AllUsers = cooldownOf(err)
+		dm.logCooldown(user, kind, ev.Until, ev.AllUsers)
 		dm.alerts.enqueue(ev)
 	case first:
 		ev.Event = eventFailure
@@ -260,7 +334,10 @@ func (dm *daemon) succeeded(ctx context.Context, user string, tok *tokencache.To
 	st.checked = true
 	recovered := st.failing && tok.Version > st.failedAt
 	if recovered {
-		st.failing, st.failedAt, st.blocked, st.lastErr, st.lastKind = false, 0, "", "", ""
+		st.failing, st.failedAt, st.blocked = false, 0, ""
+	}
+	if recovered || first || st.waiting != nil {
+		st.waiting, st.dirty = nil, true
 	}
 	syncLegacy := dm.cfg.legacyKeys && tok.Version != st.legacyAt
 	st.mu.Unlock()
@@ -359,5 +436,18 @@ func (dm *daemon) view(user string) userView {
 	st := dm.states[user]
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return userView{user: user, tok: st.tok, failing: st.failing, lastErr: st.lastErr, lastKind: st.lastKind}
+	v := userView{user: user, tok: st.tok, failing: st.failing}
+	if st.failing {
+		v.lastErr, v.lastKind = st.lastErr, st.lastKind
+	}
+	return v
+}
+
+// views returns a snapshot of every user, for /metrics.
+func (dm *daemon) views() []userView {
+	out := make([]userView, len(dm.users))
+	for i, u := range dm.users {
+		out[i] = dm.view(u)
+	}
+	return out
 }

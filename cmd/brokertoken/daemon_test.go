@@ -1,12 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/brokertoken/brokertoken/internal/testutil"
 	"github.com/brokertoken/brokertoken/internal/testutil/tradovatefake"
 	"github.com/brokertoken/brokertoken/tokencache"
+	"github.com/brokertoken/brokertoken/tradovate"
 )
 
 // promLine matches a sample line of the Prometheus text format.
@@ -40,67 +42,81 @@ func checkPromText(t *testing.T, text string) map[string]string {
 		}
 		m := promLine.FindStringSubmatch(line)
 		require.NotNil(t, m, "not a Prometheus sample: %q", line)
-		assert.True(t, typed[m[1]], "sample before its TYPE: %q", line)
+		family := m[1]
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if base := strings.TrimSuffix(family, suffix); base != family && typed[base] {
+				family = base
+			}
+		}
+		assert.True(t, typed[family], "sample before its TYPE: %q", line)
 		i := strings.LastIndexByte(line, ' ')
 		samples[line[:i]] = line[i+1:]
 	}
 	return samples
 }
 
+// The daemon's /metrics: the cache's series (fed by the hooks), the daemon's own read at
+// scrape time, and the Go runtime, process and build-info collectors, in a valid
+// Prometheus text exposition with label values escaped.
 func TestMetricsText(t *testing.T) {
-	m := newMetrics()
 	odd := `we"ird\user` + "\n"
-	m.setUsers([]string{"a", odd})
-	m.refreshed("a", "login")
-	m.refreshed("a", "renew")
-	m.refreshed("a", "renew")
-	m.failed("a", "renew", "unavailable")
-	m.leaseWait("a", 1500*time.Millisecond)
-	m.invalidated(odd)
-	m.alertSent(eventFailure)
 	now := time.Now()
 	views := []userView{
 		{user: "a", tok: &tokencache.Token{AccessToken: "x", Expiry: now.Add(90 * time.Second)}},
 		{user: odd, failing: true},
 	}
-	var b bytes.Buffer
-	require.NoError(t, m.write(&b, views, true, now))
-	samples := checkPromText(t, b.String())
+	m, err := newMetrics(func() []userView { return views }, func() bool { return true })
+	require.NoError(t, err)
+	m.setUsers([]string{"a", odd})
+	h := m.cache.Wrap(tokencache.Hooks{})
+	h.Refreshed("a", "login", &tokencache.Token{})
+	h.Refreshed("a", "renew", &tokencache.Token{})
+	h.Refreshed("a", "renew", &tokencache.Token{})
+	h.RefreshFailed("a", "renew", fmt.Errorf("x: %w", tradovate.ErrUnavailable))
+	h.LeaseWait("a", 1500*time.Millisecond)
+	h.Invalidated(odd, 2)
+	_, done := h.BrokerCall(context.Background(), "a", "renew")
+	done(nil)
+	m.alertSent(eventFailure)
+
+	srv := httptest.NewServer(m.handler())
+	defer srv.Close()
+	code, text := get(t, srv.URL)
+	require.Equal(t, 200, code)
+	samples := checkPromText(t, text)
 	for name, want := range map[string]string{
-		`brokertoken_refreshes_total{user="a",op="login"}`:                           "1",
-		`brokertoken_refreshes_total{user="a",op="renew"}`:                           "2",
+		`brokertoken_refreshes_total{op="login",user="a"}`:                           "1",
+		`brokertoken_refreshes_total{op="renew",user="a"}`:                           "2",
 		`brokertoken_logins_total{user="a"}`:                                         "1",
 		`brokertoken_renewals_total{user="a"}`:                                       "2",
-		`brokertoken_refresh_failures_total{user="a",op="renew",kind="unavailable"}`: "1",
+		`brokertoken_refresh_failures_total{kind="unavailable",op="renew",user="a"}`: "1",
 		`brokertoken_lease_waits_total{user="a"}`:                                    "1",
 		`brokertoken_lease_wait_seconds_total{user="a"}`:                             "1.5",
 		`brokertoken_invalidations_total{user="we\"ird\\user\n"}`:                    "1",
-		`brokertoken_token_expiry_seconds{user="a"}`:                                 "90",
 		`brokertoken_token_valid{user="a"}`:                                          "1",
 		`brokertoken_token_valid{user="we\"ird\\user\n"}`:                            "0",
 		`brokertoken_user_failing{user="we\"ird\\user\n"}`:                           "1",
+		`brokertoken_user_failing{user="a"}`:                                         "0",
 		`brokertoken_alerts_total{event="failure"}`:                                  "1",
+		`brokertoken_alerts_total{event="recovered"}`:                                "0",
+		`brokertoken_alert_errors_total`:                                             "0",
 		`brokertoken_redis_up`:                                                       "1",
 		`brokertoken_users`:                                                          "2",
 		`brokertoken_logins_total{user="we\"ird\\user\n"}`:                           "0",
-		`brokertoken_alert_errors_total`:                                             "0",
-		`brokertoken_refreshes_total{user="we\"ird\\user\n",op="login"}`:             "0",
-		`brokertoken_lease_wait_seconds_total{user="we\"ird\\user\n"}`:               "0",
-		`brokertoken_alerts_total{event="recovered"}`:                                "0",
-		`brokertoken_alerts_total{event="redis_down"}`:                               "0",
-		`brokertoken_renewals_total{user="we\"ird\\user\n"}`:                         "0",
-		`brokertoken_invalidations_total{user="a"}`:                                  "0",
-		`brokertoken_user_failing{user="a"}`:                                         "0",
-		`brokertoken_lease_waits_total{user="we\"ird\\user\n"}`:                      "0",
-		`brokertoken_refreshes_total{user="we\"ird\\user\n",op="renew"}`:             "0",
-		`brokertoken_alerts_total{event="captcha"}`:                                  "0",
-		`brokertoken_alerts_total{event="locked_out"}`:                               "0",
-		`brokertoken_alerts_total{event="redis_up"}`:                                 "0",
+		`brokertoken_broker_call_duration_seconds_count{op="renew",result="ok"}`:     "1",
+		`brokertoken_broker_calls_in_flight`:                                         "0",
 	} {
 		assert.Equal(t, want, samples[name], name)
 	}
+	expiry, err := strconv.ParseFloat(samples[`brokertoken_token_expiry_seconds{user="a"}`], 64)
+	require.NoError(t, err)
+	assert.InDelta(t, 90, expiry, 5)
 	_, hasExpiry := samples[`brokertoken_token_expiry_seconds{user="we\"ird\\user\n"}`]
 	assert.False(t, hasExpiry, "no expiry gauge without a token")
+	for _, family := range []string{"go_goroutines", "go_memstats_alloc_bytes", "process_cpu_seconds_total",
+		"process_resident_memory_bytes", "go_build_info", "brokertoken_build_info"} {
+		assert.Contains(t, text, "\n"+family, "the %s series", family)
+	}
 }
 
 // The daemon run in-process: it serves /healthz and /metrics, alerts when Redis goes
@@ -265,7 +281,7 @@ func TestRunAlertsACaptchaOnce(t *testing.T) {
 	require.NoError(t, err)
 	assert.WithinDuration(t, time.Now().Add(time.Hour), until, time.Minute)
 	_, metrics := get(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
-	assert.Contains(t, metrics, fmt.Sprintf(`brokertoken_refresh_failures_total{user=%q,op="login",kind="captcha"}`, user))
+	assert.Contains(t, metrics, fmt.Sprintf(`brokertoken_refresh_failures_total{kind="captcha",op="login",user=%q}`, user))
 	assert.Contains(t, body, `"kind": "captcha"`)
 
 	r := stop()

@@ -19,7 +19,7 @@ const healthTimeout = 800 * time.Millisecond
 func (dm *daemon) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", dm.handleHealth)
-	mux.HandleFunc("/metrics", dm.handleMetrics)
+	mux.Handle("/metrics", dm.metrics.handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)

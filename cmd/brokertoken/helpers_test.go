@@ -26,6 +26,7 @@ import (
 
 	"github.com/brokertoken/brokertoken/internal/testutil"
 	"github.com/brokertoken/brokertoken/internal/testutil/tradovatefake"
+	"github.com/brokertoken/brokertoken/tokencache"
 )
 
 // binDir holds the brokertoken binary built once for this test binary.
@@ -148,20 +149,19 @@ func (f *fixture) env() map[string]string {
 	}
 }
 
-// stored returns the access token Redis holds for user ("" if none).
+// stored returns the access token Redis holds for user ("" if none), read through
+// tokencache's Status (the record's format is tokencache's own).
 func (f *fixture) stored(user string) (access string, version int64) {
 	f.t.Helper()
-	raw, err := f.rdb.Get(context.Background(), f.prefix+":{"+user+"}:token").Bytes()
-	if err == redis.Nil {
+	c, err := tokencache.New(tokencache.Options{Redis: f.rdb, Prefix: f.prefix})
+	require.NoError(f.t, err)
+	defer c.Close()
+	st, err := c.Status(context.Background(), user)
+	require.NoError(f.t, err)
+	if st.Token == nil {
 		return "", 0
 	}
-	require.NoError(f.t, err)
-	var rec struct {
-		V int64  `json:"v"`
-		A string `json:"a"`
-	}
-	require.NoError(f.t, json.Unmarshal(raw, &rec))
-	return rec.A, rec.V
+	return st.Token.AccessToken, st.Token.Version
 }
 
 // keys returns the keys matching pattern.
@@ -393,4 +393,12 @@ func runInProcess(t *testing.T, env map[string]string, args ...string) (stop fun
 	}
 	t.Cleanup(func() { stop() })
 	return stop
+}
+
+// testMetrics returns daemon metrics with no users, Redis up.
+func testMetrics(t *testing.T) *metrics {
+	t.Helper()
+	m, err := newMetrics(func() []userView { return nil }, func() bool { return true })
+	require.NoError(t, err)
+	return m
 }

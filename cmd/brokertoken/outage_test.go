@@ -88,7 +88,7 @@ func TestOutageFlipsHealthAndAlertsOnceForTheFleet(t *testing.T) {
 		metrics = append(metrics, m)
 	}
 	all := strings.Join(metrics, "\n")
-	assert.Regexp(t, fmt.Sprintf(`brokertoken_refresh_failures_total\{user=%q,op="(renew|login)",kind="unavailable"\} [1-9]`, user), all)
+	assert.Regexp(t, fmt.Sprintf(`brokertoken_refresh_failures_total\{kind="unavailable",op="(renew|login)",user=%q\} [1-9]`, user), all)
 	assert.Regexp(t, fmt.Sprintf(`brokertoken_alerts_total\{event="failure"\} 1`), all)
 
 	for _, d := range daemons {

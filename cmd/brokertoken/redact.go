@@ -58,8 +58,11 @@ func (s *scrubber) scrub(text string) string {
 }
 
 // newLogger returns the slog logger for format ("text" or "json") and level, writing
-// to w through the scrubber.
-func newLogger(w io.Writer, format, level string, s *scrubber) *slog.Logger {
+// to w through the scrubber. With progress, waits of over a second are also shown on w
+// as one line each when the level would drop them (see progressHandler): the CLI's
+// commands say what they wait for even with their logging off.
+func newLogger(w io.Writer, format, level string, s *scrubber, progress bool) *slog.Logger {
+	out := w
 	if level == "off" {
 		w = io.Discard
 	}
@@ -72,8 +75,23 @@ func newLogger(w io.Writer, format, level string, s *scrubber) *slog.Logger {
 	} else {
 		h = slog.NewTextHandler(w, opts)
 	}
-	return slog.New(scrubHandler{h: h, s: s})
+	var sh slog.Handler = scrubHandler{h: h, s: s}
+	if level == "off" {
+		sh = scrubHandler{h: offHandler{}, s: s}
+	}
+	if progress {
+		sh = newProgressHandler(sh, out, s)
+	}
+	return slog.New(sh)
 }
+
+// offHandler drops every record.
+type offHandler struct{}
+
+func (offHandler) Enabled(context.Context, slog.Level) bool  { return false }
+func (offHandler) Handle(context.Context, slog.Record) error { return nil }
+func (h offHandler) WithAttrs([]slog.Attr) slog.Handler      { return h }
+func (h offHandler) WithGroup(string) slog.Handler           { return h }
 
 // scrubHandler passes every message and attribute through a scrubber.
 type scrubHandler struct {

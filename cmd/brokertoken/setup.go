@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -22,6 +23,8 @@ type deps struct {
 	auth     *tradovate.Authenticator
 	cache    *tokencache.Cache
 	broker   *http.Transport // the Authenticator's, when setup made one
+	fleet    fleet           // the registry the daemons write for readers
+	registry map[string]string // account -> user from the registry, without credentials
 }
 
 func (d *deps) close() {
@@ -52,12 +55,16 @@ func (d *deps) accountsOf(user string) []string {
 	return d.accounts.AccountsFor(user)
 }
 
-// userOf returns the login user whose token account uses.
+// userOf returns the login user whose token account uses: from the credentials file
+// when there is one, else from the registry the daemons write ({prefix}:accounts).
 func (d *deps) userOf(account string) string {
-	if d.accounts == nil {
-		return account
+	if d.accounts != nil {
+		return d.accounts.UserFor(account)
 	}
-	return d.accounts.UserFor(account)
+	if u, ok := d.registry[account]; ok {
+		return u
+	}
+	return account
 }
 
 // credsNeed says whether a command needs the credentials file.
@@ -168,6 +175,13 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 			return nil, usagef("%s", oneLine(err.Error()))
 		}
 	}
+	d.fleet = fleet{rdb: d.rdb, prefix: cfg.prefix}
+	if d.creds == nil && !so.noCache {
+		// Without credentials, accounts are mapped to users as the daemons registered them.
+		if d.registry, err = d.fleet.accounts(ctx); err != nil {
+			return nil, fmt.Errorf("redis %s: %s", cfg.redis.display, oneLine(err.Error()))
+		}
+	}
 	if so.noCache {
 		return d, nil
 	}
@@ -188,12 +202,14 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 	if d.auth != nil {
 		opts.Authenticator = d.auth
 		if so.brokerCalls > 0 {
-			opts.Authenticator = boundAuth(d.auth, so.brokerCalls)
+			opts.Authenticator = boundAuth(d.auth, so.brokerCalls, log)
 		}
 	}
 	if d.accounts != nil {
 		opts.UserFor = d.accounts.UserFor
 		opts.AccountsFor = d.accounts.AccountsFor
+	} else if d.registry != nil {
+		opts.UserFor = d.userOf
 	}
 	d.cache, err = tokencache.New(opts)
 	if err != nil {
