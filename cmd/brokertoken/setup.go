@@ -22,8 +22,8 @@ type deps struct {
 	accounts *tradovate.AccountMap  // nil without credentials
 	auth     *tradovate.Authenticator
 	cache    *tokencache.Cache
-	broker   *http.Transport // the Authenticator's, when setup made one
-	fleet    fleet           // the registry the daemons write for readers
+	broker   *http.Transport   // the Authenticator's, when setup made one
+	fleet    fleet             // the registry the daemons write for readers
 	registry map[string]string // account -> user from the registry, without credentials
 }
 

@@ -95,7 +95,7 @@ func New(opts Options) (*Metrics, error) {
 		leaseWaitSeconds: counter("lease_wait_seconds_total", "Seconds this process spent waiting for other processes' refreshes.", "user"),
 		invalidations:    counter("invalidations_total", "Newer tokens announced by other processes that replaced this process's copy.", "user"),
 		callDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "broker_call_duration_seconds",
-			Help: "How long logins and renewals sent to the broker took, waits for the login budget and time penalties included, by operation and result (ok or error).",
+			Help:    "How long logins and renewals sent to the broker took, waits for the login budget and time penalties included, by operation and result (ok or error).",
 			Buckets: opts.Buckets}, []string{"op", "result"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "broker_calls_in_flight",
 			Help: "Logins and renewals this process is sending to the broker now."}),
