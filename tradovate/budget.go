@@ -55,7 +55,8 @@ func (b *budget) take(ctx context.Context, user string) error {
 		}
 		// A little jitter keeps waiting processes from all retrying in the same instant.
 		wait += mrand.N(wait/10 + time.Millisecond)
-		b.opts.Logger.Debug("tradovate: login budget empty, waiting", "user", user, "wait", wait)
+		b.opts.Logger.Info(fmt.Sprintf("tradovate: login waits for the fleet-wide login budget: %d logins per %s already sent",
+			b.opts.LoginBudget, b.opts.LoginBudgetWindow), "user", user, "wait", wait)
 		if err := sleep(ctx, wait); err != nil {
 			return b.exhausted(user, wait, err)
 		}
