@@ -165,7 +165,7 @@ func cmdInvalidate(ctx context.Context, cfg *config, log *slog.Logger, s *scrubb
 		was = fmt.Sprintf("version %d", old)
 	}
 	_, err = fmt.Fprintf(stdout, "%s: %s replaced by version %d (token %s, expires in %s, after %s)\n", user, was, tok.Version,
-		tokencache.Redact(tok.AccessToken), time.Until(tok.Expiry).Round(time.Second), time.Since(started).Round(100*time.Millisecond))
+		tokencache.Redact(tok.AccessToken), time.Until(tok.Expiry).Round(time.Second), time.Since(started).Round(time.Millisecond))
 	return err
 }
 

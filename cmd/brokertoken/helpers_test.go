@@ -101,7 +101,13 @@ type userSpec struct {
 // user per spec (names unique to the test).
 func newFixture(t *testing.T, fakeOpts tradovatefake.Options, specs ...userSpec) *fixture {
 	t.Helper()
-	f := &fixture{t: t, redis: testutil.Redis(t), fake: tradovatefake.New(t, fakeOpts)}
+	return newFixtureOn(t, testutil.Redis(t), fakeOpts, specs...)
+}
+
+// newFixtureOn is newFixture on a given Redis.
+func newFixtureOn(t *testing.T, srv *testutil.Server, fakeOpts tradovatefake.Options, specs ...userSpec) *fixture {
+	t.Helper()
+	f := &fixture{t: t, redis: srv, fake: tradovatefake.New(t, fakeOpts)}
 	f.rdb = f.redis.Client(t)
 	f.prefix = f.redis.Prefix
 	type entry struct {

@@ -120,7 +120,7 @@ func (p progressHandler) Handle(ctx context.Context, r slog.Record) error {
 	if !isWait {
 		return nil
 	}
-	line := "brokertoken: " + r.Message
+	line := "brokertoken: " + strings.TrimPrefix(r.Message, "brokertoken: ")
 	if len(attrs) > 0 {
 		line += " (" + strings.Join(attrs, " ") + ")"
 	}
