@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -163,6 +164,11 @@ func TestConfigErrorsExitTwoAndWriteNothing(t *testing.T) {
 	noPassword := write("nopass.json", `[{"username":"x","password":"p"}, {"username":"y"}]`)
 	notArray := write("object.json", `{"username":"x","password":"p"}`)
 	unreachable := fmt.Sprintf("redis://:hunter2secret@127.0.0.1:%d/0", testutil.FreePort(t))
+	// --listen names a port in use: every other error is still found first, since run
+	// checks its whole configuration before it binds anything.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
 
 	tests := []struct {
 		name string
@@ -187,10 +193,12 @@ func TestConfigErrorsExitTwoAndWriteNothing(t *testing.T) {
 		{"bad tradovate URL", nil, []string{"token", "X", "--tv-url", "tv-demo.example"}, []string{`--tv-url "tv-demo.example": want an http:// or https:// URL`}},
 		{"unknown account", nil, []string{"token", "NOBODY"}, []string{`account "NOBODY" is neither a user in`}},
 		{"bad duration", map[string]string{"BROKERTOKEN_CHECK_INTERVAL": "often"}, []string{"run"}, []string{`BROKERTOKEN_CHECK_INTERVAL "often"`}},
+		{"listen in use", nil, []string{"run"}, []string{"--listen " + busy.Addr().String() + ": ", "address already in use"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			env := f.env()
+			env["BROKERTOKEN_LISTEN"] = busy.Addr().String()
 			for k, v := range tt.env {
 				env[k] = v
 			}

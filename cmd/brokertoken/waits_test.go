@@ -27,7 +27,7 @@ func TestCLISaysWhatItWaitsFor(t *testing.T) {
 	budget := "brokertoken:tradovate:" + strings.TrimPrefix(strings.TrimSuffix(f.fake.RESTURL(), "/v1"), "http://") + ":login-budget"
 	now, err := f.rdb.Time(ctx).Result()
 	require.NoError(t, err)
-	require.NoError(t, f.rdb.ZAdd(ctx, budget, redis.Z{Score: float64(now.Add(-58*time.Second).UnixMilli()), Member: "spent"}).Err())
+	require.NoError(t, f.rdb.ZAdd(ctx, budget, redis.Z{Score: float64(now.Add(-58 * time.Second).UnixMilli()), Member: "spent"}).Err())
 	t.Cleanup(func() { f.rdb.Del(context.Background(), budget) })
 	code, stdout, stderr := inProcess(t, ctx, env, "", "token", a, "--login-budget", "1")
 	require.Equal(t, 0, code, stderr)
