@@ -8,7 +8,8 @@ import (
 
 // Set these with -ldflags "-X main.buildVersion=v1.2.3 -X main.buildCommit=0123abcd"
 // when building without the git checkout (a source tarball, a build system that
-// strips .git); they win over what the Go toolchain recorded.
+// strips .git); they win over what the Go toolchain recorded. A commit ending in
+// "+dirty" means uncommitted changes.
 var (
 	buildVersion string
 	buildCommit  string
@@ -48,7 +49,8 @@ func readBuild() build {
 		b.Version = buildVersion
 	}
 	if buildCommit != "" {
-		b.Commit, b.Time, b.Modified = buildCommit, "", false
+		c, dirty := strings.CutSuffix(buildCommit, "+dirty")
+		b.Commit, b.Time, b.Modified = c, "", dirty
 	}
 	return b
 }
