@@ -279,7 +279,7 @@ func TestSystemdUnitVerifiesAndIsHardened(t *testing.T) {
 func promNames(expr string) []string {
 	for _, re := range []string{
 		`"(\\.|[^"\\])*"`, `'(\\.|[^'\\])*'`, "`[^`]*`", // strings
-		`\{[^}]*\}`, // label matchers
+		`\{[^}]*\}`,  // label matchers
 		`\[[^\]]*\]`, // ranges and subqueries
 		`\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`, // label lists
 		`\boffset\s+-?\w+`,
@@ -302,7 +302,7 @@ func promNames(expr string) []string {
 
 func TestPromNames(t *testing.T) {
 	for expr, want := range map[string][]string{
-		`max by (user) (brokertoken_token_valid) == 0`:                                                  {"brokertoken_token_valid"},
+		`max by (user) (brokertoken_token_valid) == 0`:                                                   {"brokertoken_token_valid"},
 		`sum by (user, kind) (increase(brokertoken_refresh_failures_total{kind=~"captcha|x"}[10m])) > 0`: {"brokertoken_refresh_failures_total"},
 		`histogram_quantile(0.9, sum by (le, op) (rate(a_bucket[5m]))) > 30`:                             {"a_bucket"},
 		`absent(b) or c offset 1h unless on (x) group_left (y) d`:                                        {"b", "c", "d"},
