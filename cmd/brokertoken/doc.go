@@ -11,10 +11,10 @@
 //
 //	brokertoken run                        keep every login in the credentials file fresh
 //	brokertoken token ACCOUNT [--md]       print the bare access token (--md: market-data token)
-//	brokertoken status [USER...] [--json]  table of users and their tokens
+//	brokertoken status [USER...] [--json]  table of users, their tokens and the daemons
 //	brokertoken decode [TOKEN|-] [--json]  a JWT's header, claims and expiry, unverified
-//	brokertoken invalidate ACCOUNT         force a new login of ACCOUNT's user, fleet-wide
-//	brokertoken version                    the module version
+//	brokertoken invalidate ACCOUNT         report ACCOUNT's token as bad; wait for a newer one
+//	brokertoken version                    version and commit
 //
 // Flags go after the command and may follow its arguments (token ACCOUNT --md).
 // brokertoken -h and brokertoken COMMAND -h list them.
@@ -32,26 +32,51 @@
 // them. SIGINT or SIGTERM stops it within a second: refreshes in flight are cancelled
 // and their leases released. A second signal kills it at once.
 //
+// run writes what readers need to see the fleet without its secrets: {prefix}:users
+// (its users, their accounts and broker environment), {prefix}:accounts (account ->
+// user), a heartbeat every second in {prefix}:daemons (removed on a clean stop), and
+// {prefix}:{USER}:health (failing or not, the last error, the wait in progress). It
+// checks its whole configuration (flags, credentials file, Redis) before it binds
+// --listen or writes anything.
+//
 // token reads the cache like any consumer (memory, Redis, then the fleet's single
 // refresh). With a credentials file it may log the user in or renew; without one (the
-// default credentials.json missing) it only reads what the daemon stored. Sub-accounts
-// come from the credential's "accounts" list or the original system's Redis list named
-// after the user. For example:
+// default credentials.json missing) it only reads what the daemon stored, and maps a
+// sub-account to its user through {prefix}:accounts. With a credentials file,
+// sub-accounts come from the credential's "accounts" list or the original system's
+// Redis list named after the user. For example:
 //
 //	curl -H "Authorization: Bearer $(brokertoken token PAAPEX2720450000001)" ...
 //
-// status shows, per user: its accounts, state (fresh, stale, expired, missing, or
-// "locked out" while a captcha or lockout cool-down is recorded), time to expiry,
-// version, when and how (login, renew, set, reseed) the token was obtained, and the
-// token's first characters and length only. It only reads.
+// status shows every user the daemons registered in Redis, and every user of the
+// credentials file when one is given (or the users and accounts named): its accounts,
+// state (fresh, stale, expired, missing, or "locked out" while a captcha or lockout
+// cool-down is recorded), time to expiry, version, when and how (login, renew, set,
+// reseed) the token was obtained, the token's first characters and length only, and a
+// note: a refresh in progress (the lease is held), the daemon's current wait, a failure
+// and since when, or the last error. The last line lists the daemons running and those
+// gone. It only reads and needs no credentials file; the cool-downs are read from the
+// broker environment the daemon registered for the user unless --env or
+// --tradovate-url is given.
 //
 // decode prints a JWT's header and claims and its exp, iat and nbf as times, without
 // verifying the signature (no key is needed); the token itself is shown redacted.
 // It reads stdin when given no token or "-", and ignores a leading "Bearer ".
 //
-// invalidate reports the stored token of ACCOUNT's user as bad (tokencache's
-// Invalidate): it is served by no process again, and one new login replaces it for the
-// whole fleet. It waits for the new token and prints its version.
+// invalidate reports the stored token of ACCOUNT's user as bad, as a consumer that met
+// a 401 would (a read-only cache's Invalidate): no process serves it again, and a daemon
+// replaces it (one login for the whole fleet, within its login budget). invalidate
+// itself reads no credentials and logs nobody in. It waits until a daemon has stored a
+// newer version and prints it; meanwhile it says on stderr what the daemons do (a
+// refresh in progress, a wait and how long, a failure). It gives up with exit status 1
+// when no daemon is running (then it reports nothing), when every daemon stops, when a
+// captcha or lockout cool-down keeps the user from being logged in, or after --timeout.
+//
+// Every wait over a second is said when it starts, with what is waited for, why and for
+// how long: by run at INFO in its log (and in the user's health record), by the other
+// commands as one line on stderr even with their logging off. The login budget, a time
+// penalty, a retry, a cool-down, another process's refresh (its lease) and a full
+// --concurrency are such waits.
 //
 // # Configuration
 //
@@ -59,7 +84,7 @@
 // empty variable counts as unset.
 //
 //	flag               environment                  default
-//	--redis            REDIS_URL                    redis://127.0.0.1:6379/0
+//	--redis            REDIS_URL                    redis://127.0.0.1:6379/0 (password also REDIS_PASSWORD)
 //	--redis-ca         BROKERTOKEN_REDIS_CA         system roots
 //	--credentials      BROKERTOKEN_CREDENTIALS      credentials.json
 //	--env              TRADOVATE_ENV                demo (or live)
@@ -87,11 +112,17 @@
 //	unix://[user:password@]/path/to/redis.sock[?db=N]                one node on a socket
 //	redis://h1:7000,h2:7001 (or redis://h1:7000,redis://h2:7001)     Redis Cluster seeds
 //	redis+cluster://h1:7000[,h2:7001]  rediss+cluster://...          Redis Cluster
+//	redis://h1:7000?addr=h2:7001&addr=h3:7002                        Redis Cluster (go-redis's form)
+//	redis+sentinel://[user:pw@]s1[:26379][,s2...]/MASTER[/db]        the master Sentinel names
+//	redis://[suser:spw@]s1:26379?master_name=MASTER&addr=s2:26379    the same, go-redis's failover form
 //
 // The password comes from the URL, else from REDIS_PASSWORD (Azure Cache for Redis:
 // rediss://name.redis.cache.windows.net:6380/0 with REDIS_PASSWORD set). Query options
 // are go-redis's (dial_timeout, read_timeout, pool_size, skip_verify...). Cluster URLs
-// accept database 0 only.
+// accept database 0 only. In redis+sentinel:// URLs the user and password are the
+// master's; sentinel_username and sentinel_password options are the sentinels'
+// (rediss+sentinel:// speaks TLS to both). Over TLS, a failed handshake says why (a
+// plain port, an unknown certificate authority) instead of timing out.
 //
 // # Endpoints
 //
@@ -105,7 +136,9 @@
 //     daemon sharing a Redis gives the same answer, within 0.8 s. Use it for readiness
 //     and alerting, not as a liveness probe: a broker outage is not cured by a restart.
 //
-//   - /metrics: Prometheus text format (version 0.0.4), with the series below.
+//   - /metrics: the Prometheus client library's registry (text format, or OpenMetrics
+//     when asked), with the series below, the Go runtime (go_*), process (process_*)
+//     and go_build_info series.
 //
 // The /metrics series:
 //
@@ -123,6 +156,13 @@
 //	brokertoken_alert_errors_total                 alerts the webhook did not accept
 //	brokertoken_redis_up                           1 while Redis answers pings
 //	brokertoken_users                              users in the credentials file
+//	brokertoken_broker_call_duration_seconds{op,result}  histogram of logins and renewals
+//	brokertoken_broker_calls_in_flight             logins and renewals running now
+//	brokertoken_build_info{version,commit,goversion}  1
+//
+// The cache's series come from tokencache/promhooks, which services using the library
+// can export too. deploy/prometheus holds alert rules and deploy/grafana a dashboard
+// for them.
 //
 // Failure kinds: unavailable, malformed_response, unexpected_status, bad_credentials,
 // captcha, locked_out, login_budget, penalty, inactive_user, unknown_user,
@@ -155,10 +195,20 @@
 //	2  usage or configuration error: unknown command or flag, bad value in a flag or
 //	   variable (named in the message), a missing or malformed credentials file (file
 //	   and entry index), an unknown environment, a bad URL, a Redis that cannot be
-//	   reached at start, an account not in the credentials file, a --listen address in
-//	   use. Nothing has been written to Redis.
+//	   reached at start, an account not in the credentials file (or, for invalidate, in
+//	   no daemon's registry), a --listen address in use. Nothing has been written to
+//	   Redis.
 //
 // Errors are one line on stderr, starting with "brokertoken: ".
+//
+// # Deployment
+//
+// The repository's Dockerfile builds a static binary with deploy/build.sh and ships it
+// alone on a distroless image as a non-root user; compose.yaml runs it with Redis;
+// deploy/systemd/brokertoken.service runs it under systemd with a dynamic user and the
+// credentials file passed by LoadCredential=. version prints the module version and
+// commit the Go toolchain recorded from the git checkout, or those set with
+// -ldflags "-X main.buildVersion=v1.2.3 -X main.buildCommit=0123abcd".
 //
 // # Secrets
 //
