@@ -80,10 +80,18 @@ func TestTokenOnRedisCluster(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, v+"\n", stdout)
 
-	env["REDIS_URL"] = "redis://" + strings.Join(cl.Addrs(), ",") // the comma-list form
-	code, stdout, stderr = inProcess(t, context.Background(), env, "", "status", "--json")
-	require.Equal(t, 0, code, stderr)
-	assert.Contains(t, stdout, `"state": "fresh"`)
+	addrs := cl.Addrs()
+	dead := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)) // a seed that answers nothing
+	for _, u := range []string{
+		"redis://" + strings.Join(addrs, ","),                                    // the comma-list form
+		"redis://" + dead + "?addr=" + addrs[1] + "&addr=" + addrs[2],            // go-redis's form: only the addr seeds answer
+		"redis+cluster://" + addrs[0] + "?addr=" + addrs[1] + "&dial_timeout=5s", // seeds in both places
+	} {
+		env["REDIS_URL"] = u
+		code, stdout, stderr = inProcess(t, context.Background(), env, "", "status", "--json")
+		require.Equal(t, 0, code, "%s: %s", u, stderr)
+		assert.Contains(t, stdout, `"state": "fresh"`, u)
+	}
 	assert.Equal(t, 1, fake.Logins(user))
 }
 
