@@ -1,8 +1,10 @@
 package main
 
 import (
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -173,4 +175,60 @@ func TestParseSentinelURL(t *testing.T) {
 			assert.NotContains(t, err.Error(), "topsecret")
 		})
 	}
+}
+
+// FuzzParseRedisURL: no input panics; a URL is one kind (node, Cluster or Sentinel) or
+// an error; and no password given in the URL (user info or a password option) shows in
+// the error or the display form.
+func FuzzParseRedisURL(f *testing.F) {
+	for _, s := range []string{
+		"redis://127.0.0.1:6379/0", "rediss://:k3yS3cret@h:6380/0", "unix:///tmp/r.sock?db=2",
+		"redis://h1:7000,h2:7001", "redis+cluster://:pw99xx@h1,h2:7001?dial_timeout=2s",
+		"redis://h1:7000?addr=h2:7001&addr=h3:7002", "redis+sentinel://app:mpw1xx@s1,s2:26380/m/1?sentinel_password=spw1xx",
+		"rediss+sentinel://s1/m", "redis://sen:spw1xx@s1:26379?master_name=m&addr=s2:26379&password=mpw1xx",
+		"redis://:p@ss@h:1", "redis+sentinel://s1/m,s2/n", "rediss://h?skip_verify=maybe",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		got, err := parseRedisURL(raw, "", "")
+		var secrets []string
+		for _, p := range strings.Split(raw, ",") {
+			p = strings.TrimSpace(p)
+			if !strings.Contains(p, "://") {
+				p = "redis://" + p
+			}
+			u, perr := url.Parse(p)
+			if perr != nil {
+				continue
+			}
+			if pw, ok := u.User.Password(); ok {
+				secrets = append(secrets, pw)
+			}
+			for _, k := range secretParams {
+				secrets = append(secrets, u.Query()[k]...)
+			}
+		}
+		shown := ""
+		if err != nil {
+			shown = err.Error()
+		} else {
+			shown = got.display
+			kinds := 0
+			for _, set := range []bool{got.single != nil, got.cluster != nil, got.failover != nil} {
+				if set {
+					kinds++
+				}
+			}
+			if kinds != 1 {
+				t.Fatalf("%q: %d kinds", raw, kinds)
+			}
+		}
+		for _, s := range secrets {
+			// A password that appears once in the URL can only show by leaking.
+			if len(s) >= 4 && strings.Count(raw, s) == 1 && strings.Contains(shown, s) {
+				t.Fatalf("%q: the password %q shows in %q", raw, s, shown)
+			}
+		}
+	})
 }
