@@ -16,20 +16,22 @@ import (
 	"github.com/brokertoken/brokertoken/tokencache"
 )
 
-// The daemon on a Sentinel-managed Redis (redis+sentinel://) keeps a short-lived token
-// fresh while the master is killed: once the sentinels have promoted the replica it
-// renews on the new master, with no new login, and /healthz is 200 again. The CLI
-// reads through the same URL.
+// The daemon on a Sentinel-managed Redis (redis+sentinel://, master and sentinels with
+// passwords) keeps a short-lived token fresh while the master is killed: once the
+// sentinels have promoted the replica it renews on the new master, with no new login,
+// and /healthz is 200 again. The CLI reads through the same URL, and through go-redis's
+// failover form.
 func TestRunSurvivesAMasterKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two Redis servers and three sentinels")
 	}
-	s := testutil.Sentinel(t)
+	s := testutil.Sentinel(t, testutil.SentinelOptions{Password: "mpw-Sentinel-9x", SentinelPassword: "spw-Sentinel-7y"})
 	fake := tradovatefake.New(t, tradovatefake.Options{Lifetime: 12 * time.Second})
 	user := s.Name("u")
 	fake.AddUser(user, password(user))
 	env := map[string]string{
-		"REDIS_URL":               "redis+sentinel://" + strings.Join(s.SentinelAddrs(), ",") + "/" + s.MasterName,
+		"REDIS_URL": "redis+sentinel://:" + s.Password + "@" + strings.Join(s.SentinelAddrs(), ",") + "/" + s.MasterName +
+			"?sentinel_password=" + s.SentinelPassword,
 		"BROKERTOKEN_CREDENTIALS": writeCreds(t, user),
 		"TRADOVATE_URL":           fake.RESTURL(),
 		"TRADOVATE_TV_URL":        fake.TradingViewURL(),
@@ -61,15 +63,32 @@ func TestRunSurvivesAMasterKill(t *testing.T) {
 	waitHTTP(t, health, 200, 30*time.Second)
 	assert.Equal(t, 1, fake.Logins(user), "the failover cost no login")
 
-	ro := map[string]string{"REDIS_URL": env["REDIS_URL"], "BROKERTOKEN_PREFIX": s.Prefix}
-	code, stdout, stderr := inProcess(t, ctx, ro, "", "status", "--json")
-	require.Equal(t, 0, code, stderr)
-	var st struct{ Users []userStatus }
-	require.NoError(t, json.Unmarshal([]byte(stdout), &st))
-	require.Len(t, st.Users, 1)
-	assert.Contains(t, []string{"fresh", "stale"}, st.Users[0].State)
+	addrs := s.SentinelAddrs()
+	var printed strings.Builder
+	for _, u := range []string{env["REDIS_URL"],
+		"redis://:" + s.SentinelPassword + "@" + addrs[0] + "?master_name=" + s.MasterName + "&addr=" + addrs[1] +
+			"&addr=" + addrs[2] + "&password=" + s.Password,
+	} {
+		ro := map[string]string{"REDIS_URL": u, "BROKERTOKEN_PREFIX": s.Prefix}
+		code, stdout, stderr := inProcess(t, ctx, ro, "", "status", "--json")
+		require.Equal(t, 0, code, stderr)
+		var st struct{ Users []userStatus }
+		require.NoError(t, json.Unmarshal([]byte(stdout), &st))
+		require.Len(t, st.Users, 1)
+		assert.Contains(t, []string{"fresh", "stale"}, st.Users[0].State)
+		printed.WriteString(stdout + stderr)
+	}
+	// A wrong sentinel password is a clear start-up error that shows no password.
+	ro := map[string]string{"REDIS_URL": strings.Replace(env["REDIS_URL"], s.SentinelPassword, "wrong-pw-1", 1), "BROKERTOKEN_PREFIX": s.Prefix}
+	code, _, stderr := inProcess(t, ctx, ro, "", "status")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "cannot connect")
+	t.Log(stderr)
+	printed.WriteString(stderr)
 
 	r := stop()
 	assert.Equal(t, 0, r.code, r.stderr)
-	assert.NotContains(t, r.stderr, password(user))
+	for _, secret := range []string{password(user), s.Password, s.SentinelPassword, "wrong-pw-1"} {
+		assert.NotContains(t, r.stderr+printed.String(), secret)
+	}
 }

@@ -25,6 +25,16 @@ const (
 	sentinelReadyTimeout = 30 * time.Second
 )
 
+// SentinelOptions are the passwords of a Sentinel setup; empty means none.
+type SentinelOptions struct {
+	// Password is required by the master and the replica (requirepass), and used by the
+	// replica and the sentinels to reach them (masterauth, auth-pass).
+	Password string
+	// SentinelPassword is required by the sentinels (requirepass), and used by each to
+	// reach the others (sentinel-pass).
+	SentinelPassword string
+}
+
 // SentinelServer is a real Redis master with one replica, watched by three real
 // redis-sentinel processes, all on loopback, as returned by Sentinel.
 type SentinelServer struct {
@@ -32,6 +42,8 @@ type SentinelServer struct {
 	Prefix string
 	// MasterName is the name the sentinels monitor the master under ("mymaster").
 	MasterName string
+	// Password and SentinelPassword are those of the options.
+	Password, SentinelPassword string
 
 	bin       string
 	sentinels []string // host:port of each sentinel
@@ -41,21 +53,26 @@ type SentinelServer struct {
 }
 
 // Sentinel starts a master, a replica of it and three sentinels (quorum 2, a node is
-// down after 1 s without an answer), and returns once the replica has synced and every
-// sentinel knows the replica and the other sentinels. Everything is stopped in
-// t.Cleanup. It skips the test (or fails it under EnvRequireReal=1) when redis-server
-// or redis-sentinel is missing.
-func Sentinel(t testing.TB) *SentinelServer {
+// down after 1 s without an answer), with the passwords of opts, and returns once the
+// replica has synced and every sentinel knows the replica and the other sentinels.
+// Everything is stopped in t.Cleanup. It skips the test (or fails it under
+// EnvRequireReal=1) when redis-server or redis-sentinel is missing.
+func Sentinel(t testing.TB, opts SentinelOptions) *SentinelServer {
 	t.Helper()
 	bin := lookBinary(t, "redis-server")
 	sentinelBin := lookBinary(t, "redis-sentinel")
-	s := &SentinelServer{Prefix: newPrefix(t), MasterName: "mymaster", bin: bin, nodes: map[string]*process{}}
+	s := &SentinelServer{Prefix: newPrefix(t), MasterName: "mymaster", Password: opts.Password,
+		SentinelPassword: opts.SentinelPassword, bin: bin, nodes: map[string]*process{}}
+	var auth []string
+	if opts.Password != "" {
+		auth = []string{"--requirepass", opts.Password, "--masterauth", opts.Password}
+	}
 
-	master := s.startNode(t)
-	replica := s.startNode(t, "--replicaof", "127.0.0.1", portOf(master))
+	master := s.startNode(t, auth...)
+	replica := s.startNode(t, append([]string{"--replicaof", "127.0.0.1", portOf(master)}, auth...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), sentinelReadyTimeout)
 	defer cancel()
-	if err := waitInfo(ctx, replica, "replication", "master_link_status:up"); err != nil {
+	if err := waitInfo(ctx, replica, opts.Password, "replication", "master_link_status:up"); err != nil {
 		t.Fatalf("testutil: replica %s did not sync with %s: %v%s", replica, master, err, s.diagnostics())
 	}
 
@@ -72,12 +89,19 @@ func Sentinel(t testing.TB) *SentinelServer {
 				return []string{conf, "--port", strconv.Itoa(port)}
 			},
 			args: func(int) []string {
-				return []string{
+				args := []string{
 					"--sentinel", "monitor", s.MasterName, "127.0.0.1", portOf(master), strconv.Itoa(sentinelQuorum),
 					"--sentinel", "down-after-milliseconds", s.MasterName, "1000",
 					"--sentinel", "failover-timeout", s.MasterName, "10000",
 					"--sentinel", "parallel-syncs", s.MasterName, "1",
 				}
+				if opts.Password != "" {
+					args = append(args, "--sentinel", "auth-pass", s.MasterName, opts.Password)
+				}
+				if opts.SentinelPassword != "" {
+					args = append(args, "--requirepass", opts.SentinelPassword, "--sentinel", "sentinel-pass", opts.SentinelPassword)
+				}
+				return args
 			},
 		})
 		if err != nil {
@@ -88,7 +112,7 @@ func Sentinel(t testing.TB) *SentinelServer {
 	}
 
 	for _, addr := range s.sentinels {
-		sc := redis.NewSentinelClient(&redis.Options{Addr: addr})
+		sc := s.sentinelClient(addr)
 		err := poll(ctx, func() error {
 			replicas, err := sc.Replicas(ctx, s.MasterName).Result()
 			if err != nil {
@@ -129,6 +153,11 @@ func (s *SentinelServer) startNode(t testing.TB, extra ...string) string {
 	return addr
 }
 
+// sentinelClient returns a client of the sentinel at addr; the caller closes it.
+func (s *SentinelServer) sentinelClient(addr string) *redis.SentinelClient {
+	return redis.NewSentinelClient(&redis.Options{Addr: addr, Password: s.SentinelPassword})
+}
+
 // SentinelAddrs returns the host:port of every sentinel.
 func (s *SentinelServer) SentinelAddrs() []string { return append([]string(nil), s.sentinels...) }
 
@@ -139,7 +168,7 @@ func (s *SentinelServer) MasterAddr(t testing.TB) string {
 	defer cancel()
 	var last error
 	for _, addr := range s.sentinels {
-		sc := redis.NewSentinelClient(&redis.Options{Addr: addr})
+		sc := s.sentinelClient(addr)
 		hp, err := sc.GetMasterAddrByName(ctx, s.MasterName).Result()
 		_ = sc.Close()
 		if err == nil && len(hp) == 2 {
@@ -176,7 +205,7 @@ func (s *SentinelServer) WaitFailover(t testing.TB, old string, timeout time.Dur
 	var master string
 	err := poll(ctx, func() error {
 		for _, addr := range s.sentinels {
-			sc := redis.NewSentinelClient(&redis.Options{Addr: addr})
+			sc := s.sentinelClient(addr)
 			hp, err := sc.GetMasterAddrByName(ctx, s.MasterName).Result()
 			_ = sc.Close()
 			if err != nil {
@@ -188,7 +217,7 @@ func (s *SentinelServer) WaitFailover(t testing.TB, old string, timeout time.Dur
 				master = got
 			}
 		}
-		c := redis.NewClient(&redis.Options{Addr: master})
+		c := redis.NewClient(&redis.Options{Addr: master, Password: s.Password})
 		defer c.Close()
 		return c.Set(ctx, s.Prefix+":testutil-failover", "1", time.Minute).Err()
 	})
@@ -201,7 +230,8 @@ func (s *SentinelServer) WaitFailover(t testing.TB, old string, timeout time.Dur
 // Options returns fresh failover options for the master, ready for
 // redis.NewFailoverClient.
 func (s *SentinelServer) Options() *redis.FailoverOptions {
-	return &redis.FailoverOptions{MasterName: s.MasterName, SentinelAddrs: s.SentinelAddrs()}
+	return &redis.FailoverOptions{MasterName: s.MasterName, SentinelAddrs: s.SentinelAddrs(),
+		Password: s.Password, SentinelPassword: s.SentinelPassword}
 }
 
 // Client returns a new failover client for the master, closed in t.Cleanup.
@@ -232,9 +262,9 @@ func portOf(addr string) string {
 	return port
 }
 
-// waitInfo polls INFO section on addr until it contains want.
-func waitInfo(ctx context.Context, addr, section, want string) error {
-	c := redis.NewClient(&redis.Options{Addr: addr})
+// waitInfo polls INFO section on addr (with password) until it contains want.
+func waitInfo(ctx context.Context, addr, password, section, want string) error {
+	c := redis.NewClient(&redis.Options{Addr: addr, Password: password})
 	defer c.Close()
 	return poll(ctx, func() error {
 		info, err := c.Info(ctx, section).Result()
