@@ -16,8 +16,8 @@ import (
 	"github.com/brokertoken/brokertoken/tokencache"
 )
 
-// The daemon on a Sentinel-managed Redis (redis+sentinel://, master and sentinels with
-// passwords) keeps a short-lived token fresh while the master is killed: once the
+// The daemon on a Sentinel-managed Redis (rediss+sentinel://: master and sentinels with
+// passwords, TLS everywhere) keeps a short-lived token fresh while the master is killed: once the
 // sentinels have promoted the replica it renews on the new master, with no new login,
 // and /healthz is 200 again. The CLI reads through the same URL, and through go-redis's
 // failover form.
@@ -25,12 +25,13 @@ func TestRunSurvivesAMasterKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two Redis servers and three sentinels")
 	}
-	s := testutil.Sentinel(t, testutil.SentinelOptions{Password: "mpw-Sentinel-9x", SentinelPassword: "spw-Sentinel-7y"})
+	s := testutil.Sentinel(t, testutil.SentinelOptions{Password: "mpw-Sentinel-9x", SentinelPassword: "spw-Sentinel-7y", TLS: true})
 	fake := tradovatefake.New(t, tradovatefake.Options{Lifetime: 12 * time.Second})
 	user := s.Name("u")
 	fake.AddUser(user, password(user))
 	env := map[string]string{
-		"REDIS_URL": "redis+sentinel://:" + s.Password + "@" + strings.Join(s.SentinelAddrs(), ",") + "/" + s.MasterName +
+		"BROKERTOKEN_REDIS_CA": s.CAFile(),
+		"REDIS_URL": "rediss+sentinel://:" + s.Password + "@" + strings.Join(s.SentinelAddrs(), ",") + "/" + s.MasterName +
 			"?sentinel_password=" + s.SentinelPassword,
 		"BROKERTOKEN_CREDENTIALS": writeCreds(t, user),
 		"TRADOVATE_URL":           fake.RESTURL(),
@@ -66,10 +67,10 @@ func TestRunSurvivesAMasterKill(t *testing.T) {
 	addrs := s.SentinelAddrs()
 	var printed strings.Builder
 	for _, u := range []string{env["REDIS_URL"],
-		"redis://:" + s.SentinelPassword + "@" + addrs[0] + "?master_name=" + s.MasterName + "&addr=" + addrs[1] +
+		"rediss://:" + s.SentinelPassword + "@" + addrs[0] + "?master_name=" + s.MasterName + "&addr=" + addrs[1] +
 			"&addr=" + addrs[2] + "&password=" + s.Password,
 	} {
-		ro := map[string]string{"REDIS_URL": u, "BROKERTOKEN_PREFIX": s.Prefix}
+		ro := map[string]string{"REDIS_URL": u, "BROKERTOKEN_PREFIX": s.Prefix, "BROKERTOKEN_REDIS_CA": s.CAFile()}
 		code, stdout, stderr := inProcess(t, ctx, ro, "", "status", "--json")
 		require.Equal(t, 0, code, stderr)
 		var st struct{ Users []userStatus }
@@ -79,11 +80,19 @@ func TestRunSurvivesAMasterKill(t *testing.T) {
 		printed.WriteString(stdout + stderr)
 	}
 	// A wrong sentinel password is a clear start-up error that shows no password.
-	ro := map[string]string{"REDIS_URL": strings.Replace(env["REDIS_URL"], s.SentinelPassword, "wrong-pw-1", 1), "BROKERTOKEN_PREFIX": s.Prefix}
+	ro := map[string]string{"REDIS_URL": strings.Replace(env["REDIS_URL"], s.SentinelPassword, "wrong-pw-1", 1),
+		"BROKERTOKEN_PREFIX": s.Prefix, "BROKERTOKEN_REDIS_CA": s.CAFile()}
 	code, _, stderr := inProcess(t, ctx, ro, "", "status")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, stderr, "cannot connect")
-	t.Log(stderr)
+	assert.Contains(t, stderr, "WRONGPASS")
+	printed.WriteString(stderr)
+	// Without the CA, the handshake says why it failed.
+	delete(ro, "BROKERTOKEN_REDIS_CA")
+	ro["REDIS_URL"] = env["REDIS_URL"]
+	code, _, stderr = inProcess(t, ctx, ro, "", "status")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "certificate is signed by an unknown authority (give the CA with --redis-ca)")
 	printed.WriteString(stderr)
 
 	r := stop()

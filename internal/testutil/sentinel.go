@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -33,6 +34,9 @@ type SentinelOptions struct {
 	// SentinelPassword is required by the sentinels (requirepass), and used by each to
 	// reach the others (sentinel-pass).
 	SentinelPassword string
+	// TLS makes every node and sentinel accept only TLS (a throwaway CA, certificates
+	// for 127.0.0.1 and localhost), replication and monitoring included.
+	TLS bool
 }
 
 // SentinelServer is a real Redis master with one replica, watched by three real
@@ -44,6 +48,10 @@ type SentinelServer struct {
 	MasterName string
 	// Password and SentinelPassword are those of the options.
 	Password, SentinelPassword string
+
+	tls    *tls.Config // clients' TLS configuration; nil without TLS
+	caFile string
+	tlsArg []string // the TLS arguments of every process
 
 	bin       string
 	sentinels []string // host:port of each sentinel
@@ -63,6 +71,16 @@ func Sentinel(t testing.TB, opts SentinelOptions) *SentinelServer {
 	sentinelBin := lookBinary(t, "redis-sentinel")
 	s := &SentinelServer{Prefix: newPrefix(t), MasterName: "mymaster", Password: opts.Password,
 		SentinelPassword: opts.SentinelPassword, bin: bin, nodes: map[string]*process{}}
+	if opts.TLS {
+		files, roots, err := writeTLSFiles(t.TempDir())
+		if err != nil {
+			t.Fatalf("testutil: generate TLS certificates: %v", err)
+		}
+		s.caFile = files.ca
+		s.tls = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		s.tlsArg = []string{"--tls-cert-file", files.cert, "--tls-key-file", files.key,
+			"--tls-ca-cert-file", files.ca, "--tls-auth-clients", "no", "--tls-replication", "yes"}
+	}
 	var auth []string
 	if opts.Password != "" {
 		auth = []string{"--requirepass", opts.Password, "--masterauth", opts.Password}
@@ -72,7 +90,7 @@ func Sentinel(t testing.TB, opts SentinelOptions) *SentinelServer {
 	replica := s.startNode(t, append([]string{"--replicaof", "127.0.0.1", portOf(master)}, auth...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), sentinelReadyTimeout)
 	defer cancel()
-	if err := waitInfo(ctx, replica, opts.Password, "replication", "master_link_status:up"); err != nil {
+	if err := s.waitInfo(ctx, replica, "replication", "master_link_status:up"); err != nil {
 		t.Fatalf("testutil: replica %s did not sync with %s: %v%s", replica, master, err, s.diagnostics())
 	}
 
@@ -86,8 +104,9 @@ func Sentinel(t testing.TB, opts SentinelOptions) *SentinelServer {
 			bin: sentinelBin,
 			dir: dir,
 			portArgs: func(port int) []string {
-				return []string{conf, "--port", strconv.Itoa(port)}
+				return append([]string{conf}, s.portArgs(port)...)
 			},
+			probe: s.probe,
 			args: func(int) []string {
 				args := []string{
 					"--sentinel", "monitor", s.MasterName, "127.0.0.1", portOf(master), strconv.Itoa(sentinelQuorum),
@@ -101,7 +120,7 @@ func Sentinel(t testing.TB, opts SentinelOptions) *SentinelServer {
 				if opts.SentinelPassword != "" {
 					args = append(args, "--requirepass", opts.SentinelPassword, "--sentinel", "sentinel-pass", opts.SentinelPassword)
 				}
-				return args
+				return append(args, s.tlsArg...)
 			},
 		})
 		if err != nil {
@@ -141,7 +160,8 @@ func Sentinel(t testing.TB, opts SentinelOptions) *SentinelServer {
 // startNode starts a data node with extra arguments and records it.
 func (s *SentinelServer) startNode(t testing.TB, extra ...string) string {
 	t.Helper()
-	p, port, err := launch(t, launchSpec{bin: s.bin, dir: t.TempDir(), args: func(int) []string { return extra }})
+	p, port, err := launch(t, launchSpec{bin: s.bin, dir: t.TempDir(), portArgs: s.portArgs, probe: s.probe,
+		args: func(int) []string { return append(extra, s.tlsArg...) }})
 	if err != nil {
 		t.Fatalf("testutil: sentinel data node: %v", err)
 	}
@@ -153,9 +173,56 @@ func (s *SentinelServer) startNode(t testing.TB, extra ...string) string {
 	return addr
 }
 
+// portArgs are the listening arguments of a process on port: TLS only, with TLS.
+func (s *SentinelServer) portArgs(port int) []string {
+	if s.tls != nil {
+		return []string{"--port", "0", "--tls-port", strconv.Itoa(port)}
+	}
+	return []string{"--port", strconv.Itoa(port)}
+}
+
+// probe checks that the process at addr answers.
+func (s *SentinelServer) probe(ctx context.Context, addr string) error {
+	if s.tls == nil {
+		return pingPlain(ctx, addr)
+	}
+	d := tls.Dialer{Config: s.TLSConfig()}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return pingConn(ctx, conn)
+}
+
+// TLSConfig returns a fresh client TLS configuration trusting the throwaway CA (each
+// host verified under the name it is dialled by); nil without TLS.
+func (s *SentinelServer) TLSConfig() *tls.Config {
+	if s.tls == nil {
+		return nil
+	}
+	return s.tls.Clone()
+}
+
+// CAFile returns the path of the throwaway CA certificate (PEM); "" without TLS.
+func (s *SentinelServer) CAFile() string { return s.caFile }
+
+// nodeOptions are the client options of the data node at addr.
+func (s *SentinelServer) nodeOptions(addr string) *redis.Options {
+	return &redis.Options{Addr: addr, Password: s.Password, TLSConfig: s.hostTLS(addr)}
+}
+
+// hostTLS is TLSConfig verifying addr's host; nil without TLS.
+func (s *SentinelServer) hostTLS(addr string) *tls.Config {
+	c := s.TLSConfig()
+	if c != nil {
+		c.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	return c
+}
+
 // sentinelClient returns a client of the sentinel at addr; the caller closes it.
 func (s *SentinelServer) sentinelClient(addr string) *redis.SentinelClient {
-	return redis.NewSentinelClient(&redis.Options{Addr: addr, Password: s.SentinelPassword})
+	return redis.NewSentinelClient(&redis.Options{Addr: addr, Password: s.SentinelPassword, TLSConfig: s.hostTLS(addr)})
 }
 
 // SentinelAddrs returns the host:port of every sentinel.
@@ -217,7 +284,7 @@ func (s *SentinelServer) WaitFailover(t testing.TB, old string, timeout time.Dur
 				master = got
 			}
 		}
-		c := redis.NewClient(&redis.Options{Addr: master, Password: s.Password})
+		c := redis.NewClient(s.nodeOptions(master))
 		defer c.Close()
 		return c.Set(ctx, s.Prefix+":testutil-failover", "1", time.Minute).Err()
 	})
@@ -230,8 +297,15 @@ func (s *SentinelServer) WaitFailover(t testing.TB, old string, timeout time.Dur
 // Options returns fresh failover options for the master, ready for
 // redis.NewFailoverClient.
 func (s *SentinelServer) Options() *redis.FailoverOptions {
+	// go-redis dials the master by the address the sentinels give (127.0.0.1), which the
+	// certificate names.
+	var conf *tls.Config
+	if s.tls != nil {
+		conf = s.TLSConfig()
+		conf.ServerName = "127.0.0.1"
+	}
 	return &redis.FailoverOptions{MasterName: s.MasterName, SentinelAddrs: s.SentinelAddrs(),
-		Password: s.Password, SentinelPassword: s.SentinelPassword}
+		Password: s.Password, SentinelPassword: s.SentinelPassword, TLSConfig: conf}
 }
 
 // Client returns a new failover client for the master, closed in t.Cleanup.
@@ -262,9 +336,9 @@ func portOf(addr string) string {
 	return port
 }
 
-// waitInfo polls INFO section on addr (with password) until it contains want.
-func waitInfo(ctx context.Context, addr, password, section, want string) error {
-	c := redis.NewClient(&redis.Options{Addr: addr, Password: password})
+// waitInfo polls INFO section on the data node at addr until it contains want.
+func (s *SentinelServer) waitInfo(ctx context.Context, addr, section, want string) error {
+	c := redis.NewClient(s.nodeOptions(addr))
 	defer c.Close()
 	return poll(ctx, func() error {
 		info, err := c.Info(ctx, section).Result()

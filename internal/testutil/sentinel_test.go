@@ -12,12 +12,12 @@ import (
 
 // A failover client writes through the master; when the master is killed, the
 // sentinels promote the replica, and the same client reads the replicated key from it
-// and writes again. Master and sentinels require passwords.
+// and writes again. Master and sentinels require passwords and speak only TLS.
 func TestSentinelFailsOverWhenTheMasterDies(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two Redis servers and three sentinels")
 	}
-	s := Sentinel(t, SentinelOptions{Password: randomSecret(t), SentinelPassword: randomSecret(t)})
+	s := Sentinel(t, SentinelOptions{Password: randomSecret(t), SentinelPassword: randomSecret(t), TLS: true})
 	require.Len(t, s.SentinelAddrs(), 3)
 	ctx := context.Background()
 	c := s.Client(t)
@@ -37,7 +37,7 @@ func TestSentinelFailsOverWhenTheMasterDies(t *testing.T) {
 
 	// Without the passwords, neither a sentinel nor the master answers.
 	for _, o := range []struct{ addr, pw string }{{s.SentinelAddrs()[0], ""}, {master, ""}} {
-		nc := redis.NewClient(&redis.Options{Addr: o.addr, Password: o.pw})
+		nc := redis.NewClient(&redis.Options{Addr: o.addr, Password: o.pw, TLSConfig: s.hostTLS(o.addr)})
 		err := nc.Ping(ctx).Err()
 		_ = nc.Close()
 		assert.ErrorContains(t, err, "NOAUTH", o.addr)
