@@ -94,7 +94,7 @@ func BenchmarkMiss(b *testing.B) {
 	ctx := context.Background()
 	c, srv, user := benchCache(b)
 	rdb := srv.Client(b)
-	key := srv.Prefix + ":{" + user + "}:token"
+	key := srv.Prefix + ":{" + user + "}:record"
 
 	b.Run("bare go-redis GET", func(b *testing.B) {
 		b.ReportAllocs()
@@ -121,7 +121,7 @@ func BenchmarkMissVsGET(b *testing.B) {
 	ctx := context.Background()
 	c, srv, user := benchCache(b)
 	rdb := srv.Client(b)
-	key := srv.Prefix + ":{" + user + "}:token"
+	key := srv.Prefix + ":{" + user + "}:record"
 	get := make([]time.Duration, 0, b.N)
 	miss := make([]time.Duration, 0, b.N)
 	b.ResetTimer()

@@ -46,15 +46,10 @@ func New(opts Options) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{
-		opts: o,
-		auth: o.Authenticator,
-		store: store{
-			rdb:     o.Redis,
-			prefix:  o.Prefix,
-			channel: o.Prefix + ":invalidate",
-			records: o.Prefix + ":records",
-		},
-		log:  o.Logger,
+		opts:  o,
+		auth:  o.Authenticator,
+		store: newStore(o.Redis, o.Prefix),
+		log:   o.Logger,
 		seed: rand.Uint64(),
 	}
 	c.base, c.cancel = context.WithCancel(context.Background())
@@ -71,14 +66,18 @@ func New(opts Options) (*Cache, error) {
 // returned Token is shared and must not be modified.
 //
 // Errors: ErrNoToken (read-only cache, nothing valid stored), ErrRedisUnavailable,
-// *RefreshError (the broker refused), ErrEmptyName, ErrClosed, or ctx's error.
+// *RefreshError (the broker refused), ErrInvalidName (see [CheckName]; ErrEmptyName
+// for ""), ErrRecordFormat, ErrClosed, or ctx's error.
 func (c *Cache) Token(ctx context.Context, account string) (*Token, error) {
 	if f := c.names.fresh(account); f != nil {
 		if t := f.Load(); t != nil {
 			return t, nil
 		}
 	}
-	e := c.entryFor(account)
+	e, err := c.entryFor(account)
+	if err != nil {
+		return nil, err
+	}
 	if t := e.fresh.Load(); t != nil {
 		return t, nil // a name not merged into the immutable map yet
 	}
@@ -86,11 +85,20 @@ func (c *Cache) Token(ctx context.Context, account string) (*Token, error) {
 }
 
 // Source returns a TokenSource for account. It resolves the account's login user once,
-// so its Token is the cheapest way to read a token on a hot path.
+// so its Token is the cheapest way to read a token on a hot path. For a name
+// [CheckName] refuses, its Token returns that error.
 func (c *Cache) Source(account string) TokenSource {
-	e := c.entryFor(account)
+	e, err := c.entryFor(account)
+	if err != nil {
+		return badSource{err}
+	}
 	return source{c: c, e: e, fresh: e.fresh}
 }
+
+// badSource is the TokenSource of an invalid name.
+type badSource struct{ err error }
+
+func (b badSource) Token(context.Context) (*Token, error) { return nil, b.err }
 
 type source struct {
 	c     *Cache
@@ -111,14 +119,15 @@ func (s source) Token(ctx context.Context) (*Token, error) {
 // DefaultLifetime; a zero ObtainedAt means now. Storing the token already stored is a
 // no-op that returns the stored version.
 //
-// Errors: ErrInvalidToken (empty or expired), ErrEmptyName, ErrRedisUnavailable,
-// ErrClosed.
+// Errors: ErrInvalidToken (empty, expired, expiring more than a year away, larger than
+// 16 KiB, or not printable UTF-8: what could not be stored byte for byte), ErrInvalidName,
+// ErrRecordFormat, ErrRedisUnavailable, ErrClosed. Nothing is written when it fails.
 func (c *Cache) Set(ctx context.Context, user string, t *Token) (*Token, error) {
 	if c.closed.Load() {
 		return nil, ErrClosed
 	}
-	if user == "" {
-		return nil, ErrEmptyName
+	if err := CheckName(user); err != nil {
+		return nil, err
 	}
 	if t == nil || t.AccessToken == "" {
 		return nil, fmt.Errorf("%w: empty access token for %s", ErrInvalidToken, user)
@@ -130,38 +139,48 @@ func (c *Cache) Set(ctx context.Context, user string, t *Token) (*Token, error) 
 		tok.ObtainedAt = now
 	}
 	tok.Expiry = ResolveExpiry(tok.Expiry, tok.AccessToken, tok.ObtainedAt, c.opts.DefaultLifetime)
-	if !now.Before(tok.Expiry) {
-		return nil, fmt.Errorf("%w: token for %s expired at %s", ErrInvalidToken, user, tok.Expiry.UTC().Format(time.RFC3339))
+	if err := checkStorable(&tok, now); err != nil {
+		return nil, fmt.Errorf("%w: token for %s: %w", ErrInvalidToken, user, err)
 	}
 	e := c.userEntry(user)
 	e.mu.Lock()
 	e.setting++
 	e.mu.Unlock()
-	v, same, err := c.store.set(ctx, user, &tok, "set")
-	if err == nil && same == nil {
-		tok.Version = v
-		same = &tok
-		c.log.Info("tokencache: token set", "user", user, "version", v, "token", Redact(tok.AccessToken))
+	o, err := c.store.set(ctx, user, &tok, "set")
+	err = c.announced(err)
+	stored := o.stored
+	if err == nil && !o.same {
+		tok.Version = o.version
+		stored = &tok
+		c.log.Info("tokencache: token set", "user", user, "version", o.version, "token", Redact(tok.AccessToken))
 	}
 	e.mu.Lock()
 	e.setting--
 	if err == nil {
-		c.installLocked(e, same)
+		c.installLocked(e, stored)
 	}
 	c.superseded(e) // a newer version was announced while the Set ran
 	e.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	if same == &tok {
+	if stored == &tok {
 		c.writeLegacy(ctx, user, &tok)
 	}
-	return same, nil
+	return stored, nil
 }
+
+// closeWait bounds how long Close waits for background work that ignores cancellation.
+const closeWait = 5 * time.Second
 
 // Close stops the cache's background work (refreshes in flight are cancelled and their
 // leases released), closes every Watch channel and makes later calls return ErrClosed.
 // It does not close the Redis client. Close is idempotent.
+//
+// Close returns within about 5 seconds even when an Authenticator ignores its context:
+// it then returns an error saying how much work it left behind. That work's result is
+// discarded (nothing is written to Redis once the cache is closed), and its goroutine
+// ends when the Authenticator returns.
 func (c *Cache) Close() error {
 	c.life.Lock()
 	if c.closed.Load() {
@@ -174,7 +193,20 @@ func (c *Cache) Close() error {
 
 	c.cancel()
 	err := ps.Close()
-	c.wg.Wait()
+	done := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(done)
+	}()
+	timer := time.NewTimer(closeWait)
+	defer timer.Stop()
+	var stuck error
+	select {
+	case <-done:
+	case <-timer.C:
+		stuck = fmt.Errorf("tokencache: close: background work still running after %s (an Authenticator or Renewer ignoring its context?); abandoned", closeWait)
+		c.log.Warn("tokencache: close did not wait for background work that ignores cancellation", "waited", closeWait)
+	}
 	for _, e := range c.names.users() {
 		e.mu.Lock()
 		e.fresh.Store(nil)
@@ -184,9 +216,9 @@ func (c *Cache) Close() error {
 		e.mu.Unlock()
 	}
 	if err != nil && !errors.Is(err, redis.ErrClosed) {
-		return fmt.Errorf("tokencache: close: %w", err)
+		return errors.Join(stuck, fmt.Errorf("tokencache: close: %w", err))
 	}
-	return nil
+	return stuck
 }
 
 // goBackground runs f in a goroutine that Close waits for, unless the cache is closed.
@@ -204,12 +236,21 @@ func (c *Cache) goBackground(f func()) bool {
 	return true
 }
 
-// entryFor returns the entry of account's login user, remembering the mapping.
-func (c *Cache) entryFor(account string) *entry {
+// entryFor returns the entry of account's login user, remembering the mapping. Names
+// that CheckName refuses, the account's or the user's UserFor gives, are never
+// remembered.
+func (c *Cache) entryFor(account string) (*entry, error) {
 	if e := c.names.account(account); e != nil {
-		return e
+		return e, nil
 	}
-	return c.names.addAccount(account, c.userEntry(c.opts.UserFor(account)))
+	if err := CheckName(account); err != nil {
+		return nil, err
+	}
+	user := c.opts.UserFor(account)
+	if err := CheckName(user); err != nil {
+		return nil, fmt.Errorf("account %q belongs to user %q: %w", account, user, err)
+	}
+	return c.names.addAccount(account, c.userEntry(user)), nil
 }
 
 // userEntry returns the entry of a login user, creating it on first use.

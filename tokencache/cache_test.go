@@ -206,16 +206,17 @@ func newWaiting(t *testing.T, e *env, user string) *waiting {
 	return w
 }
 
-// A process waiting for another's login is handed the token by the announcement: after
-// its first read and the lease attempt it reads nothing more.
-func TestAWaitingProcessDoesNotReadTheTokenBack(t *testing.T) {
+// A process waiting for another's login is woken by the announcement and reads the
+// record once: a message is a hint, never a token to serve. After its first read and the
+// lease attempt it makes exactly one more read.
+func TestAWaitingProcessReadsTheTokenOnceWhenWoken(t *testing.T) {
 	e := newEnv(t)
 	w := newWaiting(t, e, e.user("U"))
 	w.release()
 	require.NoError(t, <-w.done)
 	tok := <-w.got
 	require.NotNil(t, tok)
-	assert.Equal(t, 1, w.cmds.get("get"), "GETs by the waiting process")
+	assert.Equal(t, 2, w.cmds.get("get"), "GETs by the waiting process")
 	assert.EqualValues(t, 1, w.b.logins.Load())
 }
 

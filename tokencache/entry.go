@@ -20,18 +20,24 @@ type entry struct {
 	// lives in a block shared with other entries (see cells) and never changes.
 	fresh *atomic.Pointer[Token]
 
-	mu        sync.Mutex    // guards the fields below
-	tok       *Token        // newest token this process knows; may be stale or expired
-	known     int64         // newest version announced on pub/sub; tok is superseded below it
-	rerun     int64         // newest announced version a failed refresh was re-run for
-	confirmed time.Time     // when tok last matched Redis; zero after a pub/sub reconnect
+	mu  sync.Mutex // guards the fields below
+	tok *Token     // newest token this process read from or wrote to Redis; may be stale or expired
+	// hint is the newest version announced on pub/sub above tok's, until a read of Redis
+	// that began after it answers. A message is only a hint: it makes the entry read
+	// Redis again, never serve or expect more than Redis holds.
+	hint      int64
+	rerun     int64         // newest hinted version a failed refresh was re-run for
+	confirmed time.Time     // when tok last matched Redis; zero after an announcement or a pub/sub reconnect
 	retryAt   time.Time     // no background refresh before this (after a failure)
 	failures  int           // consecutive failed refreshes
 	lastErr   error         // the last failure, returned until retryAt when nothing is servable
-	bad       []string      // access tokens reported bad by Invalidate: never served again
+	bad       []string      // tokens reported bad by Invalidate: a token holding one is never served again
+	reportAt  time.Time     // when a report from another process was last acted on
 	corrupt   bool          // a corrupt record was logged (log once)
 	setting   int32         // Set calls writing this user now
 	flight    *flight       // the refresh in progress, if any
+	awaiting  bool          // the flight waits for another process's refresh (it reads when signalled)
+	peeking   bool          // a read for an announcement is running beside the flight
 	timer     *time.Timer   // clears fresh at armedTo
 	armedTo   time.Time     // when fresh must be cleared
 	gen       uint64        // counts signals: a newer version announced, a resubscription
@@ -67,20 +73,23 @@ func (c *cells) take() *atomic.Pointer[Token] {
 	return p
 }
 
-// isBad reports whether access was reported bad. e.mu must be held.
-func (e *entry) isBad(access string) bool {
+// isBad reports whether t's access or market-data token was reported bad. e.mu must be
+// held.
+func (e *entry) isBad(t *Token) bool {
 	for _, b := range e.bad {
-		if b == access {
+		if b == t.AccessToken || b == t.MDAccessToken {
 			return true
 		}
 	}
 	return false
 }
 
-// markBad remembers access as bad. e.mu must be held.
+// markBad remembers access (an access or market-data token) as bad. e.mu must be held.
 func (e *entry) markBad(access string) {
-	if e.isBad(access) {
-		return
+	for _, b := range e.bad {
+		if b == access {
+			return
+		}
 	}
 	if len(e.bad) == maxBad {
 		copy(e.bad, e.bad[1:])
@@ -153,13 +162,14 @@ func (c *Cache) refreshPoint(t *Token) time.Time {
 
 // usable reports whether t may be handed to a caller at now. e.mu must be held.
 func (c *Cache) usable(e *entry, t *Token, now time.Time) bool {
-	return t != nil && now.Before(c.unusableAt(t)) && !e.isBad(t.AccessToken)
+	return t != nil && now.Before(c.unusableAt(t)) && !e.isBad(t)
 }
 
-// servable reports whether the entry's own token may be served without reading Redis.
+// servable reports whether the entry's own token may be served without reading Redis:
+// it is usable and Redis confirmed it since the last announcement or resubscription.
 // e.mu must be held.
 func (c *Cache) servable(e *entry, now time.Time) bool {
-	return c.usable(e, e.tok, now) && e.tok.Version >= e.known && !e.confirmed.IsZero()
+	return c.usable(e, e.tok, now) && !e.confirmed.IsZero()
 }
 
 // due reports whether a background refresh of the servable e.tok should start now.
@@ -235,8 +245,9 @@ func (c *Cache) kick(e *entry, now time.Time) {
 	c.arm(e, now)
 }
 
-// install makes t the entry's token if it is newer, records that Redis agrees with it,
-// and tells watchers. It returns the entry's token afterwards.
+// install makes t, just read from or written to Redis, the entry's token if it is newer,
+// records that Redis agrees with it, and tells watchers. It returns the entry's token
+// afterwards.
 func (c *Cache) install(e *entry, t *Token) *Token {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -256,8 +267,8 @@ func (c *Cache) installLocked(e *entry, t *Token) {
 	if t.Version >= e.tok.Version {
 		e.confirmed = now
 	}
-	if t.Version > e.known {
-		e.known = t.Version
+	if e.hint <= e.tok.Version {
+		e.hint = 0
 	}
 	if c.servable(e, now) {
 		c.arm(e, now)

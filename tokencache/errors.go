@@ -16,9 +16,12 @@ var (
 	ErrClosed = errors.New("tokencache: cache closed")
 	// ErrInvalidToken is returned by Set for a token that is empty or already expired.
 	ErrInvalidToken = errors.New("tokencache: invalid token")
-	// ErrEmptyName is returned by Token, Set and Invalidate for an empty account or user
-	// name: no broker login has one, and it could not be announced to other processes.
-	ErrEmptyName = errors.New("tokencache: empty account or user name")
+	// ErrInvalidName is returned by Token, Set, Invalidate and Status for an account or
+	// user name that could not be stored safely (see [CheckName]); the error says which
+	// rule the name breaks.
+	ErrInvalidName = errors.New("tokencache: invalid account or user name")
+	// ErrEmptyName is the ErrInvalidName of an empty name: no broker login has one.
+	ErrEmptyName = fmt.Errorf("%w: empty", ErrInvalidName)
 	// ErrTokenRejected is what a Renewer wraps when the broker no longer accepts the
 	// current token; the cache then logs in instead of renewing.
 	ErrTokenRejected = errors.New("tokencache: token rejected by broker")

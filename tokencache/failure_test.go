@@ -45,7 +45,7 @@ func TestRedisDownServesValidTokensAndFailsClearlyOtherwise(t *testing.T) {
 		got, err := c.Token(ctx, known)
 		require.NoError(t, err)
 		require.Equal(t, tok.AccessToken, got.AccessToken)
-		n, err := e.client().Exists(ctx, srv.Prefix+":{"+known+"}:token").Result()
+		n, err := e.client().Exists(ctx, srv.Prefix+":{"+known+"}:record").Result()
 		return err == nil && n == 1
 	}, 10*time.Second, 20*time.Millisecond)
 	assert.EqualValues(t, 1, b.logins.Load())

@@ -3,7 +3,6 @@ package tokencache
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -16,13 +15,17 @@ import (
 // Redis; a ping left unanswered that long again means a dead connection.
 const pingEvery = 5 * time.Second
 
-// listen receives invalidation messages until Close. Every (re)subscription drops the
-// whole L1 layer: whatever was published while the connection was down is unknown.
+// listen receives announcements (and, in a cache that can refresh, reports) until
+// Close. Every (re)subscription drops the whole L1 layer: whatever was published while
+// the connection was down is unknown. Messages are hints: an announcement makes the
+// cache read Redis again, a report makes it check the token; neither is served or
+// stored as it is.
 func (c *Cache) listen() {
 	defer c.wg.Done()
 	ps := c.pubsub
 	delay := 50 * time.Millisecond
 	pinged := false
+	failing := time.Time{} // when receiving started to fail; zero while it works
 	for {
 		msg, err := ps.ReceiveTimeout(c.base, pingEvery)
 		if c.closed.Load() {
@@ -48,10 +51,15 @@ func (c *Cache) listen() {
 				pinged = false
 				continue
 			}
-			if delay >= 2*time.Second {
-				// Still failing after several tries (e.g. an ACL without one of the
-				// channels): say so, since entries then rely on MaxStaleness alone.
-				c.log.Warn("tokencache: cannot receive invalidations", "channels", c.store.records+" "+c.store.channel, "err", err)
+			if failing.IsZero() {
+				failing = time.Now()
+			}
+			if time.Since(failing) >= time.Second || isNoPerm(err) {
+				// Still failing (e.g. an ACL without one of the channels): say so, since
+				// entries then rely on MaxStaleness alone.
+				c.log.Warn("tokencache: cannot receive invalidations; tokens are re-read every MaxStaleness instead",
+					"channels", strings.Join(c.channels(), " "), "err", err)
+				failing = time.Now() // once a second at most, while it lasts
 			}
 			select {
 			case <-c.base.Done():
@@ -61,18 +69,18 @@ func (c *Cache) listen() {
 			delay = min(2*delay, 2*time.Second)
 			continue
 		}
-		delay, pinged = 50*time.Millisecond, false
+		delay, pinged, failing = 50*time.Millisecond, false, time.Time{}
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			// Both channels are subscribed by one command; the invalidation channel's
-			// confirmation stands for both: what was published before is unknown.
+			// The announcement channel is subscribed last; its confirmation stands for
+			// all: what was published before is unknown.
 			if m.Kind == "subscribe" && m.Channel == c.store.channel {
 				c.subs.Add(1)
 				c.dropAll()
 			}
 		case *redis.Message:
-			if m.Channel == c.store.records {
-				c.record(m.Payload)
+			if m.Channel == c.store.reports {
+				c.reported(m.Payload)
 			} else {
 				c.announce(m.Payload)
 			}
@@ -80,48 +88,35 @@ func (c *Cache) listen() {
 	}
 }
 
-// subscribe subscribes to the records channel, then the invalidation channel.
+// isNoPerm reports whether err is Redis refusing a command for lack of ACL rights.
+func isNoPerm(err error) bool {
+	var reply redis.Error
+	return errors.As(err, &reply) && strings.HasPrefix(reply.Error(), "NOPERM")
+}
+
+// channels lists what the cache subscribes to, the announcement channel last: reports
+// too when the cache can act on them.
+func (c *Cache) channels() []string {
+	if c.auth == nil {
+		return []string{c.store.channel}
+	}
+	return []string{c.store.reports, c.store.channel}
+}
+
+// subscribe subscribes to the cache's channels.
 func (c *Cache) subscribe() *redis.PubSub {
-	return c.opts.Redis.Subscribe(c.base, c.store.records, c.store.channel)
+	return c.opts.Redis.Subscribe(c.base, c.channels()...)
 }
 
-// record handles "<version>:<user>\n<record>", published just before the same version's
-// announcement: a process holding an older token of the user installs the new one from
-// the message, without reading it back from Redis. Anything it cannot use that way is
-// left to the announcement that follows.
-func (c *Cache) record(payload string) {
-	head, _, _ := strings.Cut(payload, "\n")
-	if _, user, ok := strings.Cut(head, ":"); !ok || c.names.user(user) == nil {
-		return // never asked for here (or malformed: the announcement will say)
-	}
-	user, t, err := parseRecordMessage(payload)
-	if err != nil {
-		c.log.Warn("tokencache: ignoring malformed record message", "len", len(payload), "err", err)
-		return
-	}
-	e := c.names.user(user)
-	v := t.Version
-	now := time.Now()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.tok != nil && e.tok.Version >= v || !c.usable(e, t, now) || c.auth != nil && !now.Before(c.refreshPoint(t)) {
-		return
-	}
-	if h := c.opts.Hooks.Invalidated; h != nil && e.tok != nil {
-		h(user, v)
-	}
-	c.installLocked(e, t)
-}
-
-// announce handles "<version>:<user>": the user's token now has that version in Redis.
+// announce handles "<version>:<user>": another process says it stored that version. It
+// is a hint: the cache stops serving its copy until Redis confirms what it holds, and
+// reads Redis now, so the next call is a hit and watchers hear of the new token. A
+// forged message costs each cache one read, never more than that: what Redis answers
+// is served, whatever version the message named.
 func (c *Cache) announce(payload string) {
-	user, v, bad, ok := parseAnnouncement(payload)
+	user, v, ok := parseAnnouncement(payload)
 	if !ok {
 		c.log.Warn("tokencache: ignoring malformed invalidation message", "len", len(payload))
-		return
-	}
-	if bad {
-		c.reported(user, v)
 		return
 	}
 	e := c.names.user(user)
@@ -130,70 +125,82 @@ func (c *Cache) announce(payload string) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if v > e.known {
-		e.known = v
+	if e.tok != nil && e.tok.Version >= v {
+		return // this process has it (its own write's echo, usually)
 	}
-	if e.setting > 0 && e.flight == nil {
-		// Probably the echo of this process's own Set, heard before the Set's reply:
-		// the Set looks at e.known when it installs its token. Until then the old
-		// token is not served.
-		if e.tok == nil || e.tok.Version < v {
-			e.fresh.Store(nil)
-		}
-		return
-	}
-	c.superseded(e)
-}
-
-// superseded acts on a newer version announced than the entry holds: the old token
-// leaves the hot path, waiters wake, and the new one is fetched now, so the next call
-// is a hit and watchers hear of it. e.mu must be held.
-func (c *Cache) superseded(e *entry) {
-	if e.known == 0 || e.tok != nil && e.tok.Version >= e.known {
-		return
+	if v > e.hint {
+		e.hint = v
 	}
 	if h := c.opts.Hooks.Invalidated; h != nil && e.tok != nil {
-		h(e.user, e.known)
+		h(user, v)
 	}
 	e.fresh.Store(nil)
-	e.signal()
+	e.confirmed = time.Time{}
+	e.signal() // a refresh waiting for another process's may find it (see refresh)
+	switch {
+	case e.setting > 0 && e.flight == nil:
+		// Probably the echo of this process's own Set, heard before the Set's reply:
+		// the Set installs its token, then looks at e.hint.
+	case e.awaiting:
+		// The flight waits for another process's refresh: the signal wakes it to read.
+	case e.flight != nil:
+		c.peek(e)
+	default:
+		c.startFlight(e)
+	}
+}
+
+// peek reads the record in the background while a refresh runs (it may be waiting at
+// the broker), so an announced token reaches watchers and waiting callers at once: a
+// failing refresh then serves it (see finish), a successful one finds it stored. One
+// peek at a time per entry. e.mu must be held.
+func (c *Cache) peek(e *entry) {
+	if e.peeking {
+		return
+	}
+	e.peeking = true
+	ok := c.goBackground(func() {
+		ctx, cancel := context.WithTimeout(c.base, c.opts.RefreshTimeout)
+		snap, err := c.readLatest(ctx, e)
+		cancel()
+		if err == nil && c.fromStore(e, snap.stored, time.Now()) {
+			c.install(e, snap.stored)
+		}
+		e.mu.Lock()
+		e.peeking = false
+		e.mu.Unlock()
+	})
+	if !ok {
+		e.peeking = false
+	}
+}
+
+// superseded starts a read of Redis when a newer version was announced than the entry
+// holds (after a Set, which let announcements wait). e.mu must be held.
+func (c *Cache) superseded(e *entry) {
+	if e.hint == 0 || e.tok != nil && e.tok.Version >= e.hint {
+		return
+	}
+	e.fresh.Store(nil)
+	e.confirmed = time.Time{}
 	c.startFlight(e)
 }
 
-// parseRecordMessage parses "<version>:<user>\n<record>". Its errors never quote the
-// payload (it holds a token).
-func parseRecordMessage(payload string) (user string, t *Token, err error) {
-	head, raw, ok := strings.Cut(payload, "\n")
-	vs, user, ok2 := strings.Cut(head, ":")
-	v, vok := parseVersion(vs)
-	if !ok || !ok2 || !vok || user == "" {
-		return "", nil, errors.New("not <version>:<user> and a record")
-	}
-	if t, err = decodeRecord([]byte(raw)); err != nil {
-		return "", nil, errors.New("record does not decode")
-	}
-	if t.Version != v {
-		return "", nil, fmt.Errorf("record has version %d, message %d", t.Version, v)
-	}
-	return user, t, nil
-}
-
-// parseAnnouncement parses "<version>:<user>", or "!<version>:<user>" (bad) from a
-// read-only cache reporting a rejected token.
-func parseAnnouncement(payload string) (user string, v int64, bad, ok bool) {
-	rest, bad := strings.CutPrefix(payload, badPrefix)
-	vs, user, ok := strings.Cut(rest, ":")
+// parseAnnouncement parses "<version>:<user>", the payload of announcements and reports.
+func parseAnnouncement(payload string) (user string, v int64, ok bool) {
+	vs, user, ok := strings.Cut(payload, ":")
 	v, vok := parseVersion(vs)
 	if !ok || !vok || user == "" {
-		return "", 0, false, false
+		return "", 0, false
 	}
-	return user, v, bad, true
+	return user, v, true
 }
 
-// parseVersion reads a version the way set.lua writes it: a positive decimal with no
-// sign and no leading zero. Anything else ("07", "+7", "0") is not a message of ours.
+// parseVersion reads a version the way set.lua writes it: a positive decimal of at most
+// 16 digits with no sign and no leading zero. Anything else ("07", "+7", "0") is not a
+// message of ours.
 func parseVersion(s string) (int64, bool) {
-	if s == "" || s[0] < '1' || s[0] > '9' {
+	if s == "" || len(s) > maxVersionDigits || s[0] < '1' || s[0] > '9' {
 		return 0, false
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
@@ -214,34 +221,42 @@ func (c *Cache) dropAll() {
 	}
 }
 
-// Invalidate reports that the broker rejected badAccessToken for account (an HTTP 401
-// from Tradovate, a 403 TokenException from Kite, a failed websocket authorize). The
-// token is never served by this cache again. If Redis still holds it, one refresh
-// starts (shared with every other report of the same token, in this process and
-// others); if Redis already holds another token, nothing is refreshed. A read-only
-// cache cannot refresh: it asks the caches that can (the daemon) over the invalidation
-// channel. Invalidate does not wait for the refresh: the next Token call does.
-func (c *Cache) Invalidate(ctx context.Context, account, badAccessToken string) error {
+// Invalidate reports that the broker rejected badToken for account (an HTTP 401 from
+// Tradovate, a 403 TokenException from Kite, a failed websocket authorize). badToken
+// may be the access token or the market-data token: a stored token holding either is
+// never served by this cache again. If Redis still holds it, one refresh starts (shared
+// with every other report of the same token, in this process and others); if Redis
+// already holds another token, nothing is refreshed. A read-only cache cannot refresh:
+// it reports the stored version on the reports channel to the caches that can (the
+// daemon), which check the token with the broker when they can (see [Checker]) and
+// refresh at most once per RetryMin per user. Invalidate does not wait for the refresh:
+// the next Token call does.
+//
+// Errors: ErrInvalidName, ErrClosed, ErrRedisUnavailable, or Redis's refusal (a
+// read-only cache needs the right to PUBLISH on the reports channel).
+func (c *Cache) Invalidate(ctx context.Context, account, badToken string) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
-	if account == "" {
-		return ErrEmptyName
+	e, err := c.entryFor(account)
+	if err != nil {
+		return err
 	}
-	if badAccessToken == "" {
+	if badToken == "" {
 		return nil
 	}
-	return c.invalidate(ctx, c.entryFor(account), badAccessToken)
+	return c.invalidate(ctx, e, badToken)
 }
 
-// badPrefix starts the message a read-only cache publishes for a rejected token:
-// "!<version>:<user>".
-const badPrefix = "!"
+// holds reports whether t's access or market-data token is tok.
+func holds(t *Token, tok string) bool {
+	return t.AccessToken == tok || t.MDAccessToken == tok
+}
 
 func (c *Cache) invalidate(ctx context.Context, e *entry, bad string) error {
 	e.mu.Lock()
 	e.markBad(bad)
-	if e.tok != nil && e.tok.AccessToken == bad {
+	if e.tok != nil && holds(e.tok, bad) {
 		e.fresh.Store(nil)
 	}
 	e.mu.Unlock()
@@ -250,17 +265,17 @@ func (c *Cache) invalidate(ctx context.Context, e *entry, bad string) error {
 	if err != nil {
 		return err
 	}
-	if stored != nil && stored.AccessToken != bad {
-		c.install(e, stored)
-		return nil
-	}
 	if stored == nil {
 		return nil // nothing to replace
 	}
+	if !holds(stored, bad) {
+		c.install(e, stored)
+		return nil
+	}
 	if c.auth == nil {
-		msg := badPrefix + strconv.FormatInt(stored.Version, 10) + ":" + e.user
-		if err := c.opts.Redis.Publish(ctx, c.store.channel, msg).Err(); err != nil {
-			return redisErr("report a rejected token of "+e.user, err)
+		msg := strconv.FormatInt(stored.Version, 10) + ":" + e.user
+		if err := c.opts.Redis.Publish(ctx, c.store.reports, msg).Err(); err != nil {
+			return redisErr("report a rejected token of "+e.user+" on "+c.store.reports, err)
 		}
 		return nil
 	}
@@ -273,19 +288,45 @@ func (c *Cache) invalidate(ctx context.Context, e *entry, bad string) error {
 	return nil
 }
 
-// reported handles a read-only cache's report that version v of user's token was
-// rejected: a cache that can refresh does, if Redis still holds that version.
-func (c *Cache) reported(user string, v int64) {
-	if c.auth == nil {
+// reported handles another process's report that the stored version of a user's token
+// was rejected by the broker. Anyone allowed to publish on the reports channel can send
+// one, so it costs at most one check per user per RetryMin: if Redis still holds that
+// version, the token is checked with the broker when the Authenticator is a [Checker],
+// and refreshed only if the broker refuses it (or cannot say).
+func (c *Cache) reported(payload string) {
+	user, v, ok := parseAnnouncement(payload)
+	if !ok || c.auth == nil {
 		return
 	}
-	e := c.userEntry(user)
+	e := c.names.user(user)
+	if e == nil {
+		return // not a user this process refreshes
+	}
+	e.mu.Lock()
+	now := time.Now()
+	if now.Before(e.reportAt.Add(c.opts.RetryMin)) {
+		e.mu.Unlock()
+		return
+	}
+	e.reportAt = now
+	e.mu.Unlock()
 	c.goBackground(func() {
 		ctx, cancel := context.WithTimeout(c.base, c.opts.RefreshTimeout)
 		defer cancel()
 		stored, _, err := c.read(ctx, e)
 		if err != nil || stored == nil || stored.Version != v {
-			return
+			return // gone, replaced already, or not a version Redis holds
+		}
+		if ch, ok := c.auth.(Checker); ok {
+			err := ch.Check(ctx, user, stored)
+			switch {
+			case err == nil:
+				c.log.Info("tokencache: a token reported bad is accepted by the broker; keeping it",
+					"user", user, "version", v)
+				return
+			case !errors.Is(err, ErrTokenRejected):
+				c.log.Warn("tokencache: could not check a token reported bad; refreshing it", "user", user, "err", err)
+			}
 		}
 		if err := c.invalidate(ctx, e, stored.AccessToken); err != nil {
 			c.log.Warn("tokencache: acting on a reported bad token failed", "user", user, "err", err)

@@ -52,8 +52,8 @@ func TestNewVersionReachesEveryCache(t *testing.T) {
 func rawRecord(t *testing.T, e *env, user, access string, version int64) {
 	t.Helper()
 	exp := time.Now().Add(time.Hour).UnixMilli()
-	rec := `{"v":` + strconv.FormatInt(version, 10) + `,"a":"` + access + `","e":` + strconv.FormatInt(exp, 10) + `,"o":1}`
-	require.NoError(t, e.client().Set(context.Background(), e.srv.Prefix+":{"+user+"}:token", rec, time.Hour).Err())
+	rec := `v1:` + strconv.FormatInt(version, 10) + `:{"a":"` + access + `","e":` + strconv.FormatInt(exp, 10) + `,"o":1}`
+	require.NoError(t, e.client().Set(context.Background(), e.srv.Prefix+":{"+user+"}:record", rec, time.Hour).Err())
 }
 
 func TestMaxStalenessRereadsRedis(t *testing.T) {

@@ -178,10 +178,10 @@ func TestTokenWithPastExpiryIsNeverReturned(t *testing.T) {
 	require.ErrorIs(t, err, tokencache.ErrInvalidToken)
 
 	// Written behind the cache's back, with an expiry already past.
-	key := e.srv.Prefix + ":{" + user + "}:token"
+	key := e.srv.Prefix + ":{" + user + "}:record"
 	past := time.Now().Add(-time.Second).UnixMilli()
 	require.NoError(t, e.client().Set(ctx, key,
-		`{"v":5,"a":"expired-token","e":`+strconv.FormatInt(past, 10)+`,"o":1}`, time.Minute).Err())
+		`v1:5:{"a":"expired-token","e":`+strconv.FormatInt(past, 10)+`,"o":1}`, time.Minute).Err())
 	_, err = c.Token(ctx, user)
 	require.ErrorIs(t, err, tokencache.ErrNoToken)
 

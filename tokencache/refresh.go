@@ -23,9 +23,6 @@ const maxWaits = 3
 
 // token is the slow path of Token: the L1 entry is not fresh.
 func (c *Cache) token(ctx context.Context, e *entry) (*Token, error) {
-	if e.user == "" {
-		return nil, ErrEmptyName
-	}
 	for range maxWaits {
 		e.mu.Lock()
 		if c.closed.Load() {
@@ -64,7 +61,7 @@ func (c *Cache) token(ctx context.Context, e *entry) (*Token, error) {
 			return nil, fl.err
 		}
 		e.mu.Lock()
-		ok := c.usable(e, fl.tok, time.Now()) && fl.tok.Version >= e.known
+		ok := c.usable(e, fl.tok, time.Now())
 		e.mu.Unlock()
 		if ok {
 			return fl.tok, nil
@@ -112,19 +109,16 @@ func (c *Cache) runDetached(e *entry, fl *flight, first *snapshot) {
 // another goroutine on this path. Anything more (an error, a broker call) continues in
 // the background, where the caller's context cannot cancel it for the others.
 func (c *Cache) lead(ctx context.Context, e *entry, fl *flight) {
-	e.mu.Lock()
-	gen := e.gen
-	e.mu.Unlock()
-	stored, base, err := c.read(ctx, e)
+	snap, err := c.readLatest(ctx, e)
 	if err != nil {
 		c.detach(e, fl, nil)
 		return
 	}
-	if c.fromStore(e, stored, time.Now()) {
-		c.finish(e, fl, c.install(e, stored), nil)
+	if c.fromStore(e, snap.stored, time.Now()) {
+		c.finish(e, fl, c.install(e, snap.stored), nil)
 		return
 	}
-	c.detach(e, fl, &snapshot{gen: gen, stored: stored, base: base})
+	c.detach(e, fl, snap)
 }
 
 // snapshot is one read of a user's record, with the entry's signal generation as it was
@@ -133,6 +127,36 @@ type snapshot struct {
 	gen    uint64
 	stored *Token
 	base   int64
+}
+
+// maxRereads bounds how often readLatest reads again for announcements heard meanwhile.
+const maxRereads = 2
+
+// readLatest reads the user's record. An announcement of a newer version than it read,
+// heard while it read, means the read may have come just before that write (a write
+// is visible before it is announced): it reads again, at most maxRereads times. After
+// that Redis's answer stands, whatever the messages say: they are hints.
+func (c *Cache) readLatest(ctx context.Context, e *entry) (*snapshot, error) {
+	for i := 0; ; i++ {
+		e.mu.Lock()
+		snap := &snapshot{gen: e.gen} // before the read, so no announcement is missed
+		e.mu.Unlock()
+		var err error
+		if snap.stored, snap.base, err = c.read(ctx, e); err != nil {
+			return nil, err
+		}
+		e.mu.Lock()
+		newer := e.hint > snap.base
+		if newer && e.gen == snap.gen || !newer {
+			// Redis answered after every announcement heard so far: it is the truth.
+			e.hint = 0
+			newer = false
+		}
+		e.mu.Unlock()
+		if !newer || i == maxRereads {
+			return snap, nil
+		}
+	}
 }
 
 // fromStore reports whether a token read from Redis can be served as it is, with no
@@ -173,7 +197,7 @@ func (c *Cache) finish(e *entry, fl *flight, tok *Token, err error) {
 			wait = c.opts.RetryMax
 		}
 		e.retryAt = now.Add(wait)
-		if local := e.tok; c.usable(e, local, now) && local.Version >= e.known {
+		if local := e.tok; c.usable(e, local, now) {
 			if e.confirmed.IsZero() {
 				// Redis could not confirm the token after a pub/sub reconnect: serve it
 				// and try again after the backoff rather than failing every caller.
@@ -199,12 +223,12 @@ func (c *Cache) finish(e *entry, fl *flight, tok *Token, err error) {
 		// Watch-only consumers are not left waiting for someone else's write.
 		c.schedule(e, now, e.retryAt)
 	}
-	if e.known > e.rerun && (e.tok == nil || e.tok.Version < e.known) && !c.closed.Load() {
+	if e.hint > e.rerun && (e.tok == nil || e.tok.Version < e.hint) && !c.closed.Load() {
 		// A newer version was announced while this attempt ran (it read Redis before
 		// the write, or failed while a login landed): read it now rather than at the
 		// next call or after the backoff, so watchers hear of it. Once per version, so
-		// a Redis outage cannot make this spin.
-		e.rerun = e.known
+		// neither a Redis outage nor forged messages can make this spin.
+		e.rerun = e.hint
 		e.lastErr, e.retryAt = nil, time.Time{}
 		c.startFlight(e)
 	}
@@ -228,28 +252,26 @@ func (c *Cache) backoff(n int) time.Duration {
 // looking at Redis again.
 const followerRecheck = time.Second
 
-// errLostRace means another process stored a newer token while this one refreshed.
-var errLostRace = errors.New("tokencache: a newer token was stored meanwhile")
+// maxWrites bounds the compare-and-set attempts of one refresh. A write loses only when
+// the record changed since it was read; each loss adopts the stored token when it can
+// be served, and otherwise writes again over what the script reported: so a record in
+// a layout Go and Lua read differently cannot turn into a loop of logins.
+const maxWrites = 3
 
 // refresh brings the entry up to date: from Redis when Redis holds a good token, else
 // from the broker under the user's lease, else by waiting for the lease holder. first,
 // when not nil, is a read of Redis the caller already made.
 //
 // Before a login the leader makes two round trips to Redis (the read, then the lease
-// taken together with a second read); a follower makes the same two and waits, and is
-// usually handed the new token by the records channel (see Cache.record), else reads
-// once more.
+// taken together with a second read); a follower makes the same two, waits for the
+// leader's announcement, and reads once more.
 func (c *Cache) refresh(ctx context.Context, e *entry, first *snapshot) (*Token, error) {
 	for {
 		snap := first
 		first = nil
 		if snap == nil {
-			snap = &snapshot{}
-			e.mu.Lock()
-			snap.gen = e.gen // taken before reading Redis, so no announcement is missed
-			e.mu.Unlock()
 			var err error
-			if snap.stored, snap.base, err = c.read(ctx, e); err != nil {
+			if snap, err = c.readLatest(ctx, e); err != nil {
 				return nil, err
 			}
 		}
@@ -269,11 +291,10 @@ func (c *Cache) refresh(ctx context.Context, e *entry, first *snapshot) (*Token,
 		case localOK && (stored == nil || stored.Version < local.Version) && now.Before(c.refreshPoint(local)):
 			// Redis lost the record (a restart without persistence) or went back to an
 			// older one (a restored snapshot, a failover that lost writes): put ours
-			// back rather than logging in again.
-			if t, err := c.reseed(ctx, e, base, local); !errors.Is(err, errLostRace) {
-				return t, err
-			}
-			continue
+			// back rather than logging in again. Ours was read from or written to Redis
+			// by this process: messages never reach this path.
+			t := *local
+			return c.save(ctx, e, base, &t, "reseed")
 		}
 
 		l, wait, stored, base, err := c.store.acquire(ctx, e.user, c.opts.LeaseTTL)
@@ -289,11 +310,11 @@ func (c *Cache) refresh(ctx context.Context, e *entry, first *snapshot) (*Token,
 				return c.install(e, stored), nil // the holder finished just before
 			}
 			// Another process is refreshing: wait for its announcement, or for its lease
-			// to run out (it may have died), then look again.
-			// Look again at least every second: a holder that failed releases its lease
-			// without announcing anything.
+			// to run out (it may have died), then look again. Look again at least every
+			// second: a holder that failed releases its lease without announcing anything.
 			e.mu.Lock()
 			changed := e.changedSince(snap.gen)
+			e.awaiting = true
 			e.mu.Unlock()
 			waited := time.Now()
 			timer := time.NewTimer(min(wait+10*time.Millisecond, followerRecheck))
@@ -301,23 +322,23 @@ func (c *Cache) refresh(ctx context.Context, e *entry, first *snapshot) (*Token,
 			case <-changed:
 			case <-timer.C:
 			case <-ctx.Done():
-				timer.Stop()
-				return nil, fmt.Errorf("tokencache: waiting for another process to refresh %s: %w", e.user, ctx.Err())
 			}
 			timer.Stop()
+			e.mu.Lock()
+			e.awaiting = false
+			e.mu.Unlock()
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("tokencache: waiting for another process to refresh %s: %w", e.user, ctx.Err())
+			}
 			if h := c.opts.Hooks.LeaseWait; h != nil {
 				h(e.user, time.Since(waited))
 			}
 			if t := c.heard(e, stored); t != nil {
-				return t, nil // installed from the records channel: no need to read it back
+				return t, nil // stored by this process meanwhile (a Set): no need to read it back
 			}
 			continue
 		}
 		t, err := c.obtain(ctx, e, stored, base)
-		if errors.Is(err, errLostRace) {
-			l.release()
-			continue
-		}
 		// The callers waiting here need not wait for the release too: the token is
 		// stored, and whoever takes the lease next reads it together with the lease.
 		if !c.goBackground(l.release) {
@@ -328,7 +349,8 @@ func (c *Cache) refresh(ctx context.Context, e *entry, first *snapshot) (*Token,
 }
 
 // heard returns the entry's own token if it is newer than stored and can be served as
-// it is (it came with its announcement, see Cache.record); nil otherwise.
+// it is: it was written by this process meanwhile (a Set) or read by another of its
+// calls. nil otherwise. The entry's token always came from Redis, never from a message.
 func (c *Cache) heard(e *entry, stored *Token) *Token {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -348,14 +370,15 @@ func (c *Cache) read(ctx context.Context, e *entry) (*Token, int64, error) {
 	return c.readable(e, stored, base, err)
 }
 
-// readable turns a corrupt record into a miss (logged once per record).
+// readable turns a corrupt record into a miss (logged once per record). A record of
+// another format stays an error: it is neither served nor replaced.
 func (c *Cache) readable(e *entry, stored *Token, base int64, err error) (*Token, int64, error) {
 	if errors.Is(err, errCorrupt) {
 		e.mu.Lock()
 		if !e.corrupt {
 			e.corrupt = true
 			c.log.Warn("tokencache: corrupt token record treated as missing; it will be replaced",
-				"user", e.user, "key", c.store.recordKey(e.user), "err", err)
+				"user", e.user, "err", err)
 		}
 		e.mu.Unlock()
 		return nil, base, nil
@@ -363,21 +386,60 @@ func (c *Cache) readable(e *entry, stored *Token, base int64, err error) (*Token
 	return stored, base, err
 }
 
-// reseed writes the entry's own valid token back to Redis after Redis lost it.
-func (c *Cache) reseed(ctx context.Context, e *entry, base int64, local *Token) (*Token, error) {
-	t := *local
-	ok, v, err := c.store.write(ctx, e.user, base, &t, "reseed")
-	if err != nil {
-		return nil, err
+// save writes t (obtained by op) for the entry over the record of version base, and
+// installs it. When another write won, it adopts the stored token if that can be
+// served, and otherwise writes again over it, at most maxWrites times in all: whatever
+// Redis holds, one token obtained from the broker is never thrown away for another
+// login.
+func (c *Cache) save(ctx context.Context, e *entry, base int64, t *Token, op string) (*Token, error) {
+	for range maxWrites {
+		o, err := c.store.write(ctx, e.user, base, t, op)
+		if err = c.announced(err); err != nil {
+			return nil, err
+		}
+		if o.written {
+			t.Version = o.version
+			if op == "reseed" {
+				c.log.Info("tokencache: token restored to redis", "user", e.user, "version", o.version)
+			} else {
+				c.log.Info("tokencache: token refreshed", "user", e.user, "op", op, "version", o.version,
+					"expires_in", time.Until(t.Expiry).Round(time.Second).String(), "token", Redact(t.AccessToken))
+				if h := c.opts.Hooks.Refreshed; h != nil {
+					h(e.user, op, t)
+				}
+			}
+			installed := c.install(e, t)
+			c.writeLegacy(ctx, e.user, t)
+			return installed, nil
+		}
+		stored, _, err := c.readable(e, o.stored, o.version, o.storedErr)
+		if err != nil {
+			return nil, err
+		}
+		if c.fromStore(e, stored, time.Now()) {
+			c.log.Warn("tokencache: another process stored a token while this one refreshed (its lease ran out?); using theirs",
+				"user", e.user, "op", op, "version", stored.Version)
+			return c.install(e, stored), nil
+		}
+		base = o.version // what the script itself read: the next write matches it
 	}
-	if !ok {
-		return nil, errLostRace
+	return nil, &RefreshError{User: e.user, Op: op, Err: errRecordChurn}
+}
+
+// errRecordChurn is the failure of a refresh whose writes kept losing to records that
+// could not be served.
+var errRecordChurn = fmt.Errorf("the token record kept changing to unusable values during %d writes", maxWrites)
+
+// announced logs a write whose announcement failed and returns nil for it: the write
+// stands. Any other error is returned as it is.
+func (c *Cache) announced(err error) error {
+	var ue *unannouncedError
+	if errors.As(err, &ue) {
+		c.log.Warn("tokencache: token stored but not announced; other processes see it within MaxStaleness",
+			"user", ue.user, "version", ue.version, "err", ue.reason)
+		return nil
 	}
-	t.Version = v
-	c.log.Info("tokencache: token restored to redis", "user", e.user, "version", v)
-	tok := c.install(e, &t)
-	c.writeLegacy(ctx, e.user, &t)
-	return tok, nil
+	return err
 }
 
 // obtain gets a new token from the broker and stores it. The caller holds the lease;
@@ -432,8 +494,11 @@ func (c *Cache) obtain(ctx context.Context, e *entry, stored *Token, base int64)
 	if op == "renew" && t.MDAccessToken == "" {
 		t.MDAccessToken = current.MDAccessToken
 	}
+	if err := checkStorable(&t, time.Now()); err != nil {
+		return nil, &RefreshError{User: e.user, Op: op, Err: fmt.Errorf("broker returned a token that cannot be stored: %w", errNotTemporary{err})}
+	}
 	e.mu.Lock()
-	reportedBad := e.isBad(t.AccessToken)
+	reportedBad := e.isBad(&t)
 	e.mu.Unlock()
 	if reportedBad {
 		// Storing it would bump the version, wake every watcher, and still not be served.
@@ -443,24 +508,15 @@ func (c *Cache) obtain(ctx context.Context, e *entry, stored *Token, base int64)
 		return nil, &RefreshError{User: e.user, Op: op,
 			Err: fmt.Errorf("broker returned a token that expires at %s", t.Expiry.UTC().Format(time.RFC3339))}
 	}
-	ok, v, err := c.store.write(ctx, e.user, base, &t, op)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		c.log.Warn("tokencache: a newer token was stored while refreshing; discarding ours", "user", e.user, "op", op)
-		return nil, errLostRace
-	}
-	t.Version = v
-	c.log.Info("tokencache: token refreshed", "user", e.user, "op", op, "version", v,
-		"expires_in", time.Until(t.Expiry).Round(time.Second).String(), "token", Redact(t.AccessToken))
-	if h := c.opts.Hooks.Refreshed; h != nil {
-		h(e.user, op, &t)
-	}
-	installed := c.install(e, &t)
-	c.writeLegacy(ctx, e.user, &t)
-	return installed, nil
+	return c.save(ctx, e, base, &t, op)
 }
+
+// errNotTemporary marks a failure that retrying soon will not fix: the cache waits
+// RetryMax before the next attempt.
+type errNotTemporary struct{ error }
+
+func (errNotTemporary) Temporary() bool  { return false }
+func (e errNotTemporary) Unwrap() error { return e.error }
 
 // reportFailure passes a failed refresh to Hooks.RefreshFailed.
 func (c *Cache) reportFailure(user string, err error) {

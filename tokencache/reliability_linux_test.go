@@ -158,7 +158,7 @@ func TestReliabilityPausedLeader(t *testing.T) {
 
 	result := await("HELPER-")
 	require.NoError(t, wait(), "helper output:\n%s", strings.Join(output, "\n"))
-	assert.Contains(t, strings.Join(output, "\n"), "a newer token was stored while refreshing; discarding ours",
+	assert.Contains(t, strings.Join(output, "\n"), "another process stored a token while this one refreshed",
 		"the resumed leader tried its write and was refused")
 	assert.Equal(t, fmt.Sprintf("HELPER-RESULT %s %d", taken.AccessToken, taken.Version), result,
 		"the resumed leader is served the takeover's token, not its own")

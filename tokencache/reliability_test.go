@@ -522,11 +522,11 @@ func TestReliabilityCorruptRecordIsAMissReplacedAndLoggedOnce(t *testing.T) {
 	var rlogs testutil.Buffer
 	ro := newCache(t, e.client(), e.srv.Prefix, nil, func(o *tokencache.Options) { o.Logger = debugLogger(&rlogs) })
 
-	for round, garbage := range []string{`{"v":12,"a":`, "\x00\xff not json", `{"v":3,"a":"","e":1}`} {
+	for round, garbage := range []string{`v1:12:{"a":`, "\x00\xff not json", `v1:3:{"a":"","e":1}`} {
 		// A user neither cache holds a token of (one that does serves it, or writes it
 		// back over the corrupt record, rather than logging in).
 		user := e.user(fmt.Sprint("U", round))
-		key := e.srv.Prefix + ":{" + user + "}:token"
+		key := e.srv.Prefix + ":{" + user + "}:record"
 		require.NoError(t, rdb.Set(ctx, key, garbage, time.Hour).Err())
 		// A read-only cache cannot replace it: a miss, ErrNoToken, one warning.
 		for range 10 {

@@ -2,8 +2,8 @@ package tokencache
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -29,10 +29,16 @@ type Status struct {
 }
 
 // Status reads a login user's token from Redis, without refreshing it, and says where
-// it stands. It is what operators' status tables and health checks need.
+// it stands. It is what operators' status tables and health checks need; it needs only
+// read access to the record. A record that cannot be used reads as StateMissing.
+//
+// Errors: ErrInvalidName, ErrRecordFormat, ErrRedisUnavailable, ErrClosed.
 func (c *Cache) Status(ctx context.Context, user string) (Status, error) {
 	if c.closed.Load() {
 		return Status{}, ErrClosed
+	}
+	if err := CheckName(user); err != nil {
+		return Status{}, err
 	}
 	st := Status{User: user, State: StateMissing}
 	raw, err := c.opts.Redis.Get(ctx, c.store.recordKey(user)).Bytes()
@@ -42,18 +48,19 @@ func (c *Cache) Status(ctx context.Context, user string) (Status, error) {
 	if err != nil {
 		return st, redisErr("read token of "+user, err)
 	}
-	tok, err := decodeRecord(raw)
-	if err != nil {
+	now := time.Now()
+	p := parseRecord(raw, now)
+	if errors.Is(p.err, ErrRecordFormat) {
+		return st, fmt.Errorf("%s: %w", c.store.recordKey(user), p.err)
+	}
+	if p.tok == nil {
 		return st, nil
 	}
-	var r record
-	_ = json.Unmarshal(raw, &r) // decodeRecord succeeded: so does this
-	st.Token, st.ObtainedBy = tok, r.ObtainedBy
-	now := time.Now()
+	st.Token, st.ObtainedBy = p.tok, p.by
 	switch {
-	case !now.Before(c.unusableAt(tok)):
+	case !now.Before(c.unusableAt(p.tok)):
 		st.State = StateExpired
-	case !now.Before(c.refreshPoint(tok)):
+	case !now.Before(c.refreshPoint(p.tok)):
 		st.State = StateStale
 	default:
 		st.State = StateFresh

@@ -3,9 +3,9 @@ package tokencache
 import (
 	"context"
 	_ "embed"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,85 +22,27 @@ var (
 // still tell "expired" from "never written".
 const graceTTL = 30 * time.Second
 
-// store reads and writes the versioned token records. One record per login user,
-// under {prefix}:{user}:token; the braces make a Redis Cluster hash tag, so every key of
-// one user lives in one slot.
+// store reads and writes the versioned token records (see record.go for their format).
+// One record per login user, under {prefix}:{user}:record; the braces make a Redis
+// Cluster hash tag, so every key of one user lives in one slot.
 type store struct {
 	rdb     redis.UniversalClient
 	prefix  string
-	channel string // invalidation channel: "<version>:<user>" after every write
-	records string // records channel: "<version>:<user>\n<record>" just before it
+	channel string // announcements: "<version>:<user>" after every write (writers publish)
+	reports string // reports: "<version>:<user>" from readers whose broker rejected it
 }
 
-func (s *store) recordKey(user string) string { return s.prefix + ":{" + user + "}:token" }
+func newStore(rdb redis.UniversalClient, prefix string) store {
+	return store{rdb: rdb, prefix: prefix, channel: prefix + ":invalidate", reports: prefix + ":reports"}
+}
+
+func (s *store) recordKey(user string) string { return s.prefix + ":{" + user + "}:record" }
 func (s *store) leaseKey(user string) string  { return s.prefix + ":{" + user + "}:lease" }
 
-// record is the JSON form of a stored token. The version comes first so the Lua script
-// can read it without a JSON parser; obtainedBy says how the token was obtained.
-type record struct {
-	Version    int64  `json:"v"`
-	Access     string `json:"a"`
-	MD         string `json:"m,omitempty"`
-	Expiry     int64  `json:"e"` // Unix milliseconds
-	ObtainedAt int64  `json:"o"` // Unix milliseconds
-	ObtainedBy string `json:"by,omitempty"`
-}
-
-// errCorrupt marks a record that cannot be decoded; the cache treats it as a miss.
-var errCorrupt = errors.New("tokencache: corrupt token record")
-
-// decodeRecord parses a stored record. It never panics on bad input.
-func decodeRecord(raw []byte) (*Token, error) {
-	var r record
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return nil, fmt.Errorf("%w: %v", errCorrupt, err)
-	}
-	if r.Version <= 0 || r.Access == "" || r.Expiry <= 0 {
-		return nil, fmt.Errorf("%w: missing version, token or expiry", errCorrupt)
-	}
-	return &Token{
-		AccessToken:   r.Access,
-		MDAccessToken: r.MD,
-		Expiry:        time.UnixMilli(r.Expiry),
-		ObtainedAt:    time.UnixMilli(r.ObtainedAt),
-		Version:       r.Version,
-	}, nil
-}
-
-// encodeRecord returns the record without its version; set.lua adds it.
-func encodeRecord(t *Token, by string) string {
-	b, _ := json.Marshal(record{ // cannot fail: strings and integers only
-		Access:     t.AccessToken,
-		MD:         t.MDAccessToken,
-		Expiry:     t.Expiry.UnixMilli(),
-		ObtainedAt: t.ObtainedAt.UnixMilli(),
-		ObtainedBy: by,
-	})
-	// json.Marshal wrote "v":0 first; drop it so the script can put the real one there.
-	const zeroVersion = `{"v":0,`
-	return "{" + string(b[len(zeroVersion):])
-}
-
-// leadingVersion reads the version the way set.lua does, from the start of raw.
-func leadingVersion(raw []byte) int64 {
-	const p = `{"v":`
-	if len(raw) < len(p) || string(raw[:len(p)]) != p {
-		return 0
-	}
-	var v int64
-	for _, c := range raw[len(p):] {
-		if c < '0' || c > '9' {
-			break
-		}
-		v = v*10 + int64(c-'0')
-	}
-	return v
-}
-
-// get returns the user's stored token, or nil when there is none. base is the version
-// a compare-and-set replacing it must name (0 when nothing is stored). A corrupt record
-// is reported with errCorrupt alongside its base, so the caller can treat it as a miss
-// and replace it.
+// get returns the user's stored token, or nil when there is none. base is the version a
+// compare-and-set replacing it must name (0 when nothing is stored). A record that
+// cannot be used is reported with errCorrupt or ErrRecordFormat alongside its base, so
+// the caller can treat it as a miss and replace it (or leave it, for another format).
 func (s *store) get(ctx context.Context, user string) (t *Token, base int64, err error) {
 	raw, err := s.rdb.Get(ctx, s.recordKey(user)).Bytes()
 	if errors.Is(err, redis.Nil) {
@@ -109,19 +51,19 @@ func (s *store) get(ctx context.Context, user string) (t *Token, base int64, err
 	if err != nil {
 		return nil, 0, redisErr("read token of "+user, err)
 	}
-	return parseStored(raw)
+	return s.parse(user, raw)
 }
 
-// parseStored is get's answer for the raw record (nil: none stored).
-func parseStored(raw []byte) (t *Token, base int64, err error) {
+// parse is get's answer for a stored value (nil: none stored).
+func (s *store) parse(user string, raw []byte) (t *Token, base int64, err error) {
 	if raw == nil {
 		return nil, 0, nil
 	}
-	t, err = decodeRecord(raw)
-	if err != nil {
-		return nil, leadingVersion(raw), err
+	p := parseRecord(raw, time.Now())
+	if p.err != nil {
+		return nil, p.base, fmt.Errorf("%s: %w", s.recordKey(user), p.err)
 	}
-	return t, t.Version, nil
+	return p.tok, p.base, nil
 }
 
 // acquire tries once to take the user's refresh lease and reads the record in the same
@@ -130,7 +72,7 @@ func parseStored(raw []byte) (t *Token, base int64, err error) {
 func (s *store) acquire(ctx context.Context, user string, ttl time.Duration) (l *lease, wait time.Duration, t *Token, base int64, err error) {
 	owner := newOwner()
 	res, err := acquireScript.Run(ctx, s.rdb, []string{s.leaseKey(user), s.recordKey(user)},
-		owner, ttl.Milliseconds()).Slice()
+		owner, ttl.Milliseconds(), s.channel).Slice()
 	if err != nil {
 		return nil, 0, nil, 0, redisErr("acquire refresh lease of "+user, err)
 	}
@@ -147,54 +89,97 @@ func (s *store) acquire(ctx context.Context, user string, ttl time.Duration) (l 
 	if !ok || len(res) > 2 {
 		return nil, 0, nil, 0, fmt.Errorf("tokencache: acquire refresh lease of %s: unexpected script reply of %d values", user, len(res))
 	}
-	t, base, err = parseStored(raw)
+	t, base, err = s.parse(user, raw)
 	if left > 0 {
 		return nil, time.Duration(left) * time.Millisecond, t, base, err
 	}
 	return newLease(s.rdb, s.leaseKey(user), owner, ttl), 0, t, base, err
 }
 
-// write stores t for user if the stored record's version is still base (-1: whatever
-// is stored), and publishes the record and the invalidation. It returns the version written, or
-// ok=false and the stored version when another write won.
-func (s *store) write(ctx context.Context, user string, base int64, t *Token, by string) (ok bool, version int64, err error) {
-	ok, version, _, err = s.run(ctx, user, base, t, by, false)
-	return ok, version, err
+// outcome is what a write found and did.
+type outcome struct {
+	written bool  // t was stored as version
+	version int64 // the version written, or the one stored when not written
+	// When not written: the stored record, as get would return it (stored and its
+	// parse error; both nil when nothing is stored). A Set of the token already stored
+	// returns it here too, with same set.
+	stored    *Token
+	storedErr error
+	same      bool
+}
+
+// write stores t for user if the stored record's version is still base (0: nothing or
+// nothing readable is stored), and announces it. When another write won it returns what
+// is stored instead, so the caller can adopt it without reading it back.
+func (s *store) write(ctx context.Context, user string, base int64, t *Token, by string) (outcome, error) {
+	return s.run(ctx, user, strconv.FormatInt(base, 10), t, by, false)
 }
 
 // set stores t for user over whatever is stored, in one round trip, unless the stored
-// record already holds the same token: then it writes and publishes nothing and returns
-// that record as same.
-func (s *store) set(ctx context.Context, user string, t *Token, by string) (version int64, same *Token, err error) {
-	_, version, same, err = s.run(ctx, user, -1, t, by, true)
-	return version, same, err
+// record already holds the same token: then it writes and announces nothing and
+// returns that record with same set.
+func (s *store) set(ctx context.Context, user string, t *Token, by string) (outcome, error) {
+	return s.run(ctx, user, "-1", t, by, true)
 }
 
-func (s *store) run(ctx context.Context, user string, base int64, t *Token, by string, dedupe bool) (ok bool, version int64, same *Token, err error) {
+func (s *store) run(ctx context.Context, user, base string, t *Token, by string, dedupe bool) (outcome, error) {
+	// checkStorable bounds the expiry, so this cannot overflow.
 	ttl := time.Until(t.Expiry) + graceTTL
-	args := []any{base, encodeRecord(t, by), ttl.Milliseconds(), s.channel, user, s.records}
+	args := []any{base, encodeBody(t, by), max(ttl.Milliseconds(), 1), s.channel, user}
 	if dedupe {
 		args = append(args, t.AccessToken, t.MDAccessToken, t.Expiry.UnixMilli())
 	}
 	res, err := setScript.Run(ctx, s.rdb, []string{s.recordKey(user)}, args...).Slice()
 	if err != nil {
-		return false, 0, nil, redisErr("write token of "+user, err)
+		var reply redis.Error
+		if errors.As(err, &reply) && strings.HasPrefix(reply.Error(), "BTFORMAT ") {
+			return outcome{}, fmt.Errorf("%w: %s", ErrRecordFormat, strings.TrimPrefix(reply.Error(), "BTFORMAT "))
+		}
+		return outcome{}, redisErr("write token of "+user, err)
 	}
-	var code int64
-	if len(res) >= 2 {
-		code, _ = res[0].(int64)
-		version, _ = res[1].(int64)
+	bad := fmt.Errorf("tokencache: write token of %s: unexpected script reply of %d values", user, len(res))
+	if len(res) < 2 {
+		return outcome{}, bad
+	}
+	code, _ := res[0].(int64)
+	vs, _ := res[1].(string)
+	v, err := strconv.ParseInt(vs, 10, 64)
+	if err != nil {
+		return outcome{}, bad
 	}
 	switch {
-	case (code == 0 || code == 1) && len(res) == 2:
-		return code == 1, version, nil, nil
-	case code == 2 && len(res) == 3:
-		raw, _ := res[2].(string)
-		if same, err = decodeRecord([]byte(raw)); err == nil {
-			return false, version, same, nil
+	case code == 1 && len(res) <= 3:
+		if len(res) == 3 {
+			msg, _ := res[2].(string)
+			return outcome{written: true, version: v}, &unannouncedError{user: user, version: v, reason: msg}
 		}
+		return outcome{written: true, version: v}, nil
+	case (code == 0 || code == 2) && len(res) == 3:
+		var raw []byte
+		if str, ok := res[2].(string); ok {
+			raw = []byte(str)
+		}
+		o := outcome{version: v, same: code == 2}
+		o.stored, _, o.storedErr = s.parse(user, raw)
+		if o.same && o.stored == nil {
+			return outcome{}, bad
+		}
+		return o, nil
 	}
-	return false, 0, nil, fmt.Errorf("tokencache: write token of %s: unexpected script reply of %d values", user, len(res))
+	return outcome{}, bad
+}
+
+// unannouncedError says a write was stored but its announcement failed (a server
+// without redis.acl_check_cmd, whose ACL let the script SET but not PUBLISH). The
+// token is in Redis; other processes find it within MaxStaleness.
+type unannouncedError struct {
+	user    string
+	version int64
+	reason  string
+}
+
+func (e *unannouncedError) Error() string {
+	return fmt.Sprintf("tokencache: token of %s stored as version %d but not announced: %s", e.user, e.version, e.reason)
 }
 
 // redisErr wraps a go-redis error. Errors the server replied with (wrong password,

@@ -14,10 +14,15 @@ type watcher struct {
 // is closed when ctx is done or the cache is closed.
 //
 // Websocket streamers reconnect once per received token. Call Watch before Token, and
-// skip a received token whose Version is not above the one you connected with.
+// skip a received token whose Version is not above the one you connected with. For a
+// name [CheckName] refuses, the channel is closed at once (Token says why).
 func (c *Cache) Watch(ctx context.Context, account string) <-chan *Token {
-	e := c.entryFor(account)
 	w := &watcher{ch: make(chan *Token, 1)}
+	e, err := c.entryFor(account)
+	if err != nil {
+		close(w.ch)
+		return w.ch
+	}
 	e.mu.Lock()
 	if e.tok != nil {
 		w.since = e.tok.Version

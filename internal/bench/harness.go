@@ -365,7 +365,7 @@ func miss(cfg config, rs *redisSet) (row, error) {
 	get := make([]time.Duration, 0, len(users))
 	mis := make([]time.Duration, 0, len(users))
 	for _, u := range users {
-		key := prefix + ":{" + u + "}:token"
+		key := prefix + ":{" + u + "}:record"
 		t0 := time.Now()
 		if err := bdb.Get(ctx, key).Err(); err != nil {
 			return row{}, fmt.Errorf("GET %s: %w", key, err)
