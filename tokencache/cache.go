@@ -50,7 +50,7 @@ func New(opts Options) (*Cache, error) {
 		auth:  o.Authenticator,
 		store: newStore(o.Redis, o.Prefix),
 		log:   o.Logger,
-		seed: rand.Uint64(),
+		seed:  rand.Uint64(),
 	}
 	c.base, c.cancel = context.WithCancel(context.Background())
 	c.pubsub = c.subscribe()

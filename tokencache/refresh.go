@@ -515,7 +515,7 @@ func (c *Cache) obtain(ctx context.Context, e *entry, stored *Token, base int64)
 // RetryMax before the next attempt.
 type errNotTemporary struct{ error }
 
-func (errNotTemporary) Temporary() bool  { return false }
+func (errNotTemporary) Temporary() bool { return false }
 func (e errNotTemporary) Unwrap() error { return e.error }
 
 // reportFailure passes a failed refresh to Hooks.RefreshFailed.
