@@ -32,7 +32,7 @@ type entry struct {
 	failures  int           // consecutive failed refreshes
 	lastErr   error         // the last failure, returned until retryAt when nothing is servable
 	bad       []string      // tokens reported bad by Invalidate: a token holding one is never served again
-	reportAt  time.Time     // when a report from another process was last acted on
+	reportAt  time.Time     // writer: when a report from another process was last acted on; reader: when this one last sent one
 	corrupt   bool          // a corrupt record was logged (log once)
 	setting   int32         // Set calls writing this user now
 	flight    *flight       // the refresh in progress, if any

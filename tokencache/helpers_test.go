@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -40,6 +41,7 @@ type broker struct {
 	mu       sync.Mutex // guards the hooks
 	loginErr func(ctx context.Context, n int64) error
 	renewErr func(ctx context.Context, n int64) error
+	issued   func(access string) // told of every token issued, before it is returned
 }
 
 var (
@@ -60,8 +62,15 @@ func (b *broker) issue(ctx context.Context, user, kind string) (*tokencache.Toke
 		life = time.Hour
 	}
 	now := time.Now()
+	access := fmt.Sprintf("%s-tok-%s-%d", kind, user, b.seq.Add(1))
+	b.mu.Lock()
+	issued := b.issued
+	b.mu.Unlock()
+	if issued != nil {
+		issued(access)
+	}
 	return &tokencache.Token{
-		AccessToken:   fmt.Sprintf("%s-tok-%s-%d", kind, user, b.seq.Add(1)),
+		AccessToken:   access,
 		MDAccessToken: fmt.Sprintf("md-%s-%d", user, b.seq.Load()),
 		Expiry:        now.Add(life),
 		ObtainedAt:    now,
@@ -233,4 +242,36 @@ func (cc *commandCounter) reset() {
 	cc.mu.Lock()
 	cc.counts = map[string]int{}
 	cc.mu.Unlock()
+}
+
+// checkingBroker is a broker that can also check a token cheaply (tokencache.Checker):
+// it accepts every token it issued that has not been revoked.
+type checkingBroker struct {
+	*broker
+	checks atomic.Int64
+
+	mu      sync.Mutex // guards revoked
+	revoked map[string]bool
+}
+
+var _ tokencache.Checker = (*checkingBroker)(nil)
+
+func (c *checkingBroker) Check(_ context.Context, _ string, t *tokencache.Token) error {
+	c.checks.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.revoked[t.AccessToken] || !strings.Contains(t.AccessToken, "-tok-") {
+		return fmt.Errorf("%w: not a live session", tokencache.ErrTokenRejected)
+	}
+	return nil
+}
+
+// revoke makes the broker refuse access from now on.
+func (c *checkingBroker) revoke(access string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.revoked == nil {
+		c.revoked = map[string]bool{}
+	}
+	c.revoked[access] = true
 }

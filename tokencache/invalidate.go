@@ -273,11 +273,7 @@ func (c *Cache) invalidate(ctx context.Context, e *entry, bad string) error {
 		return nil
 	}
 	if c.auth == nil {
-		msg := strconv.FormatInt(stored.Version, 10) + ":" + e.user
-		if err := c.opts.Redis.Publish(ctx, c.store.reports, msg).Err(); err != nil {
-			return redisErr("report a rejected token of "+e.user+" on "+c.store.reports, err)
-		}
-		return nil
+		return c.report(ctx, e, stored)
 	}
 	e.mu.Lock()
 	if e.flight == nil {
@@ -285,6 +281,22 @@ func (c *Cache) invalidate(ctx context.Context, e *entry, bad string) error {
 	}
 	c.startFlight(e)
 	e.mu.Unlock()
+	return nil
+}
+
+// report asks the caches that can refresh (the daemon) to replace stored, which this
+// read-only cache was told is bad. A writer acts on at most one report per user per
+// RetryMin, so a report that came too soon after another may be dropped: while Redis
+// still holds the bad token, the cache reports it again at its next read, once per
+// RetryMin, instead of waiting for that token to expire.
+func (c *Cache) report(ctx context.Context, e *entry, stored *Token) error {
+	e.mu.Lock()
+	e.reportAt = time.Now()
+	e.mu.Unlock()
+	msg := strconv.FormatInt(stored.Version, 10) + ":" + e.user
+	if err := c.opts.Redis.Publish(ctx, c.store.reports, msg).Err(); err != nil {
+		return redisErr("report a rejected token of "+e.user+" on "+c.store.reports, err)
+	}
 	return nil
 }
 

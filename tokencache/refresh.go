@@ -287,6 +287,14 @@ func (c *Cache) refresh(ctx context.Context, e *entry, first *snapshot) (*Token,
 
 		switch {
 		case c.auth == nil:
+			e.mu.Lock()
+			again := stored != nil && e.isBad(stored) && !now.Before(e.reportAt.Add(c.opts.RetryMin))
+			e.mu.Unlock()
+			if again {
+				if err := c.report(ctx, e, stored); err != nil {
+					c.log.Warn("tokencache: reporting a rejected token again failed", "user", e.user, "err", err)
+				}
+			}
 			return nil, fmt.Errorf("%w for %s (read-only cache)", ErrNoToken, e.user)
 		case localOK && (stored == nil || stored.Version < local.Version) && now.Before(c.refreshPoint(local)):
 			// Redis lost the record (a restart without persistence) or went back to an

@@ -73,6 +73,10 @@ func (s *store) acquire(ctx context.Context, user string, ttl time.Duration) (l 
 	owner := newOwner()
 	res, err := acquireScript.Run(ctx, s.rdb, []string{s.leaseKey(user), s.recordKey(user)},
 		owner, ttl.Milliseconds(), s.channel).Slice()
+	if isNoPerm(err) {
+		return nil, 0, nil, 0, fmt.Errorf("tokencache: acquire refresh lease of %s: %w (a writer needs read and write access to %s and %s, and PUBLISH on %s)",
+			user, err, s.leaseKey(user), s.recordKey(user), s.channel)
+	}
 	if err != nil {
 		return nil, 0, nil, 0, redisErr("acquire refresh lease of "+user, err)
 	}
@@ -134,6 +138,10 @@ func (s *store) run(ctx context.Context, user, base string, t *Token, by string,
 		var reply redis.Error
 		if errors.As(err, &reply) && strings.HasPrefix(reply.Error(), "BTFORMAT ") {
 			return outcome{}, fmt.Errorf("%w: %s", ErrRecordFormat, strings.TrimPrefix(reply.Error(), "BTFORMAT "))
+		}
+		if isNoPerm(err) {
+			return outcome{}, fmt.Errorf("tokencache: write token of %s: %w (a writer needs read and write access to %s, and PUBLISH on %s)",
+				user, err, s.recordKey(user), s.channel)
 		}
 		return outcome{}, redisErr("write token of "+user, err)
 	}
