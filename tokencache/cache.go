@@ -24,6 +24,8 @@ type Cache struct {
 	seed  uint64 // per-process jitter seed
 
 	names names // login users and accounts -> entries (UserFor remembered)
+
+	legacyOwner atomic.Pointer[string] // another prefix owning the legacy keys, "" if ours (LegacyKeys)
 	cells cells // the entries' fresh pointers, in shared blocks
 
 	// base is the lifetime of the cache's background work (refreshes, the invalidation
@@ -56,6 +58,10 @@ func New(opts Options) (*Cache, error) {
 	c.pubsub = c.subscribe()
 	c.wg.Add(1)
 	go c.listen()
+	if o.LegacyKeys {
+		c.wg.Add(1)
+		go c.keepLegacyClaim()
+	}
 	return c, nil
 }
 

@@ -31,6 +31,14 @@ func (c *Cache) writeLegacy(ctx context.Context, user string, t *Token) {
 	if !c.opts.LegacyKeys {
 		return
 	}
+	if c.legacyOwner.Load() == nil { // not claimed yet: claim before the first write
+		if err := c.ClaimLegacyKeys(ctx); errors.Is(err, ErrLegacyKeysOwned) {
+			c.log.Error("tokencache: not writing the legacy keys", "err", err)
+		}
+	}
+	if owner := c.legacyOwnedElsewhere(); owner != "" {
+		return // logged by keepLegacyClaim
+	}
 	if err := c.legacy(ctx, user, t); err != nil {
 		c.log.Warn("tokencache: writing legacy keys failed", "user", user, "err", err)
 	}
@@ -38,13 +46,17 @@ func (c *Cache) writeLegacy(ctx context.Context, user string, t *Token) {
 
 // SyncLegacy writes the keys that services predating this library read (see
 // Options.LegacyKeys) for the token stored in Redis for user, unless token:{user}
-// already holds it, and reports whether it wrote them. The cache writes them whenever
+// already holds it, and reports whether it wrote them. It claims the legacy keys for
+// this prefix first (see [Cache.ClaimLegacyKeys]) and fails if another prefix owns them. The cache writes them whenever
 // it stores a token itself; this call
 // covers a token stored by a process that did not (a daemon started with legacy keys
 // off, a CLI). It works whatever Options.LegacyKeys says.
 func (c *Cache) SyncLegacy(ctx context.Context, user string) (written bool, err error) {
 	if c.closed.Load() {
 		return false, ErrClosed
+	}
+	if err := c.ClaimLegacyKeys(ctx); err != nil {
+		return false, err
 	}
 	stored, _, err := c.store.get(ctx, user)
 	if err != nil || stored == nil {

@@ -431,3 +431,40 @@ func TestCloseIsBoundedWhenTheBrokerIgnoresItsContext(t *testing.T) {
 	assert.Nil(t, st.Token, "the abandoned login's result is not written after Close")
 	assert.Contains(t, got.Load(), "closed", "the waiting caller is told")
 }
+
+// 10. Two fleets with different prefixes used to fight over the unprefixed legacy keys.
+// One prefix owns them; the other writes none and says which prefix owns them.
+func TestLegacyKeysHaveOneOwningPrefix(t *testing.T) {
+	srv := testutil.Redis(t)
+	ctx := context.Background()
+	user := srv.Name("U")
+	legacy := func(o *tokencache.Options) { o.LegacyKeys = true }
+	first := newCache(t, srv.Client(t), srv.Prefix+"-one", nil, legacy)
+	second := newCache(t, srv.Client(t), srv.Prefix+"-two", nil, legacy)
+	require.NoError(t, first.ClaimLegacyKeys(ctx))
+	err := second.ClaimLegacyKeys(ctx)
+	require.ErrorIs(t, err, tokencache.ErrLegacyKeysOwned)
+	assert.Contains(t, err.Error(), srv.Prefix+"-one")
+
+	_, err = first.Set(ctx, user, &tokencache.Token{AccessToken: "first-fleet", Expiry: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	_, err = second.Set(ctx, user, &tokencache.Token{AccessToken: "second-fleet", Expiry: time.Now().Add(time.Hour)})
+	require.NoError(t, err, "the second fleet keeps its own record")
+	rdb := srv.Client(t)
+	assert.Equal(t, "first-fleet", rdb.Get(ctx, "token:"+user).Val(), "only the owner writes the legacy keys")
+	_, err = second.SyncLegacy(ctx, user)
+	require.ErrorIs(t, err, tokencache.ErrLegacyKeysOwned)
+	assert.Equal(t, "first-fleet", rdb.Get(ctx, "token:"+user).Val())
+
+	// The owner stops; its claim lapses (here: removed by hand), and the other prefix
+	// may take over.
+	require.NoError(t, first.Close())
+	require.NoError(t, rdb.Del(ctx, tokencache.LegacyOwnerKey).Err())
+	require.NoError(t, second.ClaimLegacyKeys(ctx))
+	written, err := second.SyncLegacy(ctx, user)
+	require.NoError(t, err)
+	assert.True(t, written)
+	assert.Equal(t, "second-fleet", rdb.Get(ctx, "token:"+user).Val())
+	ttl := rdb.PTTL(ctx, tokencache.LegacyOwnerKey).Val()
+	assert.Greater(t, ttl, time.Minute, "the claim lasts while its owner renews it")
+}

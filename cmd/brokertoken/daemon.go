@@ -118,6 +118,15 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 	}
 	defer deps.close() // cancels refreshes in flight and releases their leases
 	dm.deps = deps
+	if cfg.legacyKeys {
+		cctx, cancel := context.WithTimeout(ctx, pingTimeout)
+		err := deps.cache.ClaimLegacyKeys(cctx)
+		cancel()
+		if errors.Is(err, tokencache.ErrLegacyKeysOwned) {
+			deps.close()
+			return usagef("--legacy-keys: %s", oneLine(err.Error()))
+		}
+	}
 	dm.users = deps.users()
 	for _, u := range dm.users {
 		dm.states[u] = &userState{}

@@ -325,3 +325,30 @@ func TestRunBoundsBrokerRequestsByConcurrency(t *testing.T) {
 	}
 	assert.Equal(t, users, f.fake.Calls(tradovatefake.Authorize, ""), "login requests")
 }
+
+// A second daemon with another prefix and the legacy keys on refuses to start, naming
+// the prefix that owns them: the keys carry no prefix, and two fleets would overwrite
+// each other's tokens.
+func TestRunRefusesLegacyKeysOwnedByAnotherPrefix(t *testing.T) {
+	f := newFixture(t, tradovatefake.Options{}, userSpec{"a", nil})
+	env := f.env()
+	port := testutil.FreePort(t)
+	stop := runInProcess(t, env, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--check-interval", "50ms")
+	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/healthz", port), 200, 10*time.Second)
+
+	other := map[string]string{}
+	for k, v := range env {
+		other[k] = v
+	}
+	other["BROKERTOKEN_PREFIX"] = f.prefix + "-other"
+	code, _, stderr := inProcess(t, context.Background(), other, "", "run", "--listen", "")
+	assert.Equal(t, 2, code, stderr)
+	assert.Contains(t, stderr, `prefix "`+f.prefix+`" owns them`)
+	oneLineError(t, stderr)
+	assert.Equal(t, 1, f.fake.Logins(f.users[0]), "the refused daemon logged nobody in")
+
+	// With the legacy keys off it may run beside the owner.
+	code, _, stderr = inProcess(t, context.Background(), other, "", "token", f.users[0])
+	assert.Equal(t, 0, code, stderr)
+	stop()
+}
