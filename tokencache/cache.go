@@ -26,7 +26,7 @@ type Cache struct {
 	names names // login users and accounts -> entries (UserFor remembered)
 
 	legacyOwner atomic.Pointer[string] // another prefix owning the legacy keys, "" if ours (LegacyKeys)
-	cells cells // the entries' fresh pointers, in shared blocks
+	cells       cells                  // the entries' fresh pointers, in shared blocks
 
 	// base is the lifetime of the cache's background work (refreshes, the invalidation
 	// listener, watchers); it is not a request context. Close cancels it.

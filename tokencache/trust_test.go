@@ -283,7 +283,9 @@ func TestAbsurdExpiryIsRefusedAndNothingIsAnnounced(t *testing.T) {
 // authFunc is an Authenticator made of a function.
 type authFunc func(ctx context.Context, user string) (*tokencache.Token, error)
 
-func (f authFunc) Login(ctx context.Context, user string) (*tokencache.Token, error) { return f(ctx, user) }
+func (f authFunc) Login(ctx context.Context, user string) (*tokencache.Token, error) {
+	return f(ctx, user)
+}
 
 // jwtWithExp returns an unsigned-looking JWT whose exp claim is exp.
 func jwtWithExp(t *testing.T, exp int64) string {
