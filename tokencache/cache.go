@@ -150,7 +150,7 @@ func (c *Cache) Set(ctx context.Context, user string, t *Token) (*Token, error) 
 	}
 	e := c.userEntry(user)
 	e.mu.Lock()
-	e.setting++
+	e.writing++
 	e.mu.Unlock()
 	o, err := c.store.set(ctx, user, &tok, "set")
 	err = c.announced(err)
@@ -161,7 +161,7 @@ func (c *Cache) Set(ctx context.Context, user string, t *Token) (*Token, error) 
 		c.log.Info("tokencache: token set", "user", user, "version", o.version, "token", Redact(tok.AccessToken))
 	}
 	e.mu.Lock()
-	e.setting--
+	e.writing--
 	if err == nil {
 		c.installLocked(e, stored)
 	}

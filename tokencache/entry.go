@@ -34,7 +34,7 @@ type entry struct {
 	bad       []string      // tokens reported bad by Invalidate: a token holding one is never served again
 	reportAt  time.Time     // writer: when a report from another process was last acted on; reader: when this one last sent one
 	corrupt   bool          // a corrupt record was logged (log once)
-	setting   int32         // Set calls writing this user now
+	writing   int32         // writes of this user's record in flight in this process (Set, a refresh)
 	flight    *flight       // the refresh in progress, if any
 	awaiting  bool          // the flight waits for another process's refresh (it reads when signalled)
 	peeking   bool          // a read for an announcement is running beside the flight

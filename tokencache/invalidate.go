@@ -136,11 +136,14 @@ func (c *Cache) announce(payload string) {
 	}
 	e.fresh.Store(nil)
 	e.confirmed = time.Time{}
-	e.signal() // a refresh waiting for another process's may find it (see refresh)
+	if e.writing > 0 {
+		// Probably the echo of this process's own write, heard before its reply: the
+		// writer installs its token (which wakes whoever waits), then looks at e.hint
+		// (Set: superseded; a refresh: finish).
+		return
+	}
+	e.signal() // a refresh waiting for another process's reads again (see refresh)
 	switch {
-	case e.setting > 0 && e.flight == nil:
-		// Probably the echo of this process's own Set, heard before the Set's reply:
-		// the Set installs its token, then looks at e.hint.
 	case e.awaiting:
 		// The flight waits for another process's refresh: the signal wakes it to read.
 	case e.flight != nil:

@@ -401,12 +401,24 @@ func (c *Cache) readable(e *entry, stored *Token, base int64, err error) (*Token
 // login.
 func (c *Cache) save(ctx context.Context, e *entry, base int64, t *Token, op string) (*Token, error) {
 	for range maxWrites {
+		e.mu.Lock()
+		e.writing++
+		e.mu.Unlock()
 		o, err := c.store.write(ctx, e.user, base, t, op)
-		if err = c.announced(err); err != nil {
+		err = c.announced(err)
+		e.mu.Lock()
+		e.writing--
+		var installed *Token
+		if err == nil && o.written {
+			t.Version = o.version
+			c.installLocked(e, t) // in the same section: an echo heard meanwhile waits for it
+			installed = e.tok
+		}
+		e.mu.Unlock()
+		if err != nil {
 			return nil, err
 		}
 		if o.written {
-			t.Version = o.version
 			if op == "reseed" {
 				c.log.Info("tokencache: token restored to redis", "user", e.user, "version", o.version)
 			} else {
@@ -416,7 +428,6 @@ func (c *Cache) save(ctx context.Context, e *entry, base int64, t *Token, op str
 					h(e.user, op, t)
 				}
 			}
-			installed := c.install(e, t)
 			c.writeLegacy(ctx, e.user, t)
 			return installed, nil
 		}
