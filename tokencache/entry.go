@@ -29,18 +29,18 @@ type entry struct {
 	rerun     int64         // newest hinted version a failed refresh was re-run for
 	confirmed time.Time     // when tok last matched Redis; zero after an announcement or a pub/sub reconnect
 	retryAt   time.Time     // no background refresh before this (after a failure)
-	failures  int           // consecutive failed refreshes
 	lastErr   error         // the last failure, returned until retryAt when nothing is servable
 	bad       []string      // tokens reported bad by Invalidate: a token holding one is never served again
-	reportAt  time.Time     // writer: when a report from another process was last acted on; reader: when this one last sent one
-	corrupt   bool          // a corrupt record was logged (log once)
+	reportAt  int64         // Unix ns; writer: when a report from another process was last acted on; reader: when this one last sent one
+	failures  int32         // consecutive failed refreshes
 	writing   int32         // writes of this user's record in flight in this process (Set, a refresh)
-	flight    *flight       // the refresh in progress, if any
+	corrupt   bool          // a corrupt record was logged (log once)
 	awaiting  bool          // the flight waits for another process's refresh (it reads when signalled)
 	peeking   bool          // a read for an announcement is running beside the flight
+	gen       uint32        // counts signals (a newer version announced, a resubscription); compared for equality only
+	flight    *flight       // the refresh in progress, if any
 	timer     *time.Timer   // clears fresh at armedTo
 	armedTo   time.Time     // when fresh must be cleared
-	gen       uint64        // counts signals: a newer version announced, a resubscription
 	changed   chan struct{} // closed at the next signal; made only when someone waits
 	watchers  map[*watcher]struct{}
 }
@@ -112,7 +112,7 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 
 // changedSince returns a channel closed at the first signal after generation gen
 // (already closed if there was one). e.mu must be held.
-func (e *entry) changedSince(gen uint64) <-chan struct{} {
+func (e *entry) changedSince(gen uint32) <-chan struct{} {
 	if e.gen != gen {
 		return closedChan
 	}

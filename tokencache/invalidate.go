@@ -294,7 +294,7 @@ func (c *Cache) invalidate(ctx context.Context, e *entry, bad string) error {
 // RetryMin, instead of waiting for that token to expire.
 func (c *Cache) report(ctx context.Context, e *entry, stored *Token) error {
 	e.mu.Lock()
-	e.reportAt = time.Now()
+	e.reportAt = time.Now().UnixNano()
 	e.mu.Unlock()
 	msg := strconv.FormatInt(stored.Version, 10) + ":" + e.user
 	if err := c.opts.Redis.Publish(ctx, c.store.reports, msg).Err(); err != nil {
@@ -319,11 +319,11 @@ func (c *Cache) reported(payload string) {
 	}
 	e.mu.Lock()
 	now := time.Now()
-	if now.Before(e.reportAt.Add(c.opts.RetryMin)) {
+	if now.UnixNano()-e.reportAt < int64(c.opts.RetryMin) {
 		e.mu.Unlock()
 		return
 	}
-	e.reportAt = now
+	e.reportAt = now.UnixNano()
 	e.mu.Unlock()
 	c.goBackground(func() {
 		ctx, cancel := context.WithTimeout(c.base, c.opts.RefreshTimeout)

@@ -124,7 +124,7 @@ func (c *Cache) lead(ctx context.Context, e *entry, fl *flight) {
 // snapshot is one read of a user's record, with the entry's signal generation as it was
 // before the read, so an announcement made after the read is not missed.
 type snapshot struct {
-	gen    uint64
+	gen    uint32
 	stored *Token
 	base   int64
 }
@@ -189,7 +189,7 @@ func (c *Cache) finish(e *entry, fl *flight, tok *Token, err error) {
 		e.retryAt = time.Time{}
 	} else if !c.closed.Load() {
 		e.failures++
-		wait := c.backoff(e.failures)
+		wait := c.backoff(int(e.failures))
 		var tmp interface{ Temporary() bool }
 		if errors.As(err, &tmp) && !tmp.Temporary() {
 			// The broker said trying again soon will not help (bad credentials, a
@@ -288,7 +288,7 @@ func (c *Cache) refresh(ctx context.Context, e *entry, first *snapshot) (*Token,
 		switch {
 		case c.auth == nil:
 			e.mu.Lock()
-			again := stored != nil && e.isBad(stored) && !now.Before(e.reportAt.Add(c.opts.RetryMin))
+			again := stored != nil && e.isBad(stored) && now.UnixNano()-e.reportAt >= int64(c.opts.RetryMin)
 			e.mu.Unlock()
 			if again {
 				if err := c.report(ctx, e, stored); err != nil {
