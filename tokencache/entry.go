@@ -84,6 +84,16 @@ func (e *entry) isBad(t *Token) bool {
 	return false
 }
 
+// isBadAccess reports whether t's access token was reported bad. e.mu must be held.
+func (e *entry) isBadAccess(t *Token) bool {
+	for _, b := range e.bad {
+		if b == t.AccessToken {
+			return true
+		}
+	}
+	return false
+}
+
 // markBad remembers access (an access or market-data token) as bad. e.mu must be held.
 func (e *entry) markBad(access string) {
 	for _, b := range e.bad {

@@ -288,28 +288,40 @@ func (c *Cache) invalidate(ctx context.Context, e *entry, bad string) error {
 }
 
 // report asks the caches that can refresh (the daemon) to replace stored, which this
-// read-only cache was told is bad. A writer acts on at most one report per user per
-// RetryMin, so a report that came too soon after another may be dropped: while Redis
-// still holds the bad token, the cache reports it again at its next read, once per
-// RetryMin, instead of waiting for that token to expire.
+// read-only cache was told is bad: "<version>:<user>" when its access token is bad,
+// "md:<version>:<user>" when only its market-data token is (that one cannot be checked
+// cheaply). A writer acts on at most one report per user per RetryMin, so a report
+// that came too soon after another may be dropped: while Redis still holds the bad
+// token, the cache reports it again at its next read, once per RetryMin, instead of
+// waiting for that token to expire.
 func (c *Cache) report(ctx context.Context, e *entry, stored *Token) error {
 	e.mu.Lock()
 	e.reportAt = time.Now().UnixNano()
+	mdOnly := !e.isBadAccess(stored)
 	e.mu.Unlock()
 	msg := strconv.FormatInt(stored.Version, 10) + ":" + e.user
+	if mdOnly {
+		msg = mdReport + msg
+	}
 	if err := c.opts.Redis.Publish(ctx, c.store.reports, msg).Err(); err != nil {
 		return redisErr("report a rejected token of "+e.user+" on "+c.store.reports, err)
 	}
 	return nil
 }
 
+// mdReport starts a report of a rejected market-data token.
+const mdReport = "md:"
+
 // reported handles another process's report that the stored version of a user's token
 // was rejected by the broker. Anyone allowed to publish on the reports channel can send
 // one, so it costs at most one check per user per RetryMin: if Redis still holds that
 // version, the token is checked with the broker when the Authenticator is a [Checker],
-// and refreshed only if the broker refuses it (or cannot say).
+// and refreshed only if the broker refuses it (or cannot say). A report of the
+// market-data token alone cannot be checked cheaply: it is refreshed, once per RetryMin
+// at most.
 func (c *Cache) reported(payload string) {
-	user, v, ok := parseAnnouncement(payload)
+	rest, mdOnly := strings.CutPrefix(payload, mdReport)
+	user, v, ok := parseAnnouncement(rest)
 	if !ok || c.auth == nil {
 		return
 	}
@@ -332,7 +344,7 @@ func (c *Cache) reported(payload string) {
 		if err != nil || stored == nil || stored.Version != v {
 			return // gone, replaced already, or not a version Redis holds
 		}
-		if ch, ok := c.auth.(Checker); ok {
+		if ch, ok := c.auth.(Checker); ok && !mdOnly {
 			err := ch.Check(ctx, user, stored)
 			switch {
 			case err == nil:

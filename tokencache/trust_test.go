@@ -470,3 +470,33 @@ func TestLegacyKeysHaveOneOwningPrefix(t *testing.T) {
 	ttl := rdb.PTTL(ctx, tokencache.LegacyOwnerKey).Val()
 	assert.Greater(t, ttl, time.Minute, "the claim lasts while its owner renews it")
 }
+
+// A read-only cache's report of a rejected market-data token (a websocket refused it)
+// reaches the writer, which cannot check that token cheaply: it refreshes, once per
+// RetryMin at most, without asking the broker about the (still valid) access token.
+func TestReportOfTheMarketDataTokenRefreshesWithoutACheck(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	user := e.user("U")
+	b := &checkingBroker{broker: &broker{}}
+	writer := e.cache(b, func(o *tokencache.Options) { o.RetryMin = time.Minute })
+	reader := e.cache(nil)
+	tok, err := writer.Token(ctx, user)
+	require.NoError(t, err)
+	require.NotEmpty(t, tok.MDAccessToken)
+	changes := reader.Watch(ctx, user)
+	got, err := reader.Token(ctx, user)
+	require.NoError(t, err)
+	require.NoError(t, reader.Invalidate(ctx, user, got.MDAccessToken))
+	_, err = reader.Token(ctx, user)
+	require.ErrorIs(t, err, tokencache.ErrNoToken, "a token holding a reported market-data token is not served")
+	next := receive(t, changes)
+	assert.Greater(t, next.Version, tok.Version)
+	assert.NotEqual(t, tok.MDAccessToken, next.MDAccessToken)
+	assert.Zero(t, b.checks.Load(), "the access token was not checked: it is not the one reported")
+	assert.EqualValues(t, 2, b.logins.Load())
+	// The same report again within RetryMin (forged, or late) costs nothing.
+	require.NoError(t, e.client().Publish(ctx, e.srv.Prefix+":reports", fmt.Sprintf("md:%d:%s", next.Version, user)).Err())
+	time.Sleep(200 * time.Millisecond)
+	assert.EqualValues(t, 2, b.logins.Load())
+}

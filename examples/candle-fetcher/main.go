@@ -134,9 +134,10 @@ func run(ctx context.Context, w io.Writer, cfg config) error {
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, errRejected):
-			// Never use it again; a cache that may log in would refresh at once.
+			// Never use it again; a cache that may log in would refresh at once. Report the
+			// token the socket refused: the market-data one when there is one.
 			fmt.Fprintf(w, "fetch %d: %v: reported\n", done+1, err)
-			_ = cache.Invalidate(ctx, cfg.User, tok.AccessToken)
+			_ = cache.Invalidate(ctx, cfg.User, socketToken(tok))
 			rejected = true
 			continue
 		case err != nil:
@@ -222,11 +223,7 @@ func fetch(ctx context.Context, w io.Writer, cfg config, tok *tokencache.Token, 
 	} else if f.Type != tradovate.FrameOpen {
 		return fmt.Errorf("expected the open frame, got %q", f.Type)
 	}
-	md := tok.MDAccessToken
-	if md == "" {
-		md = tok.AccessToken // a TradingView-style token not exchanged for a REST pair
-	}
-	if err := ws.Write(ctx, websocket.MessageText, tradovate.AuthorizeFrame(md)); err != nil {
+	if err := ws.Write(ctx, websocket.MessageText, tradovate.AuthorizeFrame(socketToken(tok))); err != nil {
 		return err
 	}
 	if m, err := response(next, 0); err != nil {
@@ -369,4 +366,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+// socketToken is the token the market-data socket is authorized with: the market-data
+// token, or the access token of a TradingView-style login not exchanged for a REST pair.
+func socketToken(t *tokencache.Token) string {
+	if t.MDAccessToken != "" {
+		return t.MDAccessToken
+	}
+	return t.AccessToken
 }

@@ -59,8 +59,9 @@ func (s *streamer) run(ctx context.Context) error {
 		case end.rejected != "":
 			fmt.Fprintf(s.out, "market-data token %s rejected (%s): reported; waiting for a new token\n",
 				tokencache.Redact(socketToken(s.tok)), end.rejected)
-			// The cache stops serving it; a cache that may log in refreshes at once.
-			_ = s.cache.Invalidate(ctx, s.cfg.User, s.tok.AccessToken)
+			// The cache stops serving it; a cache that may log in refreshes at once. Report
+			// the token the socket refused: the market-data one when there is one.
+			_ = s.cache.Invalidate(ctx, s.cfg.User, socketToken(s.tok))
 			next, err := s.newToken(ctx, changes, socketToken(s.tok))
 			if err != nil {
 				return s.stop(err)
