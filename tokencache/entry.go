@@ -26,23 +26,26 @@ type entry struct {
 	// that began after it answers. A message is only a hint: it makes the entry read
 	// Redis again, never serve or expect more than Redis holds.
 	hint      int64
-	rerun     int64         // newest hinted version a failed refresh was re-run for
-	confirmed time.Time     // when tok last matched Redis; zero after an announcement or a pub/sub reconnect
-	retryAt   time.Time     // no background refresh before this (after a failure)
-	lastErr   error         // the last failure, returned until retryAt when nothing is servable
-	bad       []string      // tokens reported bad by Invalidate: a token holding one is never served again
-	reportAt  int64         // Unix ns; writer: when a report from another process was last acted on; reader: when this one last sent one
-	failures  int32         // consecutive failed refreshes
-	writing   int32         // writes of this user's record in flight in this process (Set, a refresh)
-	corrupt   bool          // a corrupt record was logged (log once)
-	awaiting  bool          // the flight waits for another process's refresh (it reads when signalled)
-	peeking   bool          // a read for an announcement is running beside the flight
-	gen       uint32        // counts signals (a newer version announced, a resubscription); compared for equality only
-	flight    *flight       // the refresh in progress, if any
-	timer     *time.Timer   // clears fresh at armedTo
-	armedTo   time.Time     // when fresh must be cleared
-	changed   chan struct{} // closed at the next signal; made only when someone waits
-	watchers  map[*watcher]struct{}
+	rerun     int64     // newest hinted version a failed refresh was re-run for
+	confirmed time.Time // when tok last matched Redis; zero after an announcement or a pub/sub reconnect
+	retryAt   time.Time // no background refresh before this (after a failure)
+	lastErr   error     // the last failure, returned until retryAt when nothing is servable
+	bad       []string  // tokens reported bad by Invalidate: a token holding one is never served again
+	reportAt  int64     // Unix ns; writer: when a report from another process was last acted on; reader: when this one last sent one
+	failures  int32     // consecutive failed refreshes
+	writing   int32     // writes of this user's record in flight in this process (Set, a refresh)
+	corrupt   bool      // a corrupt record was logged (log once)
+	awaiting  bool      // the flight waits for another process's refresh (it reads when signalled)
+	peeking   bool      // a read for an announcement is running (beside the flight, if any)
+	// reportReading is set while a report naming a version newer than tok is checked
+	// against Redis: one such read at a time.
+	reportReading bool
+	gen           uint32        // counts signals (a newer version announced, a resubscription); compared for equality only
+	flight        *flight       // the refresh in progress, if any
+	timer         *time.Timer   // clears fresh at armedTo
+	armedTo       time.Time     // when fresh must be cleared
+	changed       chan struct{} // closed at the next signal; made only when someone waits
+	watchers      map[*watcher]struct{}
 }
 
 func newEntry(user string, fresh *atomic.Pointer[Token]) *entry {
@@ -82,6 +85,17 @@ func (e *entry) isBad(t *Token) bool {
 		}
 	}
 	return false
+}
+
+// unmarkBad forgets that t's tokens were reported bad. e.mu must be held.
+func (e *entry) unmarkBad(t *Token) {
+	kept := e.bad[:0]
+	for _, b := range e.bad {
+		if b != t.AccessToken && b != t.MDAccessToken {
+			kept = append(kept, b)
+		}
+	}
+	e.bad = kept
 }
 
 // isBadAccess reports whether t's access token was reported bad. e.mu must be held.

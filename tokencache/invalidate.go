@@ -110,10 +110,16 @@ func (c *Cache) subscribe() *redis.PubSub {
 
 // announce handles "<version>:<user>": another process says it stored that version. It
 // is a hint: the cache stops serving its copy until Redis confirms what it holds, and
-// reads Redis now, so the next call is a hit and watchers hear of the new token. A
-// forged message costs each cache one read, never more than that: what Redis answers
-// is served, whatever version the message named.
+// reads the record now (a read only: never a lease or a broker call), so the next call
+// is a hit and watchers hear of the new token. A forged message costs each cache one
+// read, never more than that: what Redis answers is served, whatever version the
+// message named. "ok:<version>:<user>" is a writer's answer to a report: the broker
+// accepts that version, so readers that reported it may serve it again.
 func (c *Cache) announce(payload string) {
+	if rest, ok := strings.CutPrefix(payload, keptAnswer); ok {
+		c.kept(rest)
+		return
+	}
 	user, v, ok := parseAnnouncement(payload)
 	if !ok {
 		c.log.Warn("tokencache: ignoring malformed invalidation message", "len", len(payload))
@@ -143,20 +149,45 @@ func (c *Cache) announce(payload string) {
 		return
 	}
 	e.signal() // a refresh waiting for another process's reads again (see refresh)
-	switch {
-	case e.awaiting:
-		// The flight waits for another process's refresh: the signal wakes it to read.
-	case e.flight != nil:
+	if !e.awaiting {
 		c.peek(e)
-	default:
-		c.startFlight(e)
 	}
 }
 
-// peek reads the record in the background while a refresh runs (it may be waiting at
-// the broker), so an announced token reaches watchers and waiting callers at once: a
-// failing refresh then serves it (see finish), a successful one finds it stored. One
-// peek at a time per entry. e.mu must be held.
+// keptAnswer starts a writer's answer to a report whose token the broker accepts.
+const keptAnswer = "ok:"
+
+// kept handles "<version>:<user>" after keptAnswer: the writers checked that version
+// with the broker, which accepts it. A cache that reported it (and so stopped serving
+// it) may serve it again. A forged answer can only make a cache serve the token Redis
+// holds, which it reported itself.
+func (c *Cache) kept(payload string) {
+	user, v, ok := parseAnnouncement(payload)
+	if !ok {
+		return
+	}
+	e := c.names.user(user)
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.tok == nil || e.tok.Version != v || !e.isBad(e.tok) {
+		return
+	}
+	e.unmarkBad(e.tok)
+	c.log.Info("tokencache: the token this process reported is accepted by the broker; serving it again",
+		"user", user, "version", v)
+	if now := time.Now(); c.servable(e, now) {
+		c.arm(e, now)
+	}
+}
+
+// peek reads the record in the background, so an announced token reaches watchers and
+// waiting callers at once, even while a refresh runs (it may be waiting at the broker:
+// a failing refresh then serves the token peek installed, a successful one finds it
+// stored). It only reads: whatever a message says, it never takes a lease, calls the
+// broker or touches the backoff. One peek at a time per entry. e.mu must be held.
 func (c *Cache) peek(e *entry) {
 	if e.peeking {
 		return
@@ -178,15 +209,15 @@ func (c *Cache) peek(e *entry) {
 	}
 }
 
-// superseded starts a read of Redis when a newer version was announced than the entry
-// holds (after a Set, which let announcements wait). e.mu must be held.
+// superseded reads Redis when a newer version was announced than the entry holds
+// (after a Set, which let announcements wait). e.mu must be held.
 func (c *Cache) superseded(e *entry) {
 	if e.hint == 0 || e.tok != nil && e.tok.Version >= e.hint {
 		return
 	}
 	e.fresh.Store(nil)
 	e.confirmed = time.Time{}
-	c.startFlight(e)
+	c.peek(e)
 }
 
 // parseAnnouncement parses "<version>:<user>", the payload of announcements and reports.
@@ -314,11 +345,16 @@ const mdReport = "md:"
 
 // reported handles another process's report that the stored version of a user's token
 // was rejected by the broker. Anyone allowed to publish on the reports channel can send
-// one, so it costs at most one check per user per RetryMin: if Redis still holds that
-// version, the token is checked with the broker when the Authenticator is a [Checker],
-// and refreshed only if the broker refuses it (or cannot say). A report of the
-// market-data token alone cannot be checked cheaply: it is refreshed, once per RetryMin
-// at most.
+// one, so a report costs little and never crowds out a genuine one:
+//   - a version older than the one this process holds was replaced already: ignored;
+//   - a newer one is read from Redis first, one such read at a time per user;
+//   - one naming the stored version is acted on once per user per RetryMin: the token
+//     is checked with the broker when the Authenticator is a [Checker] and refreshed
+//     only if the broker refuses it (or cannot say); when the broker accepts it, the
+//     writers say so ("ok:<version>:<user>"), so the reporters serve it again.
+//
+// A report of the market-data token alone cannot be checked cheaply: it is refreshed,
+// once per RetryMin at most.
 func (c *Cache) reported(payload string) {
 	rest, mdOnly := strings.CutPrefix(payload, mdReport)
 	user, v, ok := parseAnnouncement(rest)
@@ -330,19 +366,46 @@ func (c *Cache) reported(payload string) {
 		return // not a user this process refreshes
 	}
 	e.mu.Lock()
-	now := time.Now()
-	if now.UnixNano()-e.reportAt < int64(c.opts.RetryMin) {
+	var held int64
+	if e.tok != nil {
+		held = e.tok.Version
+	}
+	switch {
+	case v < held:
+		e.mu.Unlock()
+		return
+	case v > held:
+		if e.reportReading {
+			e.mu.Unlock()
+			return
+		}
+		e.reportReading = true
+	case !c.takeReportSlot(e):
 		e.mu.Unlock()
 		return
 	}
-	e.reportAt = now.UnixNano()
 	e.mu.Unlock()
 	c.goBackground(func() {
+		if v > held {
+			defer func() {
+				e.mu.Lock()
+				e.reportReading = false
+				e.mu.Unlock()
+			}()
+		}
 		ctx, cancel := context.WithTimeout(c.base, c.opts.RefreshTimeout)
 		defer cancel()
 		stored, _, err := c.read(ctx, e)
 		if err != nil || stored == nil || stored.Version != v {
 			return // gone, replaced already, or not a version Redis holds
+		}
+		if v > held {
+			e.mu.Lock()
+			ok := c.takeReportSlot(e)
+			e.mu.Unlock()
+			if !ok {
+				return
+			}
 		}
 		if ch, ok := c.auth.(Checker); ok && !mdOnly {
 			err := ch.Check(ctx, user, stored)
@@ -350,6 +413,10 @@ func (c *Cache) reported(payload string) {
 			case err == nil:
 				c.log.Info("tokencache: a token reported bad is accepted by the broker; keeping it",
 					"user", user, "version", v)
+				msg := keptAnswer + strconv.FormatInt(v, 10) + ":" + user
+				if err := c.opts.Redis.Publish(ctx, c.store.channel, msg).Err(); err != nil {
+					c.log.Warn("tokencache: could not tell the reporters the token is kept", "user", user, "err", err)
+				}
 				return
 			case !errors.Is(err, ErrTokenRejected):
 				c.log.Warn("tokencache: could not check a token reported bad; refreshing it", "user", user, "err", err)
@@ -359,4 +426,15 @@ func (c *Cache) reported(payload string) {
 			c.log.Warn("tokencache: acting on a reported bad token failed", "user", user, "err", err)
 		}
 	})
+}
+
+// takeReportSlot reports whether a report of the user may be acted on now (at most one
+// per RetryMin), and takes the slot if so. e.mu must be held.
+func (c *Cache) takeReportSlot(e *entry) bool {
+	now := time.Now().UnixNano()
+	if now-e.reportAt < int64(c.opts.RetryMin) {
+		return false
+	}
+	e.reportAt = now
+	return true
 }

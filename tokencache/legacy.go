@@ -32,12 +32,13 @@ func (c *Cache) writeLegacy(ctx context.Context, user string, t *Token) {
 		return
 	}
 	if c.legacyOwner.Load() == nil { // not claimed yet: claim before the first write
-		if err := c.ClaimLegacyKeys(ctx); errors.Is(err, ErrLegacyKeysOwned) {
-			c.log.Error("tokencache: not writing the legacy keys", "err", err)
+		if err := c.ClaimLegacyKeys(ctx); err != nil {
+			c.log.Error("tokencache: not writing the legacy keys", "user", user, "err", err)
+			return
 		}
 	}
 	if owner := c.legacyOwnedElsewhere(); owner != "" {
-		return // logged by keepLegacyClaim
+		return // logged by ClaimLegacyKeys's caller
 	}
 	if err := c.legacy(ctx, user, t); err != nil {
 		c.log.Warn("tokencache: writing legacy keys failed", "user", user, "err", err)

@@ -37,13 +37,17 @@ var ErrLegacyKeysOwned = errors.New("tokencache: the legacy keys are owned by an
 // two fleets with different prefixes writing them would overwrite each other's tokens.
 // A cache with Options.LegacyKeys claims them by itself and renews the claim while it
 // runs (a stopped owner's claim lapses two minutes after its last renewal); while
-// another prefix owns them it writes none and logs why. Call ClaimLegacyKeys at start to
-// refuse to run instead, as the daemon does.
+// another prefix owns them, or while it could not claim them (Redis unreachable, an ACL
+// without the claim key), it writes none and logs why: it never writes them unclaimed.
+// Call ClaimLegacyKeys at start to refuse to run instead, as the daemon does.
 func (c *Cache) ClaimLegacyKeys(ctx context.Context) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
 	owner, err := claimScript.Run(ctx, c.opts.Redis, []string{LegacyOwnerKey}, c.opts.Prefix, legacyClaimTTL.Milliseconds()).Text()
+	if isNoPerm(err) {
+		return fmt.Errorf("tokencache: claim the legacy keys: %w (a writer of legacy keys needs read and write access to %s)", err, LegacyOwnerKey)
+	}
 	if err != nil {
 		return redisErr("claim the legacy keys ("+LegacyOwnerKey+")", err)
 	}
@@ -83,7 +87,7 @@ func (c *Cache) keepLegacyClaim() {
 }
 
 // legacyOwnedElsewhere returns the prefix owning the legacy keys when it is not this
-// cache's, as last seen; "" when they are ours or not known yet.
+// cache's, as last seen; "" when they are ours. Call it after a claim succeeded once.
 func (c *Cache) legacyOwnedElsewhere() string {
 	if p := c.legacyOwner.Load(); p != nil {
 		return *p

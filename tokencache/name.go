@@ -10,18 +10,14 @@ import (
 // maxNameBytes bounds account and user names.
 const maxNameBytes = 200
 
-// legacyKeyPrefixes start the keys that services predating this library read (see
-// Options.LegacyKeys). The legacy layout also keys a LIST by the bare user name, so a
-// user named like one of these keys would turn a service's string key into a list.
-var legacyKeyPrefixes = []string{"token:", "auth:", "token_expiry:"}
-
 // CheckName returns nil when name may be used as an account or login user name, else
 // an error wrapping [ErrInvalidName] that says which rule it breaks. A name must be
 // non-empty, at most 200 bytes of printable UTF-8 without spaces, contain no { or }
 // (they would break the Redis Cluster hash tag that keeps a user's keys in one slot),
-// and not start with "token:", "auth:" or "token_expiry:" (the legacy key layout names
-// a list after each user, which would collide with those keys). Every process applies
-// the same rules whatever its options, so a name is valid for all of them or none.
+// and no ':' (the legacy key layout names a list after each user, and every other key
+// the library or the legacy services use has a ':', so no user can be named like one:
+// "token:PA2", "brokertoken:legacy-owner"). Every process applies the same rules
+// whatever its options, so a name is valid for all of them or none.
 func CheckName(name string) error {
 	switch {
 	case name == "":
@@ -38,10 +34,8 @@ func CheckName(name string) error {
 			return fmt.Errorf("%w: %q contains a space or control character", ErrInvalidName, name)
 		}
 	}
-	for _, p := range legacyKeyPrefixes {
-		if strings.HasPrefix(name, p) {
-			return fmt.Errorf("%w: %q starts with %q, like the legacy keys (its list key would collide with them)", ErrInvalidName, name, p)
-		}
+	if strings.Contains(name, ":") {
+		return fmt.Errorf("%w: %q contains ':' (a user's legacy list key would collide with keys such as token:<account>)", ErrInvalidName, name)
 	}
 	return nil
 }

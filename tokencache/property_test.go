@@ -27,7 +27,8 @@ import (
 //     broker or stored by a Set: never a forged or corrupt one);
 //   - the version each cache serves for a user never goes down;
 //   - logins per user never exceed the refreshes the steps needed: one to start, and at
-//     most one per corrupt record, revoked token and restart;
+//     most one per corrupt record, revoked token and restart, plus the login attempts
+//     the steps made fail (a broker outage);
 //   - once the faults stop, every cache serves Redis's record within MaxStaleness.
 //
 // It is seeded: a failure prints its seed; BROKERTOKEN_PROPERTY_SEED=<n> replays it.
@@ -65,8 +66,36 @@ type propertyRun struct {
 	legit   map[string]bool // every token the broker issued or a Set stored
 	served  map[[2]int]int64
 	needed  map[string]int // refreshes the steps needed, per user
+	logins  map[string]int // login attempts, per user
+	failing int            // login attempts still to fail (a broker outage)
 	steps   []string
 	restart int
+}
+
+// countingAuth counts the login attempts per user and fails them during an outage.
+type countingAuth struct{ r *propertyRun }
+
+func (a countingAuth) Login(ctx context.Context, user string) (*tokencache.Token, error) {
+	a.r.mu.Lock()
+	a.r.logins[user]++
+	fail := a.r.failing > 0
+	if fail {
+		a.r.failing--
+		a.r.needed[user]++ // a failed attempt is retried after the backoff
+	}
+	a.r.mu.Unlock()
+	if fail {
+		return nil, errors.New("broker outage")
+	}
+	return a.r.broker.Login(ctx, user)
+}
+
+func (a countingAuth) Renew(ctx context.Context, user string, t *tokencache.Token) (*tokencache.Token, error) {
+	return a.r.broker.Renew(ctx, user, t)
+}
+
+func (a countingAuth) Check(ctx context.Context, user string, t *tokencache.Token) error {
+	return a.r.broker.Check(ctx, user, t)
 }
 
 const propertyStaleness = 300 * time.Millisecond
@@ -76,7 +105,7 @@ func newPropertyRun(t *testing.T, seed uint64) *propertyRun {
 	r := &propertyRun{
 		t: t, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), srv: srv, e: &env{t: t, srv: srv},
 		broker: &checkingBroker{broker: &broker{}},
-		legit:  map[string]bool{}, served: map[[2]int]int64{}, needed: map[string]int{},
+		legit:  map[string]bool{}, served: map[[2]int]int64{}, needed: map[string]int{}, logins: map[string]int{},
 	}
 	r.broker.issued = func(tok string) { r.mu.Lock(); r.legit[tok] = true; r.mu.Unlock() }
 	tweak := func(o *tokencache.Options) {
@@ -84,7 +113,7 @@ func newPropertyRun(t *testing.T, seed uint64) *propertyRun {
 		o.RetryMin, o.RetryMax = 20*time.Millisecond, 100*time.Millisecond
 		o.LeaseTTL = time.Second
 	}
-	r.caches = []*tokencache.Cache{r.e.cache(r.broker, tweak), r.e.cache(nil, tweak), r.e.cache(nil, tweak)}
+	r.caches = []*tokencache.Cache{r.e.cache(countingAuth{r}, tweak), r.e.cache(nil, tweak), r.e.cache(nil, tweak)}
 	r.users = []string{r.e.user("A"), r.e.user("B")}
 	for _, u := range r.users {
 		r.needed[u] = 1
@@ -122,6 +151,12 @@ func (r *propertyRun) run(steps int) {
 				fmt.Sprintf("%d:%s\nv1:%d:%s", v, user, v, body("EVIL-record"))).Err()
 		case n < 93:
 			r.corrupt(ctx, user)
+		case n < 95:
+			k := 1 + r.rng.IntN(3)
+			r.step("broker outage: the next %d login attempts fail", k)
+			r.mu.Lock()
+			r.failing += k
+			r.mu.Unlock()
 		case n < 97 && r.restart < 2:
 			r.restart++
 			r.step("redis restart")
@@ -168,7 +203,9 @@ func (r *propertyRun) token(ctx context.Context, ci int, user string) *tokencach
 	tok, err := r.caches[ci].Token(ctx, user)
 	r.step("token %s via cache %d: %v %v", user, ci, tok, err)
 	if err != nil {
-		r.require(errors.Is(err, tokencache.ErrNoToken) || errors.Is(err, tokencache.ErrRedisUnavailable),
+		var re *tokencache.RefreshError
+		r.require(errors.Is(err, tokencache.ErrNoToken) || errors.Is(err, tokencache.ErrRedisUnavailable) ||
+			errors.As(err, &re) && strings.Contains(err.Error(), "broker outage"),
 			"cache %d, %s: unexpected error %v", ci, user, err)
 		return nil
 	}
@@ -250,19 +287,18 @@ func (r *propertyRun) checkLogins() {
 	r.t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	total := 0
-	for _, n := range r.needed {
-		total += n
+	for _, u := range r.users {
+		r.require(r.logins[u] <= r.needed[u], "%s: %d login attempts, but the steps needed at most %d", u, r.logins[u], r.needed[u])
 	}
-	got := int(r.broker.logins.Load())
-	r.require(got <= total, "%d logins, but the steps needed at most %d", got, total)
 }
-
 // converge stops the faults and waits for every cache to serve Redis's record: within
 // MaxStaleness (plus scheduling slack) of the record's last change.
 func (r *propertyRun) converge(ctx context.Context) {
 	r.t.Helper()
 	r.step("converge")
+	r.mu.Lock()
+	r.failing = 0 // the broker is back
+	r.mu.Unlock()
 	for _, user := range r.users {
 		deadline := time.Now().Add(15 * time.Second)
 		var last int64

@@ -100,8 +100,12 @@ func parseRecord(raw []byte, now time.Time) parsedRecord {
 		p.err = fmt.Errorf("%w: body is not a JSON record", errCorrupt)
 		return p
 	}
-	if r.Access == "" || r.Expiry <= 0 || r.Expiry > maxUnixMilli {
+	if r.Access == "" || r.Expiry <= 0 {
 		p.err = fmt.Errorf("%w: missing token or expiry", errCorrupt)
+		return p
+	}
+	if r.Expiry > now.Add(maxLifetime+maxVersionAhead).UnixMilli() || r.ObtainedAt < 0 || r.ObtainedAt > maxUnixMilli {
+		p.err = fmt.Errorf("%w: expiry or obtained time out of range", errCorrupt)
 		return p
 	}
 	p.tok = &Token{
@@ -115,7 +119,7 @@ func parseRecord(raw []byte, now time.Time) parsedRecord {
 	return p
 }
 
-// maxUnixMilli bounds expiries read back, so time arithmetic on them cannot overflow.
+// maxUnixMilli bounds times read back, so time arithmetic on them cannot overflow.
 const maxUnixMilli = 1 << 50
 
 // parseHeader splits "v1:<version>:<body>". ok is false when raw has no such header (a

@@ -226,11 +226,10 @@ func (c *Cache) finish(e *entry, fl *flight, tok *Token, err error) {
 	if e.hint > e.rerun && (e.tok == nil || e.tok.Version < e.hint) && !c.closed.Load() {
 		// A newer version was announced while this attempt ran (it read Redis before
 		// the write, or failed while a login landed): read it now rather than at the
-		// next call or after the backoff, so watchers hear of it. Once per version, so
-		// neither a Redis outage nor forged messages can make this spin.
+		// next call, so watchers hear of it. A read only, once per version: neither a
+		// Redis outage nor forged messages can make this spin or reach the broker.
 		e.rerun = e.hint
-		e.lastErr, e.retryAt = nil, time.Time{}
-		c.startFlight(e)
+		c.peek(e)
 	}
 	fl.tok, fl.err = tok, err
 	e.mu.Unlock()

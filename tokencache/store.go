@@ -116,23 +116,40 @@ type outcome struct {
 // nothing readable is stored), and announces it. When another write won it returns what
 // is stored instead, so the caller can adopt it without reading it back.
 func (s *store) write(ctx context.Context, user string, base int64, t *Token, by string) (outcome, error) {
-	return s.run(ctx, user, strconv.FormatInt(base, 10), t, by, false)
+	return s.run(ctx, user, strconv.FormatInt(base, 10), t, by)
 }
 
-// set stores t for user over whatever is stored, in one round trip, unless the stored
-// record already holds the same token: then it writes and announces nothing and
-// returns that record with same set.
+// set stores t for user over whatever is stored, unless the stored record already holds
+// the same token (as Go reads it: the one parser decides): then it writes and announces
+// nothing and returns that record with same set.
 func (s *store) set(ctx context.Context, user string, t *Token, by string) (outcome, error) {
-	return s.run(ctx, user, "-1", t, by, true)
+	stored, base, err := s.get(ctx, user)
+	if err != nil && !errors.Is(err, errCorrupt) {
+		return outcome{}, err
+	}
+	for range maxWrites {
+		if stored != nil && stored.AccessToken == t.AccessToken && stored.MDAccessToken == t.MDAccessToken &&
+			stored.Expiry.UnixMilli() == t.Expiry.UnixMilli() {
+			return outcome{version: stored.Version, stored: stored, same: true}, nil
+		}
+		o, err := s.write(ctx, user, base, t, by)
+		if err != nil || o.written {
+			return o, err
+		}
+		// Another write landed since the read: set over it, from what the script read.
+		stored, base = o.stored, o.version
+		if errors.Is(o.storedErr, ErrRecordFormat) {
+			return outcome{}, o.storedErr
+		}
+	}
+	return outcome{}, fmt.Errorf("tokencache: set token of %s: %w", user, errRecordChurn)
 }
 
-func (s *store) run(ctx context.Context, user, base string, t *Token, by string, dedupe bool) (outcome, error) {
-	// checkStorable bounds the expiry, so this cannot overflow.
-	ttl := time.Until(t.Expiry) + graceTTL
+func (s *store) run(ctx context.Context, user, base string, t *Token, by string) (outcome, error) {
+	// checkStorable bounds the expiry; the cap keeps a record read back from Redis (whose
+	// expiry parseRecord bounds too) from ever wrapping the arithmetic.
+	ttl := min(time.Until(t.Expiry), maxLifetime) + graceTTL
 	args := []any{base, encodeBody(t, by), max(ttl.Milliseconds(), 1), s.channel, user}
-	if dedupe {
-		args = append(args, t.AccessToken, t.MDAccessToken, t.Expiry.UnixMilli())
-	}
 	res, err := setScript.Run(ctx, s.rdb, []string{s.recordKey(user)}, args...).Slice()
 	if err != nil {
 		var reply redis.Error
@@ -156,22 +173,18 @@ func (s *store) run(ctx context.Context, user, base string, t *Token, by string,
 		return outcome{}, bad
 	}
 	switch {
-	case code == 1 && len(res) <= 3:
-		if len(res) == 3 {
-			msg, _ := res[2].(string)
-			return outcome{written: true, version: v}, &unannouncedError{user: user, version: v, reason: msg}
-		}
+	case code == 1 && len(res) == 2:
 		return outcome{written: true, version: v}, nil
-	case (code == 0 || code == 2) && len(res) == 3:
+	case code == 1 && len(res) == 3:
+		msg, _ := res[2].(string)
+		return outcome{written: true, version: v}, &unannouncedError{user: user, version: v, reason: msg}
+	case code == 0 && len(res) == 3:
 		var raw []byte
 		if str, ok := res[2].(string); ok {
 			raw = []byte(str)
 		}
-		o := outcome{version: v, same: code == 2}
+		o := outcome{version: v}
 		o.stored, _, o.storedErr = s.parse(user, raw)
-		if o.same && o.stored == nil {
-			return outcome{}, bad
-		}
 		return o, nil
 	}
 	return outcome{}, bad

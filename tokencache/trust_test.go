@@ -6,6 +6,7 @@ package tokencache_test
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -37,7 +38,10 @@ func TestRecordInAnotherLayoutCostsOneLogin(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	far := time.Now().Add(time.Hour).UnixMilli()
+	past := time.Now().Add(-time.Hour).UnixMilli()
 	for i, layout := range []string{
+		`{"v": 5, "a": "x", "e": ` + fmt.Sprint(past) + `}%.0d`, // expired: its token must be replaced
+		`{"a":"x","v":5,"e":` + fmt.Sprint(past) + `}%.0d`,
 		`{"v": 5, "a": "x", "e": %d}`,
 		`{"a":"x","v":5,"e":%d}`,
 		`{"v":9223372036854775808,"a":"x","e":%d}`,
@@ -222,12 +226,15 @@ func TestForgedReportsCostAtMostOneCheck(t *testing.T) {
 				auth = b
 			}
 			c := e.cache(auth, func(o *tokencache.Options) { o.RetryMin = time.Minute })
-			tok, err := c.Token(ctx, user)
+			_, err := c.Token(ctx, user)
 			require.NoError(t, err)
 			forger := e.client()
-			for range 20 { // in the old form and the new
-				require.NoError(t, forger.Publish(ctx, e.srv.Prefix+":invalidate", fmt.Sprintf("!%d:%s", tok.Version, user)).Err())
-				require.NoError(t, forger.Publish(ctx, e.srv.Prefix+":reports", fmt.Sprintf("%d:%s", tok.Version, user)).Err())
+			for range 20 { // in the old form and the new, each naming the stored version
+				st, err := c.Status(ctx, user)
+				require.NoError(t, err)
+				require.NoError(t, forger.Publish(ctx, e.srv.Prefix+":invalidate", fmt.Sprintf("!%d:%s", st.Token.Version, user)).Err())
+				require.NoError(t, forger.Publish(ctx, e.srv.Prefix+":reports", fmt.Sprintf("%d:%s", st.Token.Version, user)).Err())
+				time.Sleep(30 * time.Millisecond)
 			}
 			time.Sleep(300 * time.Millisecond)
 			if check {
@@ -373,7 +380,7 @@ func TestNamesThatBreakKeysAreRefused(t *testing.T) {
 	ctx := context.Background()
 	rdb := cl.Client(t)
 	c := newCache(t, rdb, cl.Prefix, &broker{}, func(o *tokencache.Options) { o.LegacyKeys = true })
-	for _, name := range []string{"}" + cl.Name("U"), "{x}", cl.Name("a}b"), "token:PA2", "auth:X", "token_expiry:X", "a b", "a\nb", "\xff", ""} {
+	for _, name := range []string{"}" + cl.Name("U"), "{x}", cl.Name("a}b"), "token:PA2", "auth:X", "token_expiry:X", "brokertoken:legacy-owner", cl.Prefix + ":x", "a b", "a\nb", "\xff", ""} {
 		_, err := c.Token(ctx, name)
 		require.ErrorIs(t, err, tokencache.ErrInvalidName, "%q", name)
 		_, err = c.Set(ctx, name, &tokencache.Token{AccessToken: "x", Expiry: time.Now().Add(time.Hour)})
@@ -385,7 +392,8 @@ func TestNamesThatBreakKeysAreRefused(t *testing.T) {
 		assert.False(t, open, "%q: Watch closes at once", name)
 	}
 	require.ErrorIs(t, tokencache.CheckName(""), tokencache.ErrEmptyName)
-	assert.ErrorContains(t, tokencache.CheckName("token:PA2"), `starts with "token:"`)
+	assert.ErrorContains(t, tokencache.CheckName("token:PA2"), "contains ':'")
+	assert.ErrorContains(t, tokencache.CheckName("brokertoken:legacy-owner"), "contains ':'")
 	assert.ErrorContains(t, tokencache.CheckName("}x"), "hash tag")
 	// An account whose UserFor maps it to a bad user name is refused too.
 	mapped := newCache(t, rdb, cl.Prefix, &broker{}, func(o *tokencache.Options) {
@@ -499,4 +507,163 @@ func TestReportOfTheMarketDataTokenRefreshesWithoutACheck(t *testing.T) {
 	require.NoError(t, e.client().Publish(ctx, e.srv.Prefix+":reports", fmt.Sprintf("md:%d:%s", next.Version, user)).Err())
 	time.Sleep(200 * time.Millisecond)
 	assert.EqualValues(t, 2, b.logins.Load())
+}
+
+// A reporter flooding reports of versions Redis does not hold never crowds out a genuine
+// report: they cost a read each, one at a time, and never the RetryMin slot.
+func TestBogusReportsNeverCrowdOutAGenuineOne(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	user := e.user("U")
+	b := &checkingBroker{broker: &broker{}}
+	writer := e.cache(b, func(o *tokencache.Options) { o.RetryMin = 500 * time.Millisecond })
+	reporter := e.cache(nil, func(o *tokencache.Options) { o.RetryMin = 500 * time.Millisecond })
+	tok, err := writer.Token(ctx, user)
+	require.NoError(t, err)
+	_, err = reporter.Token(ctx, user)
+	require.NoError(t, err)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		forger := e.client()
+		for i := int64(1); ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, v := range []int64{1, tok.Version + i} { // older and newer than stored
+				_ = forger.Publish(ctx, e.srv.Prefix+":reports", fmt.Sprintf("%d:%s", v, user)).Err()
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+	time.Sleep(50 * time.Millisecond)
+	b.revoke(tok.AccessToken)
+	require.NoError(t, reporter.Invalidate(ctx, user, tok.AccessToken))
+	require.Eventually(t, func() bool {
+		got, err := reporter.Token(ctx, user)
+		return err == nil && got.Version > tok.Version
+	}, 6*time.Second, 20*time.Millisecond, "the revoked token is replaced after the genuine report")
+	assert.EqualValues(t, 2, b.logins.Load())
+}
+
+// A reader that reported a token the broker still accepts (a spurious 401) serves it
+// again once the writer has checked it: it is not left with ErrNoToken while Redis
+// holds a good token.
+func TestAReporterServesAgainWhatTheBrokerAccepts(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	user := e.user("U")
+	b := &checkingBroker{broker: &broker{}}
+	writer := e.cache(b, func(o *tokencache.Options) { o.RetryMin = 200 * time.Millisecond })
+	reader := e.cache(nil, func(o *tokencache.Options) { o.RetryMin = 200 * time.Millisecond })
+	tok, err := writer.Token(ctx, user)
+	require.NoError(t, err)
+	_, err = reader.Token(ctx, user)
+	require.NoError(t, err)
+	require.NoError(t, reader.Invalidate(ctx, user, tok.AccessToken))
+	require.Eventually(t, func() bool {
+		got, err := reader.Token(ctx, user)
+		return err == nil && got.Version == tok.Version
+	}, 5*time.Second, 20*time.Millisecond)
+	assert.EqualValues(t, 1, b.checks.Load())
+	assert.EqualValues(t, 1, b.logins.Load(), "kept, not refreshed")
+}
+
+// Set decides "the same token is stored already" with the one parser (Go's), so a record
+// that other readers would read differently can neither be returned as the token set
+// nor block the Set.
+func TestSetDecidesSameTokenWithTheOneParser(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	for i, b := range []string{
+		fmt.Sprintf(`{"a":"X","A":"EVIL","e":%d,"o":1}`, exp.UnixMilli()),
+		fmt.Sprintf(`{"a":"X","e":%d,"o":"not-a-number"}`, exp.UnixMilli()),
+	} {
+		user := e.user(fmt.Sprint("U", i))
+		require.NoError(t, e.client().Set(ctx, recordKey(e, user), fmt.Sprintf("v1:%d:%s", time.Now().UnixMicro(), b), time.Hour).Err())
+		c := e.cache(nil)
+		for range 2 {
+			got, err := c.Set(ctx, user, &tokencache.Token{AccessToken: "X", Expiry: exp})
+			require.NoError(t, err, b)
+			assert.Equal(t, "X", got.AccessToken, b)
+		}
+		tok, err := e.cache(nil).Token(ctx, user)
+		require.NoError(t, err)
+		assert.Equal(t, "X", tok.AccessToken, b)
+	}
+}
+
+// A writer that cannot claim the legacy keys (its ACL lacks the claim key) writes none:
+// the claim fails closed, and the owning prefix's keys stay.
+func TestLegacyClaimFailsClosed(t *testing.T) {
+	srv := testutil.Redis(t)
+	ctx := context.Background()
+	user := srv.Name("U")
+	p1, p2 := srv.Prefix+"-one", srv.Prefix+"-two"
+	owner := newCache(t, srv.Client(t), p1, nil, func(o *tokencache.Options) { o.LegacyKeys = true })
+	_, err := owner.Set(ctx, user, &tokencache.Token{AccessToken: "owner-fleet", Expiry: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	roles := readmeRoles(t, p2)
+	var logs testutil.Buffer
+	other := newCache(t, srv.ACLClient(t, append(without(roles["writer"], "~"+tokencache.LegacyOwnerKey), "~"+user)...), p2, nil,
+		func(o *tokencache.Options) { o.LegacyKeys = true; o.Logger = debugLogger(&logs) })
+	err = other.ClaimLegacyKeys(ctx)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "NOPERM")
+	assert.Contains(t, err.Error(), tokencache.LegacyOwnerKey)
+	_, err = other.Set(ctx, user, &tokencache.Token{AccessToken: "other-fleet", Expiry: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	rdb := srv.Client(t)
+	assert.Equal(t, "owner-fleet", rdb.Get(ctx, "token:"+user).Val(), "only the owner writes the legacy keys")
+	assert.Contains(t, logs.String(), "not writing the legacy keys")
+}
+
+// Forged announcements never reach the broker: while a user's refreshes fail and back
+// off, they cost reads only, never a login.
+func TestForgedAnnouncementsNeverReachTheBroker(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	user := e.user("U")
+	b := &broker{}
+	b.failLogins(func(context.Context, int64) error { return errors.New("broker down") })
+	writer := e.cache(b, func(o *tokencache.Options) { o.RetryMin, o.RetryMax = time.Minute, time.Hour })
+	_, err := writer.Token(ctx, user)
+	require.Error(t, err)
+	before := b.logins.Load()
+	forger := e.client()
+	base := time.Now().UnixMicro()
+	for i := range 50 {
+		require.NoError(t, forger.Publish(ctx, e.srv.Prefix+":invalidate", fmt.Sprintf("%d:%s", base+int64(i), user)).Err())
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	assert.Equal(t, before, b.logins.Load(), "50 forged announcements: no login")
+}
+
+// An expiry too far away to store is corrupt when read back too: never served, never
+// restored with a wrapped TTL.
+func TestAFarExpiryReadBackIsCorrupt(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	e := &env{t: t, srv: srv}
+	ctx := context.Background()
+	user := e.user("U")
+	raw := fmt.Sprintf(`v1:%d:{"a":"far-token","e":%d,"o":%d}`, time.Now().UnixMicro(), int64(1)<<49, time.Now().UnixMilli())
+	require.NoError(t, e.client().Set(ctx, recordKey(e, user), raw, time.Hour).Err())
+	writer := e.cache(&broker{})
+	tok, err := writer.Token(ctx, user)
+	require.NoError(t, err)
+	assert.NotEqual(t, "far-token", tok.AccessToken)
+	srv.Stop(t)
+	srv.Start(t)
+	require.Eventually(t, func() bool {
+		_, _ = writer.Token(ctx, user)
+		ttl := e.client().PTTL(ctx, recordKey(e, user)).Val()
+		return ttl > 30*time.Minute
+	}, 10*time.Second, 20*time.Millisecond, "restored with the token's own TTL")
 }

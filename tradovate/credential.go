@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+
+	"github.com/brokertoken/brokertoken/tokencache"
 )
 
 // Credential is one Tradovate login. Its JSON form is an entry of credentials.json:
@@ -114,8 +116,8 @@ func (c Credential) validate() error {
 	switch {
 	case strings.TrimSpace(c.Username) == "":
 		return fmt.Errorf("username is empty")
-	case strings.ContainsAny(c.Username, "{}"):
-		return fmt.Errorf("username %q contains a brace", c.Username)
+	case tokencache.CheckName(c.Username) != nil:
+		return fmt.Errorf("username: %w", tokencache.CheckName(c.Username))
 	case c.Password == "":
 		return fmt.Errorf("password of %q is empty", c.Username)
 	case !c.Method.valid():
@@ -126,6 +128,9 @@ func (c Credential) validate() error {
 	for i, a := range c.Accounts {
 		if strings.TrimSpace(a) == "" {
 			return fmt.Errorf("account %d of %q is empty", i, c.Username)
+		}
+		if err := tokencache.CheckName(a); err != nil {
+			return fmt.Errorf("account %d of %q: %w", i, c.Username, err)
 		}
 	}
 	return nil

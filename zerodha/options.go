@@ -2,6 +2,7 @@ package zerodha
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/brokertoken/brokertoken/tokencache"
 )
 
 // Kite Connect's public addresses, the defaults of [Options.LoginURL] and
@@ -102,8 +105,11 @@ func (o Options) init() (Options, error) {
 	if o.User == "" {
 		o.User = o.APIKey
 	}
-	if strings.ContainsAny(o.Prefix, "{}") || strings.ContainsAny(o.User, "{}") {
-		return o, errors.New("zerodha: Options.Prefix and Options.User must not contain { or } (they would break the Cluster hash tag)")
+	if err := tokencache.CheckName(o.User); err != nil {
+		return o, fmt.Errorf("zerodha: Options.User: %w", err)
+	}
+	if strings.ContainsAny(o.Prefix, "{}") {
+		return o, errors.New("zerodha: Options.Prefix must not contain { or } (they would break the Cluster hash tag)")
 	}
 	if o.StateTTL < 0 || o.ExpiryTime < 0 || o.ExpiryTime >= day {
 		return o, errors.New("zerodha: Options.StateTTL must not be negative and ExpiryTime must be in [0, 24h)")

@@ -122,7 +122,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 		cctx, cancel := context.WithTimeout(ctx, pingTimeout)
 		err := deps.cache.ClaimLegacyKeys(cctx)
 		cancel()
-		if errors.Is(err, tokencache.ErrLegacyKeysOwned) {
+		if err != nil {
 			deps.close()
 			return usagef("--legacy-keys: %s", oneLine(err.Error()))
 		}

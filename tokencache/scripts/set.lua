@@ -2,7 +2,7 @@
 -- then writes, then announces: a refused write announces nothing.
 -- KEYS[1]  the record key, e.g. brokertoken:{USER}:record
 -- ARGV[1]  base: the version of the record this write replaces, as Go read it ("0": none
---          or no readable header); "-1" writes whatever is stored
+--          or no readable header)
 -- ARGV[2]  the record's JSON body; the script puts "v1:<version>:" before it
 -- ARGV[3]  key TTL in milliseconds (positive)
 -- ARGV[4]  pub/sub channel
@@ -50,15 +50,8 @@ if raw then
     end
   end
 end
-if ARGV[1] ~= '-1' and cur ~= ARGV[1] then
+if cur ~= ARGV[1] then
   return {0, cur, raw}
-end
-if count > 0 and ARGV[6] then
-  local ok, r = pcall(cjson.decode, string.sub(raw, #cur + 5))
-  if ok and type(r) == 'table' and r.a == ARGV[6] and (r.m or '') == ARGV[7]
-      and tonumber(r.e) == tonumber(ARGV[8]) then
-    return {2, cur, raw}
-  end
 end
 local vs = string.format('%d', math.max(count + 1, now))
 redis.call('SET', KEYS[1], 'v1:' .. vs .. ':' .. ARGV[2], 'PX', ttl)
