@@ -291,6 +291,7 @@ func (r *propertyRun) checkLogins() {
 		r.require(r.logins[u] <= r.needed[u], "%s: %d login attempts, but the steps needed at most %d", u, r.logins[u], r.needed[u])
 	}
 }
+
 // converge stops the faults and waits for every cache to serve Redis's record: within
 // MaxStaleness (plus scheduling slack) of the record's last change.
 func (r *propertyRun) converge(ctx context.Context) {
