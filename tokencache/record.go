@@ -104,7 +104,7 @@ func parseRecord(raw []byte, now time.Time) parsedRecord {
 		p.err = fmt.Errorf("%w: missing token or expiry", errCorrupt)
 		return p
 	}
-	if r.Expiry > now.Add(maxLifetime+maxVersionAhead).UnixMilli() || r.ObtainedAt < 0 || r.ObtainedAt > maxUnixMilli {
+	if r.Expiry > now.Add(maxLifetime+maxVersionAhead).UnixMilli() || r.ObtainedAt < -maxUnixMilli || r.ObtainedAt > maxUnixMilli {
 		p.err = fmt.Errorf("%w: expiry or obtained time out of range", errCorrupt)
 		return p
 	}
