@@ -116,40 +116,48 @@ type outcome struct {
 // nothing readable is stored), and announces it. When another write won it returns what
 // is stored instead, so the caller can adopt it without reading it back.
 func (s *store) write(ctx context.Context, user string, base int64, t *Token, by string) (outcome, error) {
-	return s.run(ctx, user, strconv.FormatInt(base, 10), t, by)
+	return s.run(ctx, user, strconv.FormatInt(base, 10), t, by, "")
 }
 
-// set stores t for user over whatever is stored, unless the stored record already holds
-// the same token (as Go reads it: the one parser decides): then it writes and announces
-// nothing and returns that record with same set.
+// set stores t for user over whatever is stored, in one round trip, unless the stored
+// record already holds the same token: then it writes and announces nothing and returns
+// that record with same set. The script only spots a stored body that starts with the
+// same bytes; Go's parser decides whether it holds the same token, and when it does not
+// (a body crafted to look the same), the token is written over it.
 func (s *store) set(ctx context.Context, user string, t *Token, by string) (outcome, error) {
-	stored, base, err := s.get(ctx, user)
-	if err != nil && !errors.Is(err, errCorrupt) {
-		return outcome{}, err
+	o, err := s.run(ctx, user, "-1", t, by, sameStart(t))
+	if err != nil || !o.same {
+		return o, err
 	}
-	for range maxWrites {
-		if stored != nil && stored.AccessToken == t.AccessToken && stored.MDAccessToken == t.MDAccessToken &&
-			stored.Expiry.UnixMilli() == t.Expiry.UnixMilli() {
-			return outcome{version: stored.Version, stored: stored, same: true}, nil
-		}
-		o, err := s.write(ctx, user, base, t, by)
-		if err != nil || o.written {
-			return o, err
-		}
-		// Another write landed since the read: set over it, from what the script read.
-		stored, base = o.stored, o.version
-		if errors.Is(o.storedErr, ErrRecordFormat) {
-			return outcome{}, o.storedErr
-		}
+	if st := o.stored; st != nil && st.AccessToken == t.AccessToken && st.MDAccessToken == t.MDAccessToken &&
+		st.Expiry.UnixMilli() == t.Expiry.UnixMilli() {
+		return o, nil
 	}
-	return outcome{}, fmt.Errorf("tokencache: set token of %s: %w", user, errRecordChurn)
+	if errors.Is(o.storedErr, ErrRecordFormat) {
+		return outcome{}, o.storedErr
+	}
+	return s.run(ctx, user, "-1", t, by, "")
 }
 
-func (s *store) run(ctx context.Context, user, base string, t *Token, by string) (outcome, error) {
+// sameStart is the start of t's record body up to its obtained time: what two writes of
+// the same token share.
+func sameStart(t *Token) string {
+	b := encodeBody(t, "")
+	i := strings.Index(b, `,"o":`)
+	if i < 0 {
+		return "" // cannot happen: encodeBody always writes "o"
+	}
+	return b[:i+1]
+}
+
+func (s *store) run(ctx context.Context, user, base string, t *Token, by, same string) (outcome, error) {
 	// checkStorable bounds the expiry; the cap keeps a record read back from Redis (whose
 	// expiry parseRecord bounds too) from ever wrapping the arithmetic.
 	ttl := min(time.Until(t.Expiry), maxLifetime) + graceTTL
 	args := []any{base, encodeBody(t, by), max(ttl.Milliseconds(), 1), s.channel, user}
+	if same != "" {
+		args = append(args, same)
+	}
 	res, err := setScript.Run(ctx, s.rdb, []string{s.recordKey(user)}, args...).Slice()
 	if err != nil {
 		var reply redis.Error
@@ -178,12 +186,12 @@ func (s *store) run(ctx context.Context, user, base string, t *Token, by string)
 	case code == 1 && len(res) == 3:
 		msg, _ := res[2].(string)
 		return outcome{written: true, version: v}, &unannouncedError{user: user, version: v, reason: msg}
-	case code == 0 && len(res) == 3:
+	case (code == 0 || code == 2) && len(res) == 3:
 		var raw []byte
 		if str, ok := res[2].(string); ok {
 			raw = []byte(str)
 		}
-		o := outcome{version: v}
+		o := outcome{version: v, same: code == 2}
 		o.stored, _, o.storedErr = s.parse(user, raw)
 		return o, nil
 	}

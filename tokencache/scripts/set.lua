@@ -2,7 +2,7 @@
 -- then writes, then announces: a refused write announces nothing.
 -- KEYS[1]  the record key, e.g. brokertoken:{USER}:record
 -- ARGV[1]  base: the version of the record this write replaces, as Go read it ("0": none
---          or no readable header)
+--          or no readable header); "-1" writes over whatever is stored
 -- ARGV[2]  the record's JSON body; the script puts "v1:<version>:" before it
 -- ARGV[3]  key TTL in milliseconds (positive)
 -- ARGV[4]  pub/sub channel
@@ -50,7 +50,10 @@ if raw then
     end
   end
 end
-if cur ~= ARGV[1] then
+if ARGV[6] and count > 0 and string.sub(raw, #cur + 5, #cur + 4 + #ARGV[6]) == ARGV[6] then
+  return {2, cur, raw}
+end
+if ARGV[1] ~= '-1' and cur ~= ARGV[1] then
   return {0, cur, raw}
 end
 local vs = string.format('%d', math.max(count + 1, now))
