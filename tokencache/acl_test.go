@@ -1,10 +1,8 @@
 package tokencache_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,67 +15,9 @@ import (
 	"github.com/brokertoken/brokertoken/tokencache"
 )
 
-// readmeRoles reads the ACL SETUSER lines of README.md's "Roles and Redis ACLs" section,
-// so the tests apply exactly what the README tells operators. Each role's rules come
-// back for prefix: "brokertoken:" becomes prefix+":", and the example list-key pattern
-// "~APEX_*" becomes the test's user names. "on" and the password are left to testutil.
+// readmeRoles returns the README's role ACLs for prefix (see testutil.ACLRoles).
 func readmeRoles(t *testing.T, prefix string) map[string][]string {
-	t.Helper()
-	f, err := os.Open("../README.md")
-	require.NoError(t, err)
-	defer f.Close()
-	roles := map[string][]string{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<16), 1<<20)
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), "ACL SETUSER brokertoken-")
-		if !ok {
-			continue
-		}
-		role, rest, _ := strings.Cut(line, " ")
-		var rules []string
-		for _, r := range splitRules(rest) {
-			if r == "on" || strings.HasPrefix(r, ">") {
-				continue
-			}
-			if r != "~"+tokencache.LegacyOwnerKey { // one key for every prefix
-				r = strings.ReplaceAll(r, "brokertoken:", prefix+":")
-			}
-			if r == "~APEX_*" {
-				r = "~" + prefix + "-*"
-			}
-			rules = append(rules, r)
-		}
-		roles[role] = rules
-	}
-	require.NoError(t, sc.Err())
-	for _, r := range []string{"writer", "reader", "reporter"} {
-		require.NotEmpty(t, roles[r], "README.md gives the %s's ACL", r)
-	}
-	return roles
-}
-
-// splitRules splits ACL rules at spaces, keeping a selector "(...)" whole.
-func splitRules(s string) []string {
-	var out []string
-	depth, start := 0, -1
-	for i, c := range s + " " {
-		switch {
-		case c == '(':
-			depth++
-		case c == ')':
-			depth--
-		}
-		if c == ' ' && depth == 0 {
-			if start >= 0 {
-				out = append(out, s[start:i])
-				start = -1
-			}
-		} else if start < 0 {
-			start = i
-		}
-	}
-	return out
+	return testutil.ACLRoles(t, prefix)
 }
 
 // without returns rules minus the ones listed.

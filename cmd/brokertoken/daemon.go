@@ -118,15 +118,6 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 	}
 	defer deps.close() // cancels refreshes in flight and releases their leases
 	dm.deps = deps
-	if cfg.legacyKeys {
-		cctx, cancel := context.WithTimeout(ctx, pingTimeout)
-		err := deps.cache.ClaimLegacyKeys(cctx)
-		cancel()
-		if err != nil {
-			deps.close()
-			return usagef("--legacy-keys: %s", oneLine(err.Error()))
-		}
-	}
 	dm.users = deps.users()
 	for _, u := range dm.users {
 		dm.states[u] = &userState{}
@@ -140,6 +131,18 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 			return usagef("--listen %s: %s", cfg.listen, oneLine(err.Error()))
 		}
 		defer ln.Close()
+	}
+
+	// The first write: the legacy keys carry no prefix, so one prefix owns them; a
+	// daemon that cannot claim them (another prefix's, or no right to the claim key)
+	// does not start.
+	if cfg.legacyKeys {
+		cctx, cancel := context.WithTimeout(ctx, pingTimeout)
+		err := deps.cache.ClaimLegacyKeys(cctx)
+		cancel()
+		if err != nil {
+			return usagef("--legacy-keys: %s", oneLine(err.Error()))
+		}
 	}
 
 	dm.fleet = fleet{rdb: deps.rdb, prefix: cfg.prefix}

@@ -16,27 +16,18 @@ import (
 	"github.com/brokertoken/brokertoken/internal/testutil/tradovatefake"
 )
 
-// aclUser creates, on the fixture's (real) Redis, a user with the least rights the
-// CLI's reading commands need: read the per-user keys (P:{*), the registry (P:users,
-// P:accounts, P:daemons) and the broker's cool-downs (brokertoken:tradovate:*),
-// subscribe to the cache's channels, and with report also publish a bad-token report.
-// It returns a Redis URL for that user. The channels are the ones tokencache uses.
+// aclUser creates, on the fixture's (real) Redis, a user with exactly the README's
+// rights for the reader role (or, with report, the reporter role: a reader that may
+// also publish a bad-token report), and returns a Redis URL for that user.
 func (f *fixture) aclUser(name string, report bool) string {
 	f.t.Helper()
-	p := f.prefix
-	pw := "pw-" + name + "-acl"
-	args := []any{"ACL", "SETUSER", name, "reset", "on", ">" + pw,
-		"%R~" + p + ":{*", "%R~" + p + ":users", "%R~" + p + ":accounts", "%R~" + p + ":daemons",
-		"%R~brokertoken:tradovate:*",
-		"&" + p + ":invalidate", "&" + p + ":records",
-		"+@connection", "+get", "+hgetall", "+pttl", "+time", "+subscribe", "+unsubscribe", "+ping"}
+	role := "reader"
 	if report {
-		args = append(args, "+publish")
+		role = "reporter"
 	}
-	require.NoError(f.t, f.rdb.Do(context.Background(), args...).Err())
+	u := f.redis.ACLUser(f.t, testutil.ACLRoles(f.t, f.prefix)[role]...)
 	o := f.redis.Options()
-	u := url.URL{Scheme: "redis", User: url.UserPassword(name, pw), Host: o.Addr, Path: "/0"}
-	return u.String()
+	return (&url.URL{Scheme: "redis", User: url.UserPassword(u.Name, u.Password), Host: o.Addr, Path: "/0"}).String()
 }
 
 // An operator without the credentials file, with only reader (or reporter) rights on

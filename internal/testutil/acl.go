@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +50,18 @@ func (u ACLUser) setUserArgs(rules []string) []any {
 // test is skipped, or fails under EnvRequireReal=1.
 func (s *Server) ACLClient(t testing.TB, rules ...string) *redis.Client {
 	t.Helper()
+	u := s.ACLUser(t, rules...)
+	o := s.Options()
+	o.Username, o.Password = u.Name, u.Password
+	c := redis.NewClient(o)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// ACLUser creates the user ACLClient makes and returns its name and password, for
+// tests that pass them on (in a Redis URL, to a process). It is deleted in t.Cleanup.
+func (s *Server) ACLUser(t testing.TB, rules ...string) ACLUser {
+	t.Helper()
 	if s.Kind == kindMiniredis {
 		skipOrFail(t, "ACL users need redis-server; miniredis has no ACL")
 	}
@@ -59,11 +73,90 @@ func (s *Server) ACLClient(t testing.TB, rules ...string) *redis.Client {
 		t.Fatalf("testutil: ACL SETUSER %s %s: %v", u.Name, strings.Join(rules, " "), err)
 	}
 	t.Cleanup(func() { _ = s.adminDelUser(u.Name) })
-	o := s.Options()
-	o.Username, o.Password = u.Name, u.Password
-	c := redis.NewClient(o)
-	t.Cleanup(func() { _ = c.Close() })
-	return c
+	return u
+}
+
+// ACLRoles reads the ACL SETUSER lines of the repository's README.md ("Roles and Redis
+// ACLs"), so tests apply exactly what the README tells operators, and returns each
+// role's rules ("writer", "reader", "reporter") for prefix: "brokertoken:" becomes
+// prefix+":" except in the keys every prefix shares (the broker namespace
+// "brokertoken:tradovate:*" and "brokertoken:legacy-owner", kept as they are), and the
+// example list-key pattern "~APEX_*" becomes the test's names (prefix+"-*"). "on" and
+// the password are left to ACLUser.
+func ACLRoles(t testing.TB, prefix string) map[string][]string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(moduleRoot(t), "README.md"))
+	if err != nil {
+		t.Fatalf("testutil: %v", err)
+	}
+	roles := map[string][]string{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		rest, ok := strings.CutPrefix(line, "ACL SETUSER brokertoken-")
+		if !ok {
+			continue
+		}
+		role, rules, _ := strings.Cut(rest, " ")
+		for _, r := range splitRules(rules) {
+			switch {
+			case r == "on" || strings.HasPrefix(r, ">"):
+				continue
+			case r == "~brokertoken:legacy-owner" || strings.HasSuffix(r, "~brokertoken:tradovate:*"):
+			case r == "~APEX_*":
+				r = "~" + prefix + "-*"
+			default:
+				r = strings.ReplaceAll(r, "brokertoken:", prefix+":")
+			}
+			roles[role] = append(roles[role], r)
+		}
+	}
+	for _, r := range []string{"writer", "reader", "reporter"} {
+		if len(roles[r]) == 0 {
+			t.Fatalf("testutil: README.md gives no ACL for the %s role", r)
+		}
+	}
+	return roles
+}
+
+// splitRules splits ACL rules at spaces, keeping a selector "(...)" whole.
+func splitRules(s string) []string {
+	var out []string
+	depth, start := 0, -1
+	for i, c := range s + " " {
+		switch c {
+		case '(':
+			depth++
+		case ')':
+			depth--
+		}
+		if c == ' ' && depth == 0 {
+			if start >= 0 {
+				out = append(out, s[start:i])
+				start = -1
+			}
+		} else if start < 0 {
+			start = i
+		}
+	}
+	return out
+}
+
+// moduleRoot returns the directory holding the repository's go.mod.
+func moduleRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatalf("testutil: %v", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("testutil: no go.mod above the working directory")
+		}
+		dir = parent
+	}
 }
 
 // adminDelUser removes an ACL user, for cleanups (the server may be stopped already).
