@@ -211,13 +211,21 @@ func TestUserInfoIsKeptBesideTheToken(t *testing.T) {
 
 func TestOptionsRejectBraces(t *testing.T) {
 	f := newFixture(t, kitefake.Options{}, nil)
-	for _, edit := range []func(*zerodha.Options){
-		func(o *zerodha.Options) { o.Prefix = "a{b" },
-		func(o *zerodha.Options) { o.User = "u}" },
+	for _, tc := range []struct {
+		edit func(*zerodha.Options)
+		want string
+		name bool // a user name: tokencache's rules
+	}{
+		{func(o *zerodha.Options) { o.Prefix = "a{b" }, "must not contain { or }", false},
+		{func(o *zerodha.Options) { o.User = "u}" }, "contains { or }", true},
+		{func(o *zerodha.Options) { o.User = "token:u" }, "contains ':'", true},
 	} {
 		opts := f.opts
-		edit(&opts)
+		tc.edit(&opts)
 		_, err := zerodha.New(opts)
-		assert.ErrorContains(t, err, "must not contain { or }")
+		assert.ErrorContains(t, err, tc.want)
+		if tc.name {
+			assert.ErrorIs(t, err, tokencache.ErrInvalidName)
+		}
 	}
 }
