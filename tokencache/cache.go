@@ -94,18 +94,24 @@ func (c *Cache) Token(ctx context.Context, account string) (*Token, error) {
 // so its Token is the cheapest way to read a token on a hot path. For a name
 // [CheckName] refuses, its Token returns that error.
 func (c *Cache) Source(account string) TokenSource {
+	return c.sourceFor(account) // small enough to inline: callers see the concrete type
+}
+
+func (c *Cache) sourceFor(account string) source {
 	e, err := c.entryFor(account)
 	if err != nil {
-		return badSource{err}
+		// An entry of its own that only ever answers the name's error: it is in no
+		// map, never refreshed, and its fresh pointer is never set.
+		e = &entry{user: account, fresh: &noFresh, lastErr: err, retryAt: time.Unix(1<<40, 0)}
 	}
 	return source{c: c, e: e, fresh: e.fresh}
 }
 
-// badSource is the TokenSource of an invalid name.
-type badSource struct{ err error }
+// noFresh is the fresh pointer of a Source for an invalid name: never set.
+var noFresh atomic.Pointer[Token]
 
-func (b badSource) Token(context.Context) (*Token, error) { return nil, b.err }
-
+// source is the one TokenSource type Source returns (so calls through it can be
+// devirtualized where Source is inlined). Three words: a hit costs one atomic load.
 type source struct {
 	c     *Cache
 	e     *entry
