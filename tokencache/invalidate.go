@@ -195,10 +195,23 @@ func (c *Cache) peek(e *entry) {
 	e.peeking = true
 	ok := c.goBackground(func() {
 		ctx, cancel := context.WithTimeout(c.base, c.opts.RefreshTimeout)
-		snap, err := c.readLatest(ctx, e)
-		cancel()
-		if err == nil && c.fromStore(e, snap.stored, time.Now()) {
-			c.install(e, snap.stored)
+		defer cancel()
+		for range maxRereads + 1 {
+			snap, err := c.readLatest(ctx, e)
+			if err == nil && c.fromStore(e, snap.stored, time.Now()) {
+				c.install(e, snap.stored)
+			}
+			e.mu.Lock()
+			// An announcement heard after readLatest's last look (it skipped a peek of
+			// its own, since this one ran): look again.
+			again := err == nil && e.hint > snap.base && (e.tok == nil || e.tok.Version < e.hint)
+			if !again {
+				e.peeking = false
+			}
+			e.mu.Unlock()
+			if !again {
+				return
+			}
 		}
 		e.mu.Lock()
 		e.peeking = false
