@@ -4,7 +4,9 @@
 // knowingly lenient): the official login (POST /v1/auth/accesstokenrequest), the
 // TradingView-style form login (POST /authorize?locale=en, answering either shape that
 // public material shows, see Options.TVCamelCase), renewal (GET
-// /v1/auth/renewaccesstoken) and the user check (GET /v1/auth/me). It issues real
+// /v1/auth/renewaccesstoken), the user check (GET /v1/auth/me) and both lists of a
+// user's trading accounts (GET /v1/account/list, GET /accounts?locale=en), whose
+// accounts tests change at run time ([Server.SetAccounts]). It issues real
 // EdDSA-signed JWTs with sub, exp, jti and phs claims, tracks sessions (a third login
 // revokes the oldest session's tokens), validates Bearer tokens, counts every call per
 // endpoint and user, and can be scripted to answer with penalties, captchas, 429, 423,
@@ -37,6 +39,11 @@ const (
 	Authorize Endpoint = "authorize"
 	// AuthMe is the user check, GET {REST}/auth/me.
 	AuthMe Endpoint = "auth/me"
+	// AccountList is the official list of the user's accounts, GET {REST}/account/list.
+	AccountList Endpoint = "account/list"
+	// TVAccounts is the TradingView-style list of the user's accounts,
+	// GET {TV}/accounts?locale=en.
+	TVAccounts Endpoint = "accounts"
 )
 
 // BadCredentialsText is the errorText the fake answers for a wrong user or password.
@@ -86,21 +93,23 @@ type Server struct {
 	srv  *httptest.Server
 	key  ed25519.PrivateKey
 
-	mu          sync.Mutex                  // guards the fields below
-	users       map[string]*user            // by login name
-	tokens      map[string]*tokenInfo       // every token issued, by value
-	sessions    map[string][]*session       // open sessions per user, oldest first
-	calls       map[callKey]int             // requests received
-	logins      map[string]int              // successful logins per user
-	renewals    map[string]int              // successful renewals per user
-	requests    []Request                   // every request, in arrival order
-	scripts     map[callKey][]Response      // canned answers, consumed in order
-	penalties   map[callKey]*pendingPenalty // outstanding p-tickets
-	captcha     map[string]bool             // users that must solve a captcha
-	lockedUntil time.Time                   // HTTP 429 lockout of the whole "subnet"
-	hook        func(Call) (Response, bool) // optional answer override
-	nextUserID  int64
-	nextSession int64
+	mu            sync.Mutex                  // guards the fields below
+	users         map[string]*user            // by login name
+	tokens        map[string]*tokenInfo       // every token issued, by value
+	sessions      map[string][]*session       // open sessions per user, oldest first
+	calls         map[callKey]int             // requests received
+	logins        map[string]int              // successful logins per user
+	renewals      map[string]int              // successful renewals per user
+	requests      []Request                   // every request, in arrival order
+	scripts       map[callKey][]Response      // canned answers, consumed in order
+	penalties     map[callKey]*pendingPenalty // outstanding p-tickets
+	captcha       map[string]bool             // users that must solve a captcha
+	lockedUntil   time.Time                   // HTTP 429 lockout of the whole "subnet"
+	hook          func(Call) (Response, bool) // optional answer override
+	accounts      map[string][]account        // trading accounts per user, in list order
+	nextUserID    int64
+	nextSession   int64
+	nextAccountID int64
 }
 
 type callKey struct {
@@ -132,24 +141,28 @@ func New(t testing.TB, opts Options) *Server {
 		t.Fatalf("tradovatefake: generate key: %v", err)
 	}
 	s := &Server{
-		opts:       opts,
-		key:        key,
-		users:      map[string]*user{},
-		tokens:     map[string]*tokenInfo{},
-		sessions:   map[string][]*session{},
-		calls:      map[callKey]int{},
-		logins:     map[string]int{},
-		renewals:   map[string]int{},
-		scripts:    map[callKey][]Response{},
-		penalties:  map[callKey]*pendingPenalty{},
-		captcha:    map[string]bool{},
-		nextUserID: 3865651,
+		opts:          opts,
+		key:           key,
+		users:         map[string]*user{},
+		tokens:        map[string]*tokenInfo{},
+		sessions:      map[string][]*session{},
+		calls:         map[callKey]int{},
+		logins:        map[string]int{},
+		renewals:      map[string]int{},
+		scripts:       map[callKey][]Response{},
+		penalties:     map[callKey]*pendingPenalty{},
+		captcha:       map[string]bool{},
+		accounts:      map[string][]account{},
+		nextUserID:    3865651,
+		nextAccountID: 17200369,
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/"+string(AccessTokenRequest), s.handleAccessTokenRequest)
 	mux.HandleFunc("/v1/"+string(RenewAccessToken), s.handleRenew)
 	mux.HandleFunc("/v1/"+string(AuthMe), s.handleMe)
 	mux.HandleFunc("/"+string(Authorize), s.handleAuthorize)
+	mux.HandleFunc("/v1/"+string(AccountList), s.handleAccountList)
+	mux.HandleFunc("/"+string(TVAccounts), s.handleTVAccounts)
 	s.srv = httptest.NewServer(mux)
 	t.Cleanup(s.srv.Close)
 	return s

@@ -101,7 +101,7 @@ func (s *Server) writeCanned(w http.ResponseWriter, ep Endpoint, user string, a 
 		ticket := s.startPenalty(ep, user, a.PenaltySeconds)
 		writeJSON(w, http.StatusOK, map[string]any{"p-ticket": ticket, "p-time": a.PenaltySeconds, "p-captcha": false})
 	case a.ErrorText != "":
-		if ep == Authorize {
+		if ep == Authorize || ep == TVAccounts { // the TradingView API's error shape
 			writeJSON(w, http.StatusOK, map[string]any{"s": "error", "errmsg": a.ErrorText})
 		} else {
 			writeJSON(w, http.StatusOK, map[string]any{"errorText": a.ErrorText})
