@@ -91,24 +91,34 @@ func (c *Cache) Token(ctx context.Context, account string) (*Token, error) {
 }
 
 // Source returns a TokenSource for account. It resolves the account's login user once,
-// so its Token is the cheapest way to read a token on a hot path. For a name
-// [CheckName] refuses, its Token returns that error.
+// so its Token is the cheapest way to read a token on a hot path; for an account
+// Options.LookupUser does not know yet, it resolves it again at each call until it
+// does. For a name [CheckName] refuses, its Token returns that error.
 func (c *Cache) Source(account string) TokenSource {
 	return c.sourceFor(account) // small enough to inline: callers see the concrete type
 }
 
 func (c *Cache) sourceFor(account string) source {
-	e, err := c.entryFor(account)
-	if err != nil {
+	e, remembered, err := c.resolve(account)
+	switch {
+	case err != nil:
 		// An entry of its own that only ever answers the name's error: it is in no
 		// map, never refreshed, and its fresh pointer is never set.
 		e = &entry{user: account, fresh: &noFresh, lastErr: err, retryAt: time.Unix(1<<40, 0)}
+	case !remembered:
+		// LookupUser does not know the account yet: each call asks the cache by name
+		// (see source.Token), so the Source follows the map once it learns the account.
+		return source{c: c, e: &entry{user: account}, fresh: &unresolved}
 	}
 	return source{c: c, e: e, fresh: e.fresh}
 }
 
 // noFresh is the fresh pointer of a Source for an invalid name: never set.
 var noFresh atomic.Pointer[Token]
+
+// unresolved is the fresh pointer of a Source for an account LookupUser did not know:
+// never set; its entry only carries the account's name.
+var unresolved atomic.Pointer[Token]
 
 // source is the one TokenSource type Source returns (so calls through it can be
 // devirtualized where Source is inlined). Three words: a hit costs one atomic load.
@@ -121,6 +131,9 @@ type source struct {
 func (s source) Token(ctx context.Context) (*Token, error) {
 	if t := s.fresh.Load(); t != nil {
 		return t, nil
+	}
+	if s.fresh == &unresolved {
+		return s.c.Token(ctx, s.e.user)
 	}
 	return s.c.token(ctx, s.e)
 }
@@ -248,21 +261,31 @@ func (c *Cache) goBackground(f func()) bool {
 	return true
 }
 
-// entryFor returns the entry of account's login user, remembering the mapping. Names
-// that CheckName refuses, the account's or the user's UserFor gives, are never
-// remembered.
+// entryFor returns the entry of account's login user, remembering the mapping when
+// LookupUser knows the account. Names that CheckName refuses, the account's or the
+// user's LookupUser gives, are never remembered.
 func (c *Cache) entryFor(account string) (*entry, error) {
+	e, _, err := c.resolve(account)
+	return e, err
+}
+
+// resolve is entryFor; remembered says whether the mapping was remembered (false for an
+// account LookupUser does not know yet: it is looked up again at the next call).
+func (c *Cache) resolve(account string) (_ *entry, remembered bool, _ error) {
 	if e := c.names.account(account); e != nil {
-		return e, nil
+		return e, true, nil
 	}
 	if err := CheckName(account); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	user := c.opts.UserFor(account)
+	user, known := c.opts.LookupUser(account)
 	if err := CheckName(user); err != nil {
-		return nil, fmt.Errorf("account %q belongs to user %q: %w", account, user, err)
+		return nil, false, fmt.Errorf("account %q belongs to user %q: %w", account, user, err)
 	}
-	return c.names.addAccount(account, c.userEntry(user)), nil
+	if !known {
+		return c.userEntry(user), false, nil
+	}
+	return c.names.addAccount(account, c.userEntry(user)), true, nil
 }
 
 // userEntry returns the entry of a login user, creating it on first use.

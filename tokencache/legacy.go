@@ -2,11 +2,37 @@ package tokencache
 
 import (
 	"context"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
+
+// The legacy layout: the keys services predating this library read (see
+// Options.LegacyKeys), written as the original refresher wrote them.
+//
+//	token:{account}       the bare access token, for the user and each of its accounts
+//	auth:{user}           the bare access token
+//	{user}                LIST of the token keys above; no TTL
+//	token_expiry:{user}   the expiry, naive ISO-8601 in Options.LegacyLocation
+//
+// Every key but the list expires with the token.
+
+var (
+	//go:embed scripts/legacylist.lua
+	legacyListLua    string
+	legacyListScript = redis.NewScript(legacyListLua)
+)
+
+// legacyTimeFormat is the original refresher's token_expiry: Python's
+// datetime.isoformat() of a naive datetime, which datetime.fromisoformat reads back.
+const legacyTimeFormat = "2006-01-02T15:04:05.000000"
 
 // legacyTokenKeys are the token:{account} keys of a user: the user's own first, then
 // each of its accounts once.
@@ -21,9 +47,6 @@ func (c *Cache) legacyTokenKeys(user string) []string {
 	}
 	return keys
 }
-
-// legacyTimeFormat is ISO-8601 as Python's datetime.fromisoformat reads it.
-const legacyTimeFormat = "2006-01-02T15:04:05.000000+00:00"
 
 // writeLegacy writes the legacy keys of t when Options.LegacyKeys is on. Failures are
 // logged, not returned: the versioned record is the source of truth.
@@ -46,34 +69,182 @@ func (c *Cache) writeLegacy(ctx context.Context, user string, t *Token) {
 }
 
 // SyncLegacy writes the keys that services predating this library read (see
-// Options.LegacyKeys) for the token stored in Redis for user, unless token:{user}
-// already holds it, and reports whether it wrote them. It claims the legacy keys for
-// this prefix first (see [Cache.ClaimLegacyKeys]) and fails if another prefix owns them. The cache writes them whenever
-// it stores a token itself; this call
-// covers a token stored by a process that did not (a daemon started with legacy keys
-// off, a CLI). It works whatever Options.LegacyKeys says.
+// Options.LegacyKeys) for the token stored in Redis for user, unless they are in step
+// with it already (every token key and auth:{user} hold it, and the {user} list names
+// exactly the token keys of the user's accounts, Options.AccountsFor), and reports
+// whether it wrote them. Token keys of accounts the user no longer has are deleted
+// from Redis and from the list. It claims the legacy keys for this prefix first (see
+// [Cache.ClaimLegacyKeys]) and fails if another prefix owns them.
+//
+// The cache writes the legacy keys whenever it stores a token itself; this call covers
+// a token stored by a process that did not (a daemon started with legacy keys off, a
+// CLI), keys that expired or were deleted while the token stayed, a change of the
+// user's accounts, and keys overwritten by another writer (see [Cache.CheckLegacy]).
+// It works whatever Options.LegacyKeys says.
 func (c *Cache) SyncLegacy(ctx context.Context, user string) (written bool, err error) {
 	if c.closed.Load() {
 		return false, ErrClosed
 	}
+	if err := CheckName(user); err != nil {
+		return false, err
+	}
 	if err := c.ClaimLegacyKeys(ctx); err != nil {
+		return false, err
+	}
+	v, err := c.readLegacy(ctx, user)
+	if err != nil {
 		return false, err
 	}
 	stored, _, err := c.store.get(ctx, user)
 	if err != nil || stored == nil {
 		return false, err
 	}
-	cur, err := c.opts.Redis.Get(ctx, "token:"+user).Result()
-	if err == nil && cur == stored.AccessToken {
+	if !v.check(stored).OutOfStep {
 		return false, nil
-	}
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return false, redisErr("read legacy key of "+user, err)
 	}
 	return true, c.legacy(ctx, user, stored)
 }
 
-// legacy writes the legacy keys of t, each with a TTL equal to the time to expiry.
+// LegacyCheck is what [Cache.CheckLegacy] found in a user's legacy keys.
+type LegacyCheck struct {
+	// User is the login user.
+	User string
+	// Version is the version of the stored token the keys were compared with; 0 when no
+	// valid token is stored (then nothing is Foreign or OutOfStep).
+	Version int64
+	// Foreign lists the token keys (token:{account}, auth:{user}) holding a token other
+	// than the stored one.
+	Foreign []ForeignKey
+	// Missing lists the token keys that do not exist (expired, deleted, not written
+	// yet).
+	Missing []string
+	// OutOfStep is true when [Cache.SyncLegacy] would write: a key is Foreign or
+	// Missing, or the {user} list does not name exactly the token keys.
+	OutOfStep bool
+}
+
+// ForeignKey is a legacy key holding a token other than the one this fleet stored.
+// It carries no secret.
+type ForeignKey struct {
+	// Key is the key, e.g. "token:PAAPEX2720450000001".
+	Key string
+	// Token is what the key holds, redacted (see [Redact]).
+	Token string
+	// Fingerprint tells tokens apart without showing them: the first 12 hexadecimal
+	// digits of the SHA-256 of the value.
+	Fingerprint string
+}
+
+// CheckLegacy compares the legacy keys of user with the token stored in Redis, without
+// writing anything (it needs only read access to them and to the record). A key holding
+// another token was written by a process outside this fleet (an old refresher still
+// running, a function that renews the token it read and writes token:* back), or, for
+// the moment between a new token's record and its legacy keys, by this fleet itself:
+// the same Fingerprint on a second check tells the two apart. It fails with
+// [ErrLegacyKeysOwned] when another prefix owns the legacy keys (see
+// [Cache.ClaimLegacyKeys]; call that first).
+//
+// Errors: ErrLegacyKeysOwned, ErrInvalidName, ErrRecordFormat, ErrRedisUnavailable,
+// ErrClosed.
+func (c *Cache) CheckLegacy(ctx context.Context, user string) (LegacyCheck, error) {
+	if c.closed.Load() {
+		return LegacyCheck{}, ErrClosed
+	}
+	if err := CheckName(user); err != nil {
+		return LegacyCheck{}, err
+	}
+	if owner := c.legacyOwnedElsewhere(); owner != "" {
+		return LegacyCheck{}, fmt.Errorf("%w: prefix %q owns them (key %s)", ErrLegacyKeysOwned, owner, LegacyOwnerKey)
+	}
+	// The keys first, then the record: a writer stores the record before the keys, so
+	// the record read is at least as new as the token the keys were written for.
+	v, err := c.readLegacy(ctx, user)
+	if err != nil {
+		return LegacyCheck{}, err
+	}
+	stored, _, err := c.store.get(ctx, user)
+	if err != nil {
+		return LegacyCheck{}, err
+	}
+	chk := v.check(stored)
+	chk.User = user
+	return chk, nil
+}
+
+// legacyView is what Redis holds of a user's legacy keys.
+type legacyView struct {
+	keys   []string // the token keys, then auth:{user}
+	values []string // their values, "" for a missing key
+	tokens int      // how many of keys are token:{account} keys
+	list   []string // the {user} list's entries
+	other  bool     // the {user} key is not a list: not ours to compare
+}
+
+// readLegacy reads the legacy keys of user, in one round trip.
+func (c *Cache) readLegacy(ctx context.Context, user string) (*legacyView, error) {
+	tokenKeys := c.legacyTokenKeys(user)
+	v := &legacyView{keys: append(tokenKeys, "auth:"+user), tokens: len(tokenKeys)}
+	gets := make([]*redis.StringCmd, len(v.keys))
+	var list *redis.StringSliceCmd
+	_, err := c.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range v.keys {
+			gets[i] = p.Get(ctx, k)
+		}
+		list = p.LRange(ctx, user, 0, -1)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) && !isWrongType(err) {
+		return nil, redisErr("read legacy keys of "+user, err)
+	}
+	v.values = make([]string, len(gets))
+	for i, g := range gets {
+		if err := g.Err(); err != nil && !errors.Is(err, redis.Nil) && !isWrongType(err) {
+			return nil, redisErr("read legacy key "+v.keys[i], err)
+		}
+		v.values[i] = g.Val()
+	}
+	switch err := list.Err(); {
+	case isWrongType(err):
+		v.other = true
+	case err != nil && !errors.Is(err, redis.Nil):
+		return nil, redisErr("read legacy list "+user, err)
+	}
+	v.list = list.Val()
+	return v, nil
+}
+
+// check compares v with the stored token (nil or expired: nothing to compare with).
+func (v *legacyView) check(stored *Token) LegacyCheck {
+	var chk LegacyCheck
+	if !stored.Valid(time.Now()) {
+		return chk
+	}
+	chk.Version = stored.Version
+	for i, k := range v.keys {
+		switch val := v.values[i]; val {
+		case stored.AccessToken:
+		case "":
+			chk.Missing = append(chk.Missing, k)
+		default:
+			sum := sha256.Sum256([]byte(val))
+			chk.Foreign = append(chk.Foreign, ForeignKey{Key: k, Token: Redact(val), Fingerprint: hex.EncodeToString(sum[:6])})
+		}
+	}
+	listInStep := v.other || slices.Equal(v.list, v.keys[:v.tokens])
+	chk.OutOfStep = len(chk.Missing) > 0 || len(chk.Foreign) > 0 || !listInStep
+	return chk
+}
+
+// isWrongType reports whether err is Redis's WRONGTYPE reply.
+func isWrongType(err error) bool {
+	var reply redis.Error
+	return errors.As(err, &reply) && strings.HasPrefix(reply.Error(), "WRONGTYPE")
+}
+
+// legacy writes the legacy keys of t: the token keys, auth:{user} and token_expiry with
+// a TTL equal to the time to expiry, then the {user} list without one, and deletes the
+// token keys the list named that the user no longer has. A {user} key that is not a
+// list is left alone (the error says so, after the other keys were written).
 //
 // Two writers may finish in either order, so after writing it reads the record again
 // and rewrites the keys if a newer token was stored meanwhile: whoever writes last has
@@ -81,36 +252,71 @@ func (c *Cache) SyncLegacy(ctx context.Context, user string) (written bool, err 
 func (c *Cache) legacy(ctx context.Context, user string, t *Token) error {
 	rdb := c.opts.Redis
 	keys := c.legacyTokenKeys(user)
+	var listErr error
 	for range 3 {
 		ttl := time.Until(t.Expiry)
 		if ttl < time.Millisecond {
 			return nil
 		}
-		pipe := rdb.Pipeline()
-		for _, k := range keys {
-			pipe.Set(ctx, k, t.AccessToken, ttl)
-		}
-		pipe.Set(ctx, "auth:"+user, t.AccessToken, ttl)
-		pipe.Set(ctx, "token_expiry:"+user, t.Expiry.UTC().Format(legacyTimeFormat), ttl)
-		_, err := pipe.Exec(ctx)
-		if err == nil {
-			// The list is replaced atomically so a reader never sees it empty.
-			_, err = rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.Del(ctx, user)
-				p.RPush(ctx, user, toAny(keys)...)
-				p.PExpire(ctx, user, ttl)
-				return nil
-			})
-		}
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys {
+				p.Set(ctx, k, t.AccessToken, ttl)
+			}
+			p.Set(ctx, "auth:"+user, t.AccessToken, ttl)
+			p.Set(ctx, "token_expiry:"+user, t.Expiry.In(c.opts.LegacyLocation).Format(legacyTimeFormat), ttl)
+			return nil
+		})
 		if err != nil {
 			return redisErr("write legacy keys of "+user, err)
 		}
+		old, err := legacyListScript.Run(ctx, rdb, []string{user}, toAny(keys)...).StringSlice()
+		switch {
+		case isWrongType(err):
+			listErr = fmt.Errorf("tokencache: legacy list %q: %w", user, err)
+		case err != nil:
+			return redisErr("write legacy list "+user, err)
+		default:
+			if err := c.dropLegacy(ctx, user, old, keys); err != nil {
+				return err
+			}
+		}
 		stored, _, err := c.store.get(ctx, user)
 		if err != nil || stored == nil || stored.Version <= t.Version {
-			return nil
+			return listErr
 		}
 		t = stored
 	}
+	return listErr
+}
+
+// dropLegacy deletes the token keys old named that keys does not: accounts user no
+// longer has. A key of an account another user has now is left to that user, and an
+// entry that is not a token key of a valid name is never deleted.
+func (c *Cache) dropLegacy(ctx context.Context, user string, old, keys []string) error {
+	var gone []string
+	for _, k := range old {
+		account, ok := strings.CutPrefix(k, "token:")
+		if !ok || slices.Contains(keys, k) || CheckName(account) != nil {
+			continue
+		}
+		if owner, known := c.opts.LookupUser(account); known && owner != user {
+			continue
+		}
+		gone = append(gone, k)
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	_, err := c.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range gone {
+			p.Del(ctx, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return redisErr("delete legacy keys of "+user, err)
+	}
+	c.log.Info("tokencache: legacy keys of accounts the user no longer has deleted", "user", user, "keys", gone)
 	return nil
 }
 

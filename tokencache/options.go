@@ -33,14 +33,33 @@ type Options struct {
 	// be a pure function: the cache remembers its answer per account. Default: identity.
 	UserFor func(account string) string
 
+	// LookupUser, when set, is asked instead of UserFor: it returns the account's login
+	// user and whether it knows the account. A known account's user is remembered, as
+	// UserFor's answers are; an unknown account is served as the user returned for it
+	// (usually itself) and looked up again at its next call (a Source made for it too),
+	// so a map that learns accounts while the cache runs (tradovate.AccountMap, filled
+	// from the broker's account list) is followed as soon as it knows the account. A
+	// known account is remembered for the life of the cache. Default nil: UserFor.
+	LookupUser func(account string) (user string, known bool)
+
 	// AccountsFor lists the trading accounts of a login user, for the legacy keys
-	// (token:{account}). Default: none besides the user itself.
+	// (token:{account}); it is asked at each write, so it may change at run time.
+	// Default: none besides the user itself.
 	AccountsFor func(user string) []string
 
-	// LegacyKeys also writes the keys that pre-existing services read: token:{account}
-	// for the user and each of its accounts, auth:{user}, the {user} list of those keys
-	// and token_expiry:{user}, each with a TTL equal to the time to expiry. Default off.
+	// LegacyKeys also writes the keys that pre-existing services read, as the original
+	// refresher wrote them: token:{account} for the user and each of its accounts and
+	// auth:{user}, each holding the bare access token; the {user} list of those token
+	// keys, with no TTL; and token_expiry:{user}, the expiry as a naive ISO-8601 time
+	// (see LegacyLocation). The token keys and token_expiry expire with the token (the
+	// original used a fixed hour). Default off.
 	LegacyKeys bool
+
+	// LegacyLocation is the time zone of token_expiry:{user}. The value carries no
+	// offset ("2026-11-29T12:31:42.769060"), as the original refresher wrote it, so
+	// Python's datetime.fromisoformat(v) compares with datetime.now() of a process in
+	// that zone. Default time.Local.
+	LegacyLocation *time.Location
 
 	// RefreshBefore is how long before expiry a token turns stale: it is still served,
 	// and one background refresh starts. Default 15 minutes (Tradovate's advice); it is
@@ -133,8 +152,15 @@ func (o Options) init() (Options, error) {
 	if o.UserFor == nil {
 		o.UserFor = func(account string) string { return account }
 	}
+	if o.LookupUser == nil {
+		userFor := o.UserFor
+		o.LookupUser = func(account string) (string, bool) { return userFor(account), true }
+	}
 	if o.AccountsFor == nil {
 		o.AccountsFor = func(string) []string { return nil }
+	}
+	if o.LegacyLocation == nil {
+		o.LegacyLocation = time.Local
 	}
 	defaults := []struct {
 		d   *time.Duration
