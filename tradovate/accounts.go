@@ -5,81 +5,240 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/brokertoken/brokertoken/tokencache"
 )
 
-// AccountOptions chooses where [NewAccountMap] finds each user's trading sub-accounts.
-// A credential's explicit Accounts list always wins; otherwise the first source below
-// that yields accounts is used.
+// AccountOptions chooses where [NewAccountMap] finds each user's trading sub-accounts
+// before the broker is asked (see [AccountSync]). A credential's explicit Accounts and
+// the naming rule's accounts are always kept; the legacy list only stands for the
+// broker's answer until the first one.
 type AccountOptions struct {
 	// LegacyRedis, when set, is read for the original system's list: the Redis LIST named
 	// after the user (LRANGE user 0 -1), whose entries look like
-	// "token:PAAPEX2720450000001". Default nil: not read.
+	// "token:PAAPEX2720450000001". Its accounts are the user's last known ones: they are
+	// replaced by the broker's list at the first [AccountMap.Update]. Default nil: not
+	// read.
 	LegacyRedis redis.UniversalClient
-	// NamingRule enables the original naming rule (see [NamedAccounts]): user
+	// NamingRule adds the original naming rule's accounts (see [NamedAccounts]): user
 	// "APEX_272045" owns "PAAPEX2720450000001" .. "PAAPEX272045000000<n>". Default false.
 	NamingRule bool
 	// NamingRuleCount is n for the naming rule (default 5).
 	NamingRuleCount int
 }
 
-// AccountMap maps trading accounts to the login users whose token they share. It is
-// immutable and safe for concurrent use; its UserFor and AccountsFor methods are meant
-// for tokencache.Options.
+// AccountMap maps trading accounts to the login users whose token they share. Each
+// user's accounts are the union of its fixed ones (the credential's Accounts list and,
+// if enabled, the naming rule's) and the ones the broker last listed ([AccountMap.Update],
+// usually called by an [AccountSync]). It is safe for concurrent use: reads take no
+// lock and see either the map before an update or the map after it.
+//
+// Give it to a tokencache.Cache as
+//
+//	tokencache.Options{LookupUser: m.LookupUser, AccountsFor: m.AccountsFor, ...}
+//
+// LookupUser (rather than UserFor) lets the cache serve an account the map learns only
+// after the cache started: the cache does not remember the answer for an account the
+// map does not know yet.
 type AccountMap struct {
-	userOf     map[string]string   // account -> login user
-	accountsOf map[string][]string // login user -> its sub-accounts
+	mu  sync.Mutex                    // serialises updates
+	cur atomic.Pointer[accountLayout] // the current map; replaced whole, never modified
+}
+
+// accountLayout is one immutable state of an AccountMap.
+type accountLayout struct {
+	users []string                 // the login users, in credentials order
+	of    map[string]*userAccounts // login user -> its accounts
+	owner map[string]string        // account (and each login user) -> login user
+}
+
+// userAccounts are one login user's accounts.
+type userAccounts struct {
+	fixed []string // the credential's accounts and the naming rule's, in that order
+	found []string // the broker's last answer (or the legacy list before the first one)
+	all   []string // fixed, then found, each once; never the user itself
 }
 
 // NewAccountMap builds the account map of every user in creds. It fails when one
-// account is claimed by two users, or when the legacy Redis list cannot be read.
+// account is given to two users by their credentials or the naming rule, or when the
+// legacy Redis list cannot be read. Entries of a legacy list that belong to another user
+// or that [tokencache.CheckName] refuses are left out.
 func NewAccountMap(ctx context.Context, creds *Credentials, opts AccountOptions) (*AccountMap, error) {
 	if opts.NamingRuleCount <= 0 {
 		opts.NamingRuleCount = 5
 	}
-	m := &AccountMap{userOf: map[string]string{}, accountsOf: map[string][]string{}}
+	l := &accountLayout{of: map[string]*userAccounts{}, owner: map[string]string{}}
 	for _, cr := range creds.list {
-		accounts := cr.Accounts
-		if len(accounts) == 0 && opts.LegacyRedis != nil {
-			var err error
-			if accounts, err = LegacyAccounts(ctx, opts.LegacyRedis, cr.Username); err != nil {
+		l.users = append(l.users, cr.Username)
+		l.owner[cr.Username] = cr.Username
+	}
+	for _, cr := range creds.list {
+		ua := &userAccounts{}
+		fixed := cr.Accounts
+		if opts.NamingRule {
+			fixed = append(slices.Clip(fixed), NamedAccounts(cr.Username, opts.NamingRuleCount)...)
+		}
+		for _, a := range fixed {
+			if a == cr.Username || slices.Contains(ua.fixed, a) {
+				continue // the user itself, or listed twice
+			}
+			if owner, taken := l.owner[a]; taken {
+				return nil, fmt.Errorf("tradovate: account %q belongs to both %q and %q", a, owner, cr.Username)
+			}
+			l.owner[a] = cr.Username
+			ua.fixed = append(ua.fixed, a)
+		}
+		l.of[cr.Username] = ua
+	}
+	for _, cr := range creds.list {
+		ua := l.of[cr.Username]
+		if opts.LegacyRedis != nil {
+			legacy, err := LegacyAccounts(ctx, opts.LegacyRedis, cr.Username)
+			if err != nil {
 				return nil, err
 			}
+			ua.found, _ = l.claim(cr.Username, legacy)
 		}
-		if len(accounts) == 0 && opts.NamingRule {
-			accounts = NamedAccounts(cr.Username, opts.NamingRuleCount)
-		}
-		m.userOf[cr.Username] = cr.Username
-		for _, a := range accounts {
-			if a == cr.Username {
-				continue
-			}
-			if owner, taken := m.userOf[a]; taken && owner != cr.Username {
-				return nil, fmt.Errorf("tradovate: account %q belongs to both %q and %q", a, owner, cr.Username)
-			} else if taken {
-				continue // listed twice for the same user
-			}
-			m.userOf[a] = cr.Username
-			m.accountsOf[cr.Username] = append(m.accountsOf[cr.Username], a)
+		ua.all = union(ua.fixed, ua.found)
+	}
+	m := &AccountMap{}
+	m.cur.Store(l)
+	return m, nil
+}
+
+// claim returns the names of accounts that user may take from names: valid names, once
+// each, that are neither a login user nor another user's account; the others are
+// described in ignored. It records the taken ones in l.owner, which must be l's own.
+func (l *accountLayout) claim(user string, names []string) (taken, ignored []string) {
+	for _, a := range names {
+		owner, has := l.owner[a]
+		switch {
+		case a == user || slices.Contains(taken, a) || (has && owner == user):
+			// the user itself, a name given twice, or one of the user's fixed accounts
+		case tokencache.CheckName(a) != nil:
+			ignored = append(ignored, fmt.Sprintf("%q: %v", a, tokencache.CheckName(a)))
+		case has && owner == a:
+			ignored = append(ignored, fmt.Sprintf("%q: a login user of its own", a))
+		case has:
+			ignored = append(ignored, fmt.Sprintf("%q: already an account of user %q", a, owner))
+		default:
+			l.owner[a] = user
+			taken = append(taken, a)
 		}
 	}
-	return m, nil
+	return taken, ignored
+}
+
+// union returns a then the names of b not in a, each once.
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, n := range b {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // UserFor returns the login user whose token account uses. An account the map does not
 // know is taken to be a login user itself and returned unchanged.
 func (m *AccountMap) UserFor(account string) string {
-	if u, ok := m.userOf[account]; ok {
-		return u
-	}
-	return account
+	u, _ := m.LookupUser(account)
+	return u
 }
 
-// AccountsFor returns the trading sub-accounts of user (not including user itself), or
-// nil. The caller must not modify the slice.
-func (m *AccountMap) AccountsFor(user string) []string { return m.accountsOf[user] }
+// LookupUser returns the login user whose token account uses and true when the map knows
+// account (a login user, or an account of one); otherwise account itself and false. It
+// is what tokencache.Options.LookupUser takes.
+func (m *AccountMap) LookupUser(account string) (user string, known bool) {
+	if u, ok := m.cur.Load().owner[account]; ok {
+		return u, true
+	}
+	return account, false
+}
+
+// AccountsFor returns the trading sub-accounts of user (not including user itself):
+// its fixed ones, then those the broker last listed; nil for a user with none or not in
+// the map. The caller must not modify the slice.
+func (m *AccountMap) AccountsFor(user string) []string {
+	if ua := m.cur.Load().of[user]; ua != nil && len(ua.all) > 0 {
+		return ua.all
+	}
+	return nil
+}
+
+// Users returns the login users of the map, in the order of the credentials.
+func (m *AccountMap) Users() []string { return slices.Clone(m.cur.Load().users) }
+
+// AccountChange says what an [AccountMap.Update] changed for one user.
+type AccountChange struct {
+	// User is the login user.
+	User string
+	// Added are the accounts the user has now and did not have before, in the broker's
+	// order.
+	Added []string
+	// Removed are the accounts the user had and no longer has.
+	Removed []string
+	// Ignored describes each name of the broker's list that was not taken: a name
+	// [tokencache.CheckName] refuses, a login user's name, or an account of another
+	// user (the first user to have an account keeps it).
+	Ignored []string
+}
+
+// Changed reports whether the update added or removed an account.
+func (c AccountChange) Changed() bool { return len(c.Added) > 0 || len(c.Removed) > 0 }
+
+// ErrUnknownAccountUser is returned by [AccountMap.Update] for a user the map does not
+// have.
+var ErrUnknownAccountUser = errors.New("tradovate: not a login user of the account map")
+
+// Update makes names the accounts the broker lists for user, replacing the previous
+// list (the user's fixed accounts stay), and says what changed. Names are taken as
+// [AccountChange] describes; an error wraps [ErrUnknownAccountUser] for a user the map
+// does not have. Readers see the new map at once.
+func (m *AccountMap) Update(user string, names []string) (AccountChange, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := m.cur.Load()
+	ua := old.of[user]
+	if ua == nil {
+		return AccountChange{}, fmt.Errorf("%w: %q", ErrUnknownAccountUser, user)
+	}
+	next := &accountLayout{users: old.users, of: make(map[string]*userAccounts, len(old.of)),
+		owner: make(map[string]string, len(old.owner))}
+	for u, a := range old.of {
+		next.of[u] = a
+	}
+	for a, u := range old.owner {
+		if u != user || a == user || slices.Contains(ua.fixed, a) {
+			next.owner[a] = u // everything but user's found accounts
+		}
+	}
+	nu := &userAccounts{fixed: ua.fixed}
+	next.of[user] = nu
+	var ignored []string
+	nu.found, ignored = next.claim(user, names)
+	nu.all = union(nu.fixed, nu.found)
+	change := AccountChange{User: user, Ignored: ignored}
+	for _, a := range nu.all {
+		if !slices.Contains(ua.all, a) {
+			change.Added = append(change.Added, a)
+		}
+	}
+	for _, a := range ua.all {
+		if !slices.Contains(nu.all, a) {
+			change.Removed = append(change.Removed, a)
+		}
+	}
+	m.cur.Store(next)
+	return change, nil
+}
 
 // namingRule matches the user names the original system derives accounts from.
 var namingRule = regexp.MustCompile(`^([A-Za-z]+)_([0-9]+)$`)
@@ -87,7 +246,8 @@ var namingRule = regexp.MustCompile(`^([A-Za-z]+)_([0-9]+)$`)
 // NamedAccounts applies the original system's naming rule: for user "APEX_272045" it
 // returns "PAAPEX2720450000001" through "PAAPEX272045000000<n>" ("PA", the user name
 // without the underscore, a 7-digit sequence number). Users not shaped like
-// LETTERS_DIGITS get nil.
+// LETTERS_DIGITS get nil. Real account names do not all follow it (the broker's list
+// does: see [AccountSync]).
 func NamedAccounts(user string, n int) []string {
 	m := namingRule.FindStringSubmatch(user)
 	if m == nil || n <= 0 {
@@ -103,10 +263,14 @@ func NamedAccounts(user string, n int) []string {
 
 // LegacyAccounts reads the original system's Redis LIST named after user
 // (LRANGE user 0 -1), whose entries are token keys such as "token:PAAPEX2720450000001",
-// and returns the accounts in it other than user itself. A missing list gives nil.
+// and returns the accounts in it other than user itself. A missing list gives nil; a
+// key of another type gives nil too (it is not the original system's list).
 func LegacyAccounts(ctx context.Context, rdb redis.Cmdable, user string) ([]string, error) {
 	entries, err := rdb.LRange(ctx, user, 0, -1).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
+		if strings.HasPrefix(err.Error(), "WRONGTYPE") {
+			return nil, nil
+		}
 		return nil, fmt.Errorf("tradovate: reading legacy account list %q: %w", user, err)
 	}
 	var out []string

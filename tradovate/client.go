@@ -16,6 +16,9 @@ const (
 	endpointTV    = "authorize"
 	endpointRenew = "auth/renewaccesstoken"
 	endpointMe    = "auth/me"
+	// The account lists: the official one and the TradingView-style one.
+	endpointAccountList = "account/list"
+	endpointTVAccounts  = "accounts"
 )
 
 // maxResponse bounds what is read of an answer; real ones are under 2 KiB.
@@ -35,6 +38,7 @@ type answer struct {
 	access, md string
 	expiry     time.Time  // explicit expiry from the answer; zero when absent
 	user       userFields // what the answer says about the user, if anything
+	accounts   []Account  // an account list's entries
 	penalty    *penalty
 }
 

@@ -58,6 +58,10 @@ var (
 	// ErrNoUserInfo is returned by [ReadUserInfo] when no login or renewal has stored
 	// the user's information yet.
 	ErrNoUserInfo = errors.New("tradovate: no user information stored")
+	// ErrRequestRefused means the TradingView-style API answered a request other than a
+	// login with "s" other than "ok" (its errmsg is in the [*APIError]'s Text). It is
+	// not retried.
+	ErrRequestRefused = errors.New("tradovate: request refused")
 	// ErrNoDeviceID is returned by [ReadDeviceID] when no deviceId is pinned for the user
 	// and none has been stored yet (no official login has been made).
 	ErrNoDeviceID = errors.New("tradovate: no deviceId stored")
@@ -68,8 +72,8 @@ var (
 // branch with [errors.Is]. Its message names the endpoint and user and never contains a
 // password or token.
 type APIError struct {
-	// Endpoint is "auth/accesstokenrequest", "authorize", "auth/renewaccesstoken" or
-	// "auth/me".
+	// Endpoint is "auth/accesstokenrequest", "authorize", "auth/renewaccesstoken",
+	// "auth/me", "account/list" or "accounts" (the TradingView-style account list).
 	Endpoint string
 	// User is the login user.
 	User string

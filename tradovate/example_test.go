@@ -179,3 +179,54 @@ func ExampleAuthenticator_Check() {
 		fmt.Println("cannot tell:", err)
 	}
 }
+
+// Sub-accounts follow the broker: an AccountSync asks for each user's accounts after
+// each login and renewal (with the stored token: it never logs in), so accounts opened
+// at the prop firm are served and get their legacy key, and closed ones lose it.
+func ExampleAccountSync() {
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379"})
+	defer rdb.Close()
+	creds, err := tradovate.LoadCredentials("credentials.json")
+	if err != nil {
+		log.Fatal(err)
+	}
+	auth, err := tradovate.New(tradovate.Options{Credentials: creds, Redis: rdb})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// The original {user} lists stand for the broker's answer until the first one.
+	accounts, err := tradovate.NewAccountMap(ctx, creds, tradovate.AccountOptions{LegacyRedis: rdb})
+	if err != nil {
+		log.Fatal(err)
+	}
+	var sync *tradovate.AccountSync
+	cache, err := tokencache.New(tokencache.Options{
+		Redis:         rdb,
+		Authenticator: auth,
+		LookupUser:    accounts.LookupUser, // an account learned later is served then
+		AccountsFor:   accounts.AccountsFor,
+		LegacyKeys:    true,
+		Hooks: tokencache.Hooks{Refreshed: func(user, _ string, _ *tokencache.Token) {
+			sync.Nudge(user) // ask right after each login and renewal
+		}},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cache.Close()
+	sync, err = tradovate.NewAccountSync(tradovate.AccountSyncOptions{
+		Authenticator: auth, Cache: cache, Map: accounts, LegacyKeys: true,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	go sync.Run(ctx)
+
+	tok, err := cache.Token(ctx, "PAAPEX2720450000001")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(tok)
+}

@@ -213,3 +213,33 @@ func FuzzCID(f *testing.F) {
 		}
 	})
 }
+
+func FuzzInterpretAccounts(f *testing.F) {
+	f.Add(200, []byte(`[{"id":17200370,"name":"PAAPEX2720450000001","userId":3865651,"accountType":"Customer","active":true,"archived":false}]`))
+	f.Add(200, []byte(`{"s":"ok","d":[{"id":"D17200370","name":"PAAPEX2720450000001","type":"demo","currency":"USD"}]}`))
+	f.Add(200, []byte(`{"s":"error","errmsg":"Access denied"}`))
+	f.Add(200, []byte(`[{"id":1,"name":"A","closed":true},{"id":2}]`))
+	f.Add(401, []byte(``))
+	f.Fuzz(func(t *testing.T, status int, body []byte) {
+		for _, interpret := range []func(int, []byte) (*answer, *APIError){interpretAccountList, interpretTVAccounts} {
+			ans, err := interpret(status, body)
+			switch {
+			case (ans == nil) == (err == nil):
+				t.Fatalf("want exactly one of answer and error, got %v and %v", ans, err)
+			case err != nil:
+				if err.Err == nil || !strings.HasPrefix(err.Error(), "tradovate: ") {
+					t.Fatalf("bad error %v", err)
+				}
+			case ans.penalty == nil:
+				if ans.access != "" || len(ans.accounts) > maxAccounts {
+					t.Fatalf("bad answer %+v", ans)
+				}
+				for _, a := range ans.accounts {
+					if a.Name == "" {
+						t.Fatal("an account without a name")
+					}
+				}
+			}
+		}
+	})
+}
