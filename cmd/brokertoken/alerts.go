@@ -27,6 +27,8 @@ const (
 	eventRecovered = "recovered"  // a user that failed has a new valid token
 	eventRedisDown = "redis_down" // this daemon cannot reach Redis
 	eventRedisUp   = "redis_up"   // ...and can again
+	// eventForeignWriter: a legacy key holds a token this fleet did not write (legacy.go).
+	eventForeignWriter = "foreign_writer"
 )
 
 // Fleet agreement: how long the keys that make one alert per event live.
@@ -46,6 +48,7 @@ type alertEvent struct {
 	Expiry   time.Time // its expiry
 	Until    time.Time // end of the cool-down (captcha, lockout), when known
 	AllUsers bool      // the cool-down pauses every login
+	Keys     []string  // the Redis keys concerned (foreign_writer)
 	Time     time.Time
 }
 
@@ -173,6 +176,7 @@ func (a *alerter) handle(ctx context.Context, ev alertEvent) {
 func (a *alerter) incidentKey(user string) string { return a.prefix + ":{" + user + "}:alert" }
 func (a *alerter) captchaKey(user string) string  { return a.prefix + ":{" + user + "}:alert-captcha" }
 func (a *alerter) lockoutKey() string             { return a.prefix + ":alert:lockout" }
+func (a *alerter) foreignKey(user string) string  { return a.prefix + ":{" + user + "}:alert-foreign" }
 
 // claim reports whether this daemon is the one to send ev (see alerter).
 func (a *alerter) claim(ctx context.Context, ev alertEvent) (bool, error) {
@@ -202,6 +206,9 @@ func (a *alerter) claim(ctx context.Context, ev alertEvent) (bool, error) {
 			return false, err
 		}
 		return won, nil
+	case eventForeignWriter:
+		// Once a day per user for the fleet: the other writer runs until a human stops it.
+		return a.rdb.SetNX(ctx, a.foreignKey(ev.User), record, incidentTTL).Result()
 	case eventRecovered:
 		n, err := a.rdb.Del(ctx, a.incidentKey(ev.User)).Result()
 		if err != nil {
@@ -336,6 +343,8 @@ func (a *alerter) alertText(ev alertEvent) (title, text, severity string) {
 			"critical"
 	case eventRedisUp:
 		return "Redis reachable again", fmt.Sprintf("brokertoken on %s reaches Redis again.", a.host), "info"
+	case eventForeignWriter:
+		return "Another writer of the legacy keys: " + ev.User, ev.Error, "warning"
 	}
 	return ev.Event, ev.Error, "error"
 }
@@ -369,6 +378,9 @@ func (a *alerter) render(ev alertEvent) ([]byte, error) {
 		if len(ev.Accounts) > 0 {
 			fields = append(fields, field{"Accounts", truncate(strings.Join(ev.Accounts, ", "), 1024), false})
 		}
+		if len(ev.Keys) > 0 {
+			fields = append(fields, field{"Keys", truncate(strings.Join(ev.Keys, ", "), 1024), false})
+		}
 		return json.Marshal(map[string]any{
 			"username": "brokertoken",
 			"embeds": []map[string]any{{
@@ -390,6 +402,9 @@ func (a *alerter) render(ev alertEvent) ([]byte, error) {
 	}
 	if len(ev.Accounts) > 0 {
 		plain["accounts"] = ev.Accounts
+	}
+	if len(ev.Keys) > 0 {
+		plain["keys"] = ev.Keys
 	}
 	if ev.Kind != "" {
 		plain["kind"] = ev.Kind

@@ -51,7 +51,7 @@ func cmdToken(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, a
 	out := tok.AccessToken
 	if md {
 		if tok.MDAccessToken == "" {
-			return fmt.Errorf("token for %s: the stored token has no market-data token (a TradingView-style login gets one at its first renewal)", account)
+			return fmt.Errorf("token for %s: the stored token has no market-data token (a TradingView-style login gets one at its first renewal, or at once unless --exchange-tv-token=false)", account)
 		}
 		out = tok.MDAccessToken
 	}

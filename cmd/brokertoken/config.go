@@ -49,15 +49,22 @@ var (
 	optCheckInterval = option{name: "check-interval", env: "BROKERTOKEN_CHECK_INTERVAL", def: "2s", kind: "DURATION", usage: "how often run checks each user's token"}
 	optLoginBudget   = option{name: "login-budget", env: "BROKERTOKEN_LOGIN_BUDGET", def: "10", kind: "N", usage: "login requests per minute for all processes sharing the Redis (Tradovate allows about 10)"}
 	optTimeout       = option{name: "timeout", env: "BROKERTOKEN_TIMEOUT", def: "2m", kind: "DURATION", usage: "longest a command (or one refresh in run) may take"}
+	// Accounts, the legacy layout's expiry and the market-data token (accounts.go, legacy.go).
+	optDiscoverAccounts = option{name: "discover-accounts", env: "BROKERTOKEN_DISCOVER_ACCOUNTS", isBool: true, kind: "BOOL", usage: "ask the broker for each user's accounts (GET /account/list, or /accounts for TradingView-style logins) and keep the account map, the registry and the legacy keys in step (default true for run)"}
+	optAccountsEvery    = option{name: "accounts-every", env: "BROKERTOKEN_ACCOUNTS_EVERY", def: "renewal", kind: "renewal|DURATION", usage: "when to ask for the accounts: renewal (after each login, and with each renewal at most every 5m) or a DURATION (after each login and every DURATION)"}
+	optLegacyTimeZone   = option{name: "legacy-time-zone", env: "BROKERTOKEN_LEGACY_TIME_ZONE", def: "Local", kind: "ZONE", usage: "time zone of token_expiry:{user}, written without an offset as the original did (Local, UTC, Europe/London...)"}
+	optExchangeTVToken  = option{name: "exchange-tv-token", env: "BROKERTOKEN_EXCHANGE_TV_TOKEN", def: "true", isBool: true, kind: "BOOL", usage: "after a TradingView-style login, renew at once to get a market-data token (mdAccessToken) before the token is stored"}
 )
 
 // commandOptions lists the shared options each command accepts.
 var commandOptions = map[string][]option{
 	"run": {optRedis, optRedisCA, optCredentials, optEnv, optTradovateURL, optTVURL, optPrefix,
 		optLegacyKeys, optAlertWebhook, optAlertFormat, optListen, optLogFormat, optLogLevel,
-		optConcurrency, optRefreshBefore, optLeeway, optRetryMax, optCheckInterval, optLoginBudget, optTimeout},
+		optConcurrency, optRefreshBefore, optLeeway, optRetryMax, optCheckInterval, optLoginBudget, optTimeout,
+		optDiscoverAccounts, optAccountsEvery, optLegacyTimeZone, optExchangeTVToken},
 	"token": {optRedis, optRedisCA, optCredentials, optEnv, optTradovateURL, optTVURL, optPrefix,
-		optLegacyKeys, optLogFormat, optLogLevel, optRefreshBefore, optLeeway, optRetryMax, optLoginBudget, optTimeout},
+		optLegacyKeys, optLogFormat, optLogLevel, optRefreshBefore, optLeeway, optRetryMax, optLoginBudget, optTimeout,
+		optLegacyTimeZone, optExchangeTVToken},
 	// invalidate only reads and reports (the reporter role): no credentials, no broker.
 	"invalidate": {optRedis, optRedisCA, optEnv, optTradovateURL, optPrefix, optLogFormat, optLogLevel, optTimeout},
 	"status": {optRedis, optRedisCA, optCredentials, optEnv, optTradovateURL, optPrefix, optLogFormat, optLogLevel,
@@ -68,7 +75,7 @@ var commandOptions = map[string][]option{
 // defaultFor returns o's default for command cmd.
 func defaultFor(o option, cmd string) string {
 	switch o.name {
-	case optLegacyKeys.name:
+	case optLegacyKeys.name, optDiscoverAccounts.name:
 		return strconv.FormatBool(cmd == "run")
 	case optLogLevel.name:
 		if cmd == "run" {
@@ -236,6 +243,11 @@ type config struct {
 	checkInterval time.Duration
 	loginBudget   int
 	timeout       time.Duration
+
+	discoverAccounts bool           // keep accounts in step with the broker (run)
+	accountsEvery    time.Duration  // 0: with each renewal (see optAccountsEvery)
+	legacyZone       *time.Location // of token_expiry:{user}; nil when the command has no legacy keys
+	exchangeTVToken  bool           // renew after a TradingView-style login for an mdAccessToken
 }
 
 // load resolves and checks every option f's command uses. It touches no network and
@@ -333,6 +345,9 @@ func (f *flags) load() (*config, error) {
 			}
 		}
 		c.listen = v
+	}
+	if err := f.loadAccounts(c); err != nil {
+		return nil, err
 	}
 	durations := []struct {
 		o   option

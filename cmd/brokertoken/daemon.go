@@ -44,6 +44,7 @@ type daemon struct {
 	fleet   fleet         // the registry, heartbeat and health records readers look at
 	self    daemonInfo    // this daemon, as its heartbeat describes it
 	leases  *leaseWaits   // waits for other processes' refreshes, for the log
+	acct    *accountsRun  // accounts from the broker, the legacy keys' checks (accounts.go, legacy.go)
 
 	redisMu   sync.Mutex // guards redisDown and redisErr
 	redisDown bool
@@ -123,6 +124,15 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 		dm.states[u] = &userState{}
 	}
 	dm.metrics.setUsers(dm.users)
+	dm.acct = &accountsRun{unregistered: map[string]bool{}}
+	if dm.acct.metrics, err = newAccountMetrics(dm.metrics.reg, dm.users, deps.accountsOf); err != nil {
+		return err
+	}
+	if cfg.discoverAccounts {
+		if err := dm.newAccountSync(); err != nil {
+			return err
+		}
+	}
 	scrub.add(cfg.alertWebhook)
 
 	var ln net.Listener
@@ -173,6 +183,10 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 				log.Error("brokertoken: http server stopped", "err", err)
 			}
 		}()
+	}
+	if dm.acct.sync != nil {
+		bg.Add(1)
+		go func() { defer bg.Done(); dm.acct.sync.Run(ctx) }()
 	}
 	bg.Add(3)
 	go func() { defer bg.Done(); dm.alerts.run(ctx) }()
@@ -341,6 +355,7 @@ func (dm *daemon) succeeded(ctx context.Context, user string, tok *tokencache.To
 		return
 	}
 	st.mu.Lock()
+	newVersion := st.version() != tok.Version
 	st.tok = tok
 	first := !st.checked
 	st.checked = true
@@ -353,6 +368,9 @@ func (dm *daemon) succeeded(ctx context.Context, user string, tok *tokencache.To
 	}
 	syncLegacy := dm.cfg.legacyKeys && tok.Version != st.legacyAt
 	st.mu.Unlock()
+	if newVersion {
+		dm.acct.sync.Nudge(user) // a login or renewal: the accounts may be asked for
+	}
 
 	if recovered {
 		dm.log.Info("brokertoken: token refresh recovered", "user", user, "version", tok.Version,
@@ -380,6 +398,9 @@ func (dm *daemon) succeeded(ctx context.Context, user string, tok *tokencache.To
 			st.legacyAt = tok.Version
 		}
 		st.mu.Unlock()
+	}
+	if dm.cfg.legacyKeys {
+		dm.checkLegacy(ctx, user, tok) // keys expired, deleted or written by another writer
 	}
 }
 

@@ -40,7 +40,7 @@ func newMetrics(views func() []userView, redisUp func() bool) (*metrics, error) 
 		alertErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "brokertoken_alert_errors_total",
 			Help: "Alerts that could not be delivered to the webhook."}),
 	}
-	for _, ev := range []string{eventFailure, eventCaptcha, eventLockedOut, eventRecovered, eventRedisDown, eventRedisUp} {
+	for _, ev := range []string{eventFailure, eventCaptcha, eventLockedOut, eventRecovered, eventRedisDown, eventRedisUp, eventForeignWriter} {
 		m.alerts.WithLabelValues(ev)
 	}
 	b := readBuild()

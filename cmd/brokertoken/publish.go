@@ -20,15 +20,9 @@ func daemonID(host string) string {
 // register writes the daemon's users and their accounts into the fleet registry, so
 // readers can list users and map accounts without the credentials file.
 func (dm *daemon) register(ctx context.Context) error {
-	now := time.Now().UTC().Truncate(time.Second)
 	entries := make(map[string]fleetUser, len(dm.users))
 	for _, u := range dm.users {
-		accounts := dm.deps.accountsOf(u)
-		if accounts == nil {
-			accounts = []string{}
-		}
-		entries[u] = fleetUser{Accounts: accounts, Broker: "tradovate", Environment: string(dm.cfg.environment),
-			RESTURL: dm.cfg.restURL, Daemon: dm.self.ID, Updated: now}
+		entries[u] = dm.fleetEntry(u)
 	}
 	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
@@ -37,6 +31,16 @@ func (dm *daemon) register(ctx context.Context) error {
 	}
 	dm.self.Users = len(dm.users)
 	return dm.fleet.heartbeat(ctx, dm.self)
+}
+
+// fleetEntry is user's entry in the registry, with the accounts the daemon knows now.
+func (dm *daemon) fleetEntry(user string) fleetUser {
+	accounts := dm.deps.accountsOf(user)
+	if accounts == nil {
+		accounts = []string{}
+	}
+	return fleetUser{Accounts: accounts, Broker: "tradovate", Environment: string(dm.cfg.environment),
+		RESTURL: dm.cfg.restURL, Daemon: dm.self.ID, Updated: time.Now().UTC().Truncate(time.Second)}
 }
 
 // publish records the daemon's heartbeat every second, and each user's health record

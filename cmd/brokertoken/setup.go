@@ -144,6 +144,9 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 			LoginBudget:    cfg.loginBudget,
 			HTTPClient:     client,
 			Logger:         log,
+			// A TradingView-style login has no market-data token: get one before the
+			// record is written, so readers never see a token without it.
+			ExchangeTVToken: cfg.exchangeTVToken,
 		})
 		if err != nil {
 			return nil, usagef("%s", oneLine(err.Error()))
@@ -176,6 +179,13 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 		}
 	}
 	d.fleet = fleet{rdb: d.rdb, prefix: cfg.prefix}
+	if d.accounts != nil && (cfg.cmd != "run" || cfg.discoverAccounts) {
+		// The accounts a daemon learned from the broker stand for its answer until it is
+		// asked again (run), and let `token ACCOUNT` find them.
+		if err := d.seedAccounts(ctx, log); err != nil {
+			return nil, fmt.Errorf("redis %s: %s", cfg.redis.display, oneLine(err.Error()))
+		}
+	}
 	if d.creds == nil && !so.noCache {
 		// Without credentials, accounts are mapped to users as the daemons registered them.
 		if d.registry, err = d.fleet.accounts(ctx); err != nil {
@@ -195,6 +205,9 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 		RetryMax:      cfg.retryMax,
 		Logger:        log,
 		Hooks:         so.hooks,
+		// Python reads token_expiry with datetime.fromisoformat and compares it with
+		// datetime.now(): a naive time in the zone of the readers.
+		LegacyLocation: cfg.legacyZone,
 	}
 	if cfg.retryMax > 0 && cfg.retryMax < time.Second {
 		opts.RetryMin = cfg.retryMax
@@ -206,7 +219,7 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 		}
 	}
 	if d.accounts != nil {
-		opts.UserFor = d.accounts.UserFor
+		opts.LookupUser = d.accounts.LookupUser // accounts learned later are followed
 		opts.AccountsFor = d.accounts.AccountsFor
 	} else if d.registry != nil {
 		opts.UserFor = d.userOf
