@@ -153,9 +153,11 @@ func foreignText(user string, chk tokencache.LegacyCheck, verdict string) string
 	var b strings.Builder
 	b.WriteString(chk.Foreign[0].Key)
 	if n := len(chk.Foreign); n > 1 {
-		fmt.Fprintf(&b, " and %d more key(s)", n-1)
+		fmt.Fprintf(&b, " and %d more key(s) hold", n-1)
+	} else {
+		b.WriteString(" holds")
 	}
-	fmt.Fprintf(&b, " hold a token (%s) this fleet did not write (its token is version %d). Another process writes "+
+	fmt.Fprintf(&b, " a token (%s) this fleet did not write (its token is version %d). Another process writes "+
 		"the legacy keys of %s: the old refresher, or a function that renews the token it reads and writes token:* back. "+
 		"Its logins open sessions of %s beside the daemon's, and a third session closes the oldest. ",
 		chk.Foreign[0].Token, chk.Version, user, user)
