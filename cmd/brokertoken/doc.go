@@ -27,10 +27,21 @@
 // Any number of run processes may share a Redis: each user is still refreshed by one
 // of them at a time, through tokencache's lease. With --legacy-keys (on by default for
 // run) it writes the original layout: token:{account} for the user and each of its
-// sub-accounts, auth:{user}, the {user} list and token_expiry:{user}, each expiring
-// with the token; it also rewrites them when another process stored a token without
-// them. SIGINT or SIGTERM stops it within a second: refreshes in flight are cancelled
-// and their leases released. A second signal kills it at once.
+// sub-accounts, auth:{user} and token_expiry:{user} (a naive ISO time in
+// --legacy-time-zone, by default the local zone), each expiring with the token, and the
+// {user} list, which has no TTL; it also rewrites them when another process stored a
+// token without them, when they expired or were deleted, and when the user's accounts
+// change. A key holding a token the fleet did not write (an old refresher still running)
+// is logged, counted, alerted and, while the broker still accepts the fleet's token, put
+// back once; the daemon never logs in because of it. With --discover-accounts (on by
+// default) it asks the broker for each user's accounts (GET /account/list, or GET
+// /accounts?locale=en for TradingView-style logins) after each login and with each
+// renewal, at most every 5 minutes (or every --accounts-every), with the stored token:
+// an account opened at the broker gets its keys, a closed one loses them. After a
+// TradingView-style login it renews at once, so the first token stored carries a
+// market-data token (--exchange-tv-token=false turns that off). SIGINT or SIGTERM stops
+// it within a second: refreshes in flight are cancelled and their leases released. A
+// second signal kills it at once.
 //
 // run writes what readers need to see the fleet without its secrets: {prefix}:users
 // (its users, their accounts and broker environment), {prefix}:accounts (account ->
@@ -43,8 +54,9 @@
 // refresh). With a credentials file it may log the user in or renew; without one (the
 // default credentials.json missing) it only reads what the daemon stored, and maps a
 // sub-account to its user through {prefix}:accounts. With a credentials file,
-// sub-accounts come from the credential's "accounts" list or the original system's
-// Redis list named after the user. For example:
+// sub-accounts come from the credential's "accounts" list, the original system's Redis
+// list named after the user, and what the daemons learned from the broker
+// ({prefix}:accounts). For example:
 //
 //	curl -H "Authorization: Bearer $(brokertoken token PAAPEX2720450000001)" ...
 //

@@ -171,8 +171,8 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 	}
 
 	if d.creds != nil {
-		// Sub-accounts: the credential's own list, else the original system's Redis list
-		// named after the user (read only).
+		// Sub-accounts: the credential's own list, plus the original system's Redis list
+		// named after the user (read only) until the broker is asked.
 		d.accounts, err = tradovate.NewAccountMap(ctx, d.creds, tradovate.AccountOptions{LegacyRedis: d.rdb})
 		if err != nil {
 			return nil, usagef("%s", oneLine(err.Error()))
