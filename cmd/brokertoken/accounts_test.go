@@ -176,3 +176,44 @@ func TestRunAccountsAfterARestartAndWithoutDiscovery(t *testing.T) {
 	assert.Zero(t, f.rdb.Exists(ctx, "token:"+found).Val())
 	assert.Equal(t, 1, f.fake.Logins(a), "three daemons, one login")
 }
+
+// The options of accounts, the legacy expiry's zone and the market-data token: their
+// defaults per command and the usage errors of bad values.
+func TestAccountOptions(t *testing.T) {
+	load := func(cmd string, env map[string]string, args ...string) (*config, error) {
+		f := newFlags(cmd, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+		if _, err := f.parse(args); err != nil {
+			return nil, err
+		}
+		return f.load()
+	}
+	c, err := load("run", nil)
+	require.NoError(t, err)
+	assert.True(t, c.discoverAccounts)
+	assert.Zero(t, c.accountsEvery, "renewal")
+	assert.Equal(t, time.Local, c.legacyZone)
+	assert.True(t, c.exchangeTVToken)
+
+	c, err = load("run", map[string]string{"BROKERTOKEN_ACCOUNTS_EVERY": "10m", "BROKERTOKEN_LEGACY_TIME_ZONE": "Europe/London"},
+		"--discover-accounts=false", "--exchange-tv-token=false")
+	require.NoError(t, err)
+	assert.False(t, c.discoverAccounts)
+	assert.Equal(t, 10*time.Minute, c.accountsEvery)
+	assert.Equal(t, "Europe/London", c.legacyZone.String())
+	assert.False(t, c.exchangeTVToken)
+
+	c, err = load("token", nil)
+	require.NoError(t, err)
+	assert.False(t, c.discoverAccounts, "token asks no account list")
+	assert.True(t, c.exchangeTVToken, "token logs in like the daemon")
+
+	for _, bad := range [][]string{{"--accounts-every", "0s"}, {"--accounts-every", "often"}, {"--legacy-time-zone", "Mars/Olympus"},
+		{"--exchange-tv-token=maybe"}} {
+		_, err := load("run", nil, bad...)
+		var usage *usageError
+		require.ErrorAs(t, err, &usage, "%v", bad)
+		assert.Contains(t, err.Error(), strings.TrimLeft(strings.SplitN(bad[0], "=", 2)[0], "-"))
+	}
+	_, err = load("token", nil, "--discover-accounts")
+	require.Error(t, err, "not an option of token")
+}
