@@ -63,7 +63,7 @@ func (m *accountMap) accountsFor(user string) []string {
 }
 
 // An account the map does not know yet is served as itself and looked up again, so it
-// follows the map once the map learns it: through Token, Source and Watch alike. A
+// follows the map once the map learns it, through Token and a Source made before. A
 // known account is remembered (LookupUser is not asked again).
 func TestAnAccountLearnedLaterFollowsTheMap(t *testing.T) {
 	e := newEnv(t)

@@ -19,7 +19,9 @@
 //
 // Credentials come from the original credentials.json ([LoadCredentials]) or the
 // environment ([CredentialsFromEnv]); [NewAccountMap] maps trading sub-accounts to the
-// login users whose token they share.
+// login users whose token they share, and an [AccountSync] keeps that map in step with
+// the accounts the broker lists for each user ([Authenticator.Accounts]: GET
+// /account/list, or GET /accounts?locale=en for TradingView-style logins).
 //
 // Errors wrap sentinels such as [ErrBadCredentials], [ErrCaptchaRequired],
 // [ErrLockedOut] and [ErrUnknownLoginAnswer]; test for them with [errors.Is]. No error,
