@@ -247,13 +247,14 @@ func isWrongType(err error) bool {
 // list is left alone (the error says so, after the other keys were written).
 //
 // Two writers may finish in either order, so after writing it reads the record again
-// and rewrites the keys if a newer token was stored meanwhile: whoever writes last has
-// seen the newest version.
+// and rewrites the keys if a newer token was stored meanwhile, and does the same if the
+// user's accounts changed while it wrote: whoever writes last has seen the newest
+// version and accounts.
 func (c *Cache) legacy(ctx context.Context, user string, t *Token) error {
 	rdb := c.opts.Redis
-	keys := c.legacyTokenKeys(user)
 	var listErr error
 	for range 3 {
+		keys := c.legacyTokenKeys(user)
 		ttl := time.Until(t.Expiry)
 		if ttl < time.Millisecond {
 			return nil
@@ -281,22 +282,30 @@ func (c *Cache) legacy(ctx context.Context, user string, t *Token) error {
 			}
 		}
 		stored, _, err := c.store.get(ctx, user)
-		if err != nil || stored == nil || stored.Version <= t.Version {
+		if err != nil || stored == nil {
 			return listErr
 		}
-		t = stored
+		if stored.Version > t.Version {
+			t = stored
+			continue
+		}
+		if slices.Equal(keys, c.legacyTokenKeys(user)) {
+			return listErr
+		}
 	}
 	return listErr
 }
 
 // dropLegacy deletes the token keys old named that keys does not: accounts user no
-// longer has. A key of an account another user has now is left to that user, and an
-// entry that is not a token key of a valid name is never deleted.
+// longer has. An account the user has again by now (keys was read before a change), a
+// key of an account another user has now, and an entry that is not a token key of a
+// valid name are never deleted.
 func (c *Cache) dropLegacy(ctx context.Context, user string, old, keys []string) error {
 	var gone []string
+	current := c.legacyTokenKeys(user)
 	for _, k := range old {
 		account, ok := strings.CutPrefix(k, "token:")
-		if !ok || slices.Contains(keys, k) || CheckName(account) != nil {
+		if !ok || slices.Contains(keys, k) || slices.Contains(current, k) || CheckName(account) != nil {
 			continue
 		}
 		if owner, known := c.opts.LookupUser(account); known && owner != user {

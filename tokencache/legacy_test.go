@@ -274,3 +274,62 @@ func TestCheckLegacyFindsForeignTokens(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, tokencache.LegacyCheck{User: nobody}, chk)
 }
+
+// A write of the legacy keys that read the accounts before they changed (a renewal
+// racing an AccountSync's change) never deletes the key of the account added meanwhile,
+// and leaves the keys as the last accounts say.
+func TestALegacyWriteWithStaleAccountsKeepsTheNewOnes(t *testing.T) {
+	le := newLegacyEnv(t)
+	ctx := context.Background()
+	rdb := le.client()
+	a1, a2 := le.user+"-1", le.user+"-2"
+	le.m.set(le.user, a1)
+	set(t, le.writer, le.user, "before-the-change")
+
+	// The next token's write reads the accounts ([a1]) and is held there.
+	entered, release := make(chan struct{}), make(chan struct{})
+	stale := le.m.accountsFor(le.user)
+	var once sync.Once
+	held := writerAskingFirst(le, func() []string {
+		held := false
+		once.Do(func() { held = true })
+		if !held {
+			return nil
+		}
+		close(entered)
+		<-release
+		return stale
+	})
+	done := make(chan *tokencache.Token, 1)
+	go func() { done <- set(t, held, le.user, "after-the-change") }()
+	<-entered
+
+	// Meanwhile the broker lists a2 too, and its keys are written.
+	le.m.set(le.user, a1, a2)
+	_, err := le.writer.SyncLegacy(ctx, le.user)
+	require.NoError(t, err)
+	require.NotEmpty(t, rdb.Get(ctx, "token:"+a2).Val())
+	close(release)
+	tok := <-done
+
+	assert.Equal(t, tok.AccessToken, rdb.Get(ctx, "token:"+a2).Val(), "the key of the account added meanwhile")
+	assert.Equal(t, []string{"token:" + le.user, "token:" + a1, "token:" + a2}, rdb.LRange(ctx, le.user, 0, -1).Val())
+	chk, err := le.writer.CheckLegacy(ctx, le.user)
+	require.NoError(t, err)
+	assert.False(t, chk.OutOfStep, "%+v", chk)
+}
+
+// writerAskingFirst returns a second writer of le's legacy keys whose AccountsFor asks
+// first (a non-nil answer wins) and then le's map.
+func writerAskingFirst(le *legacyEnv, first func() []string) *tokencache.Cache {
+	return le.cache(nil, func(o *tokencache.Options) {
+		o.LegacyKeys = true
+		o.LookupUser = le.m.lookup
+		o.AccountsFor = func(u string) []string {
+			if got := first(); got != nil {
+				return got
+			}
+			return le.m.accountsFor(u)
+		}
+	})
+}
