@@ -163,28 +163,30 @@ func (c *Cache) Set(ctx context.Context, user string, t *Token) (*Token, error) 
 	if tok.ObtainedAt.IsZero() {
 		tok.ObtainedAt = now
 	}
-	tok.Expiry = ResolveExpiry(tok.Expiry, tok.AccessToken, tok.ObtainedAt, c.opts.DefaultLifetime)
+	tok.Expiry = resolveExpiry(tok.Expiry, tok.AccessToken, tok.ObtainedAt, c.opts.DefaultLifetime)
 	if err := checkStorable(&tok, now); err != nil {
 		return nil, fmt.Errorf("%w: token for %s: %w", ErrInvalidToken, user, err)
 	}
 	e := c.userEntry(user)
 	e.mu.Lock()
-	e.writing++
+	c.apply(e, event{kind: evWriteStarted}, time.Now())
 	e.mu.Unlock()
 	o, err := c.store.set(ctx, user, &tok, "set")
-	err = c.announced(err)
+	err = c.keepUnannounced(err)
 	stored := o.stored
 	if err == nil && !o.same {
 		tok.Version = o.version
 		stored = &tok
 		c.log.Info("tokencache: token set", "user", user, "version", o.version, "token", Redact(tok.AccessToken))
 	}
-	e.mu.Lock()
-	e.writing--
+	var written *Token
 	if err == nil {
-		c.installLocked(e, stored)
+		written = stored
 	}
-	c.superseded(e) // a newer version was announced while the Set ran
+	e.mu.Lock()
+	// Installs what was written, then reads Redis if a newer version was announced
+	// meanwhile (echoes wait while a write runs).
+	c.apply(e, event{kind: evWriteEnded, tok: written}, time.Now())
 	e.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -234,10 +236,7 @@ func (c *Cache) Close() error {
 	}
 	for _, e := range c.names.users() {
 		e.mu.Lock()
-		e.fresh.Store(nil)
-		if e.timer != nil {
-			e.timer.Stop()
-		}
+		c.apply(e, event{kind: evClosed}, time.Now())
 		e.mu.Unlock()
 	}
 	if err != nil && !errors.Is(err, redis.ErrClosed) {

@@ -24,9 +24,9 @@ func JWTExpiry(s string) (exp time.Time, ok bool) {
 	return claims.ExpiresAt.Time, true
 }
 
-// ResolveExpiry returns when token expires: the broker's explicit expiry when it is set,
+// resolveExpiry returns when token expires: the broker's explicit expiry when it is set,
 // else the token's JWT exp claim, else obtained plus defaultLifetime.
-func ResolveExpiry(explicit time.Time, token string, obtained time.Time, defaultLifetime time.Duration) time.Time {
+func resolveExpiry(explicit time.Time, token string, obtained time.Time, defaultLifetime time.Duration) time.Time {
 	if !explicit.IsZero() {
 		return explicit
 	}

@@ -7,10 +7,12 @@ import "time"
 func (c *Cache) Forget(user string) {
 	e := c.userEntry(user)
 	e.mu.Lock()
-	e.fresh.Store(nil)
-	e.confirmed = time.Time{}
+	c.apply(e, event{kind: evResubscribed}, time.Now())
 	e.mu.Unlock()
 }
+
+// ResolveExpiry is resolveExpiry, for the tests.
+var ResolveExpiry = resolveExpiry
 
 // Subscribed reports whether the cache's invalidation subscription has been confirmed.
 func (c *Cache) Subscribed() bool { return c.subs.Load() > 0 }

@@ -125,32 +125,10 @@ func (c *Cache) announce(payload string) {
 		c.log.Warn("tokencache: ignoring malformed invalidation message", "len", len(payload))
 		return
 	}
-	e := c.names.user(user)
-	if e == nil {
-		return // never asked for here
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.tok != nil && e.tok.Version >= v {
-		return // this process has it (its own write's echo, usually)
-	}
-	if v > e.hint {
-		e.hint = v
-	}
-	if h := c.opts.Hooks.Invalidated; h != nil && e.tok != nil {
-		h(user, v)
-	}
-	e.fresh.Store(nil)
-	e.confirmed = time.Time{}
-	if e.writing > 0 {
-		// Probably the echo of this process's own write, heard before its reply: the
-		// writer installs its token (which wakes whoever waits), then looks at e.hint
-		// (Set: superseded; a refresh: finish).
-		return
-	}
-	e.signal() // a refresh waiting for another process's reads again (see refresh)
-	if !e.awaiting {
-		c.peek(e)
+	if e := c.names.user(user); e != nil {
+		e.mu.Lock()
+		c.apply(e, event{kind: evAnnounced, version: v}, time.Now())
+		e.mu.Unlock()
 	}
 }
 
@@ -166,71 +144,11 @@ func (c *Cache) kept(payload string) {
 	if !ok {
 		return
 	}
-	e := c.names.user(user)
-	if e == nil {
-		return
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.tok == nil || e.tok.Version != v || !e.isBad(e.tok) {
-		return
-	}
-	e.unmarkBad(e.tok)
-	c.log.Info("tokencache: the token this process reported is accepted by the broker; serving it again",
-		"user", user, "version", v)
-	if now := time.Now(); c.servable(e, now) {
-		c.arm(e, now)
-	}
-}
-
-// peek reads the record in the background, so an announced token reaches watchers and
-// waiting callers at once, even while a refresh runs (it may be waiting at the broker:
-// a failing refresh then serves the token peek installed, a successful one finds it
-// stored). It only reads: whatever a message says, it never takes a lease, calls the
-// broker or touches the backoff. One peek at a time per entry. e.mu must be held.
-func (c *Cache) peek(e *entry) {
-	if e.peeking {
-		return
-	}
-	e.peeking = true
-	ok := c.goBackground(func() {
-		ctx, cancel := context.WithTimeout(c.base, c.opts.RefreshTimeout)
-		defer cancel()
-		for range maxRereads + 1 {
-			snap, err := c.readLatest(ctx, e)
-			if err == nil && c.fromStore(e, snap.stored, time.Now()) {
-				c.install(e, snap.stored)
-			}
-			e.mu.Lock()
-			// An announcement heard after readLatest's last look (it skipped a peek of
-			// its own, since this one ran): look again.
-			again := err == nil && e.hint > snap.base && (e.tok == nil || e.tok.Version < e.hint)
-			if !again {
-				e.peeking = false
-			}
-			e.mu.Unlock()
-			if !again {
-				return
-			}
-		}
+	if e := c.names.user(user); e != nil {
 		e.mu.Lock()
-		e.peeking = false
+		c.apply(e, event{kind: evKept, version: v}, time.Now())
 		e.mu.Unlock()
-	})
-	if !ok {
-		e.peeking = false
 	}
-}
-
-// superseded reads Redis when a newer version was announced than the entry holds
-// (after a Set, which let announcements wait). e.mu must be held.
-func (c *Cache) superseded(e *entry) {
-	if e.hint == 0 || e.tok != nil && e.tok.Version >= e.hint {
-		return
-	}
-	e.fresh.Store(nil)
-	e.confirmed = time.Time{}
-	c.peek(e)
 }
 
 // parseAnnouncement parses "<version>:<user>", the payload of announcements and reports.
@@ -258,12 +176,7 @@ func parseVersion(s string) (int64, bool) {
 func (c *Cache) dropAll() {
 	for _, e := range c.names.users() {
 		e.mu.Lock()
-		e.fresh.Store(nil)
-		e.confirmed = time.Time{}
-		e.signal()
-		if len(e.watchers) > 0 {
-			c.startFlight(e)
-		}
+		c.apply(e, event{kind: evResubscribed}, time.Now())
 		e.mu.Unlock()
 	}
 }
@@ -302,10 +215,7 @@ func holds(t *Token, tok string) bool {
 
 func (c *Cache) invalidate(ctx context.Context, e *entry, bad string) error {
 	e.mu.Lock()
-	e.markBad(bad)
-	if e.tok != nil && holds(e.tok, bad) {
-		e.fresh.Store(nil)
-	}
+	c.apply(e, event{kind: evReportedBad, bad: bad}, time.Now())
 	e.mu.Unlock()
 
 	stored, _, err := c.read(ctx, e)
@@ -316,7 +226,7 @@ func (c *Cache) invalidate(ctx context.Context, e *entry, bad string) error {
 		return nil // nothing to replace
 	}
 	if !holds(stored, bad) {
-		c.install(e, stored)
+		c.installNewer(e, stored)
 		return nil
 	}
 	if c.auth == nil {
@@ -340,7 +250,14 @@ func (c *Cache) invalidate(ctx context.Context, e *entry, bad string) error {
 // waiting for that token to expire.
 func (c *Cache) report(ctx context.Context, e *entry, stored *Token) error {
 	e.mu.Lock()
-	e.reportAt = time.Now().UnixNano()
+	c.apply(e, event{kind: evReportSlot, on: true}, time.Now())
+	e.mu.Unlock()
+	return c.publishReport(ctx, e, stored)
+}
+
+// publishReport publishes the report of stored.
+func (c *Cache) publishReport(ctx context.Context, e *entry, stored *Token) error {
+	e.mu.Lock()
 	mdOnly := !e.isBadAccess(stored)
 	e.mu.Unlock()
 	msg := strconv.FormatInt(stored.Version, 10) + ":" + e.user
@@ -383,17 +300,15 @@ func (c *Cache) reported(payload string) {
 	if e.tok != nil {
 		held = e.tok.Version
 	}
+	now := time.Now()
 	switch {
 	case v < held:
 		e.mu.Unlock()
 		return
-	case v > held:
-		if e.reportReading {
-			e.mu.Unlock()
-			return
-		}
-		e.reportReading = true
-	case !c.takeReportSlot(e):
+	case v > held && !c.apply(e, event{kind: evReportRead, on: true}, now).ok:
+		e.mu.Unlock()
+		return // one such read at a time
+	case v == held && !c.apply(e, event{kind: evReportSlot}, now).ok:
 		e.mu.Unlock()
 		return
 	}
@@ -402,7 +317,7 @@ func (c *Cache) reported(payload string) {
 		if v > held {
 			defer func() {
 				e.mu.Lock()
-				e.reportReading = false
+				c.apply(e, event{kind: evReportRead}, time.Now())
 				e.mu.Unlock()
 			}()
 		}
@@ -414,7 +329,7 @@ func (c *Cache) reported(payload string) {
 		}
 		if v > held {
 			e.mu.Lock()
-			ok := c.takeReportSlot(e)
+			ok := c.apply(e, event{kind: evReportSlot}, time.Now()).ok
 			e.mu.Unlock()
 			if !ok {
 				return
@@ -439,15 +354,4 @@ func (c *Cache) reported(payload string) {
 			c.log.Warn("tokencache: acting on a reported bad token failed", "user", user, "err", err)
 		}
 	})
-}
-
-// takeReportSlot reports whether a report of the user may be acted on now (at most one
-// per RetryMin), and takes the slot if so. e.mu must be held.
-func (c *Cache) takeReportSlot(e *entry) bool {
-	now := time.Now().UnixNano()
-	if now-e.reportAt < int64(c.opts.RetryMin) {
-		return false
-	}
-	e.reportAt = now
-	return true
 }

@@ -4,104 +4,52 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"math/rand/v2"
 	"time"
+
+	"github.com/brokertoken/brokertoken/internal/backoff"
 )
 
-// flight is one refresh of one user in this process; every caller that needs the
-// user's token while it runs waits for it instead of starting another (singleflight).
-type flight struct {
-	done chan struct{} // closed when tok and err are set
-	tok  *Token
-	err  error
-}
+// This file does the I/O of a refresh: it reads Redis, takes the lease, calls the
+// broker and writes. Every decision about the entry's state is state.go's: this file
+// raises events (apply) and never writes an entry's fields.
 
 // maxWaits bounds how often one Token call waits for a refresh whose result turned out
 // unusable (reported bad or superseded meanwhile) before it gives up.
 const maxWaits = 3
 
-// token is the slow path of Token: the L1 entry is not fresh.
+// token is the slow path of Token: the entry's token is not on the hot path.
 func (c *Cache) token(ctx context.Context, e *entry) (*Token, error) {
 	for range maxWaits {
-		e.mu.Lock()
 		if c.closed.Load() {
-			e.mu.Unlock()
 			return nil, ErrClosed
 		}
-		now := time.Now()
-		if c.servable(e, now) {
-			t := e.tok
-			c.kick(e, now)
-			e.mu.Unlock()
-			return t, nil
-		}
-		if e.flight == nil && e.lastErr != nil && now.Before(e.retryAt) {
-			// Nothing valid is left and the broker just failed: do not hammer it.
-			err := e.lastErr
-			e.mu.Unlock()
-			return nil, err
-		}
-		fl := e.flight
-		leader := fl == nil
-		if leader {
-			fl = &flight{done: make(chan struct{})}
-			e.flight = fl
-		}
+		e.mu.Lock()
+		o := c.apply(e, event{kind: evWant}, time.Now())
 		e.mu.Unlock()
-		if leader {
-			c.lead(ctx, e, fl)
+		switch {
+		case o.tok != nil:
+			return o.tok, nil
+		case o.err != nil:
+			return nil, o.err
+		case o.lead:
+			c.lead(ctx, e, o.fl)
 		}
 		select {
-		case <-fl.done:
+		case <-o.fl.done:
 		case <-ctx.Done():
 			return nil, fmt.Errorf("tokencache: waiting for the token of %s: %w", e.user, ctx.Err())
 		}
-		if fl.err != nil {
-			return nil, fl.err
+		if o.fl.err != nil {
+			return nil, o.fl.err
 		}
 		e.mu.Lock()
-		ok := c.usable(e, fl.tok, time.Now())
+		ok := c.judge(e, o.fl.tok, time.Now()) != invalid
 		e.mu.Unlock()
 		if ok {
-			return fl.tok, nil
+			return o.fl.tok, nil
 		}
 	}
 	return nil, fmt.Errorf("%w: every refresh of %s returned a token reported bad or expired", ErrNoToken, e.user)
-}
-
-// startFlight returns the entry's refresh in progress, starting one in the background
-// if there is none. e.mu must be held.
-func (c *Cache) startFlight(e *entry) *flight {
-	if e.flight != nil {
-		return e.flight
-	}
-	fl := &flight{done: make(chan struct{})}
-	e.flight = fl
-	if !c.goBackground(func() { c.runDetached(e, fl, nil) }) {
-		// Closed. e.mu is held, so finish (which takes it) must not be called here.
-		e.flight = nil
-		fl.err = ErrClosed
-		close(fl.done)
-	}
-	return fl
-}
-
-// detach runs the refresh of fl in the background, starting from the caller's read of
-// Redis when there is one. e.mu must not be held.
-func (c *Cache) detach(e *entry, fl *flight, first *snapshot) {
-	if !c.goBackground(func() { c.runDetached(e, fl, first) }) {
-		c.finish(e, fl, nil, ErrClosed)
-	}
-}
-
-// runDetached runs a refresh detached from any caller's context, so one caller giving
-// up never fails it for the others; RefreshTimeout and Close bound it.
-func (c *Cache) runDetached(e *entry, fl *flight, first *snapshot) {
-	ctx, cancel := context.WithTimeout(c.base, c.opts.RefreshTimeout)
-	tok, err := c.refresh(ctx, e, first)
-	cancel()
-	c.finish(e, fl, tok, err)
 }
 
 // lead runs the refresh of fl for the caller that started it. The common case, a good
@@ -110,15 +58,43 @@ func (c *Cache) runDetached(e *entry, fl *flight, first *snapshot) {
 // the background, where the caller's context cannot cancel it for the others.
 func (c *Cache) lead(ctx context.Context, e *entry, fl *flight) {
 	snap, err := c.readLatest(ctx, e)
-	if err != nil {
-		c.detach(e, fl, nil)
-		return
+	var first *snapshot
+	if err == nil {
+		e.mu.Lock()
+		if now := time.Now(); c.newer(e, snap.stored, now) {
+			c.done(e, fl, c.apply(e, event{kind: evInstalled, tok: snap.stored}, now).tok, nil)
+			return
+		}
+		e.mu.Unlock()
+		read := snap // escapes only on this path: the hit above allocates nothing for it
+		first = &read
 	}
-	if c.fromStore(e, snap.stored, time.Now()) {
-		c.finish(e, fl, c.install(e, snap.stored), nil)
-		return
+	if !c.goBackground(func() { c.runDetached(e, fl, first) }) {
+		e.mu.Lock()
+		c.done(e, fl, nil, ErrClosed)
 	}
-	c.detach(e, fl, snap)
+}
+
+// launchRefresh runs fl in the background (state.go starts refreshes through it).
+func (c *Cache) launchRefresh(e *entry, fl *flight) bool {
+	return c.goBackground(func() { c.runDetached(e, fl, nil) })
+}
+
+// runDetached runs a refresh detached from any caller's context, so one caller giving
+// up never fails it for the others; RefreshTimeout and Close bound it.
+func (c *Cache) runDetached(e *entry, fl *flight, first *snapshot) {
+	ctx, cancel := context.WithTimeout(c.base, c.opts.RefreshTimeout)
+	tok, err := c.refresh(ctx, e, first)
+	cancel()
+	e.mu.Lock()
+	c.done(e, fl, tok, err)
+}
+
+// done records fl's outcome and wakes its waiters. e.mu must be held; done releases it.
+func (c *Cache) done(e *entry, fl *flight, tok *Token, err error) {
+	c.apply(e, event{kind: evFlightDone, fl: fl, tok: tok, err: err}, time.Now())
+	e.mu.Unlock()
+	close(fl.done)
 }
 
 // snapshot is one read of a user's record, with the entry's signal generation as it was
@@ -136,116 +112,56 @@ const maxRereads = 2
 // heard while it read, means the read may have come just before that write (a write
 // is visible before it is announced): it reads again, at most maxRereads times. After
 // that Redis's answer stands, whatever the messages say: they are hints.
-func (c *Cache) readLatest(ctx context.Context, e *entry) (*snapshot, error) {
+func (c *Cache) readLatest(ctx context.Context, e *entry) (snapshot, error) {
 	for i := 0; ; i++ {
 		e.mu.Lock()
-		snap := &snapshot{gen: e.gen} // before the read, so no announcement is missed
+		snap := snapshot{gen: e.gen} // before the read, so no announcement is missed
 		e.mu.Unlock()
 		var err error
 		if snap.stored, snap.base, err = c.read(ctx, e); err != nil {
-			return nil, err
+			return snap, err
 		}
 		e.mu.Lock()
-		newer := e.hint > snap.base
-		if newer && e.gen == snap.gen || !newer {
-			// Redis answered after every announcement heard so far: it is the truth.
-			e.hint = 0
-			newer = false
-		}
+		again := c.apply(e, event{kind: evRead, version: snap.base, gen: snap.gen}, time.Now()).ok
 		e.mu.Unlock()
-		if !newer || i == maxRereads {
+		if !again || i == maxRereads {
 			return snap, nil
 		}
 	}
 }
 
-// fromStore reports whether a token read from Redis can be served as it is, with no
-// broker call: it is usable, not older than the one this process holds, and fresh
-// unless the cache is read-only (a read-only cache serves stale tokens and leaves the
-// refresh to the writer).
-func (c *Cache) fromStore(e *entry, stored *Token, now time.Time) bool {
-	e.mu.Lock()
-	ok := c.usable(e, stored, now) && (e.tok == nil || stored.Version >= e.tok.Version)
-	e.mu.Unlock()
-	return ok && (c.auth == nil || now.Before(c.refreshPoint(stored)))
+// launchPeek reads the record in the background (state.go's peek): it installs a newer
+// record, so an announced token reaches watchers and waiting callers at once, even while
+// a refresh runs (it may be waiting at the broker: a failing refresh then serves the
+// token installed, a successful one finds it stored). It only reads: whatever a message
+// says, it never takes a lease, calls the broker or touches the backoff.
+func (c *Cache) launchPeek(e *entry) bool {
+	return c.goBackground(func() {
+		ctx, cancel := context.WithTimeout(c.base, c.opts.RefreshTimeout)
+		defer cancel()
+		for i := 0; ; i++ {
+			snap, err := c.readLatest(ctx, e)
+			e.mu.Lock()
+			now := time.Now()
+			if err == nil && c.newer(e, snap.stored, now) {
+				c.apply(e, event{kind: evInstalled, tok: snap.stored}, now)
+			}
+			if i == maxRereads && err == nil {
+				err = errGaveUp
+			}
+			// An announcement heard after readLatest's last look (it skipped a peek of its
+			// own, since this one ran) makes it look again.
+			again := c.apply(e, event{kind: evPeekEnded, version: snap.base, err: err}, now).ok
+			e.mu.Unlock()
+			if !again {
+				return
+			}
+		}
+	})
 }
 
-// finish records a refresh's outcome and wakes its waiters. A failure while the entry's
-// token is still usable is not passed on: the token keeps being served, and the next
-// attempt waits a jittered, growing backoff.
-func (c *Cache) finish(e *entry, fl *flight, tok *Token, err error) {
-	e.mu.Lock()
-	now := time.Now()
-	e.flight = nil
-	if c.closed.Load() {
-		tok, err = nil, ErrClosed
-	}
-	e.lastErr = nil
-	if err != nil && !c.closed.Load() {
-		c.reportFailure(e.user, err)
-	}
-	if err == nil {
-		e.failures = 0
-		e.retryAt = time.Time{}
-	} else if !c.closed.Load() {
-		e.failures++
-		wait := c.backoff(int(e.failures))
-		var tmp interface{ Temporary() bool }
-		if errors.As(err, &tmp) && !tmp.Temporary() {
-			// The broker said trying again soon will not help (bad credentials, a
-			// captcha, a lockout): wait the longest.
-			wait = c.opts.RetryMax
-		}
-		e.retryAt = now.Add(wait)
-		if local := e.tok; c.usable(e, local, now) {
-			if e.confirmed.IsZero() {
-				// Redis could not confirm the token after a pub/sub reconnect: serve it
-				// and try again after the backoff rather than failing every caller.
-				e.confirmed = now.Add(wait - c.opts.MaxStaleness)
-			}
-			c.log.Warn("tokencache: refresh failed; serving the current token", "user", e.user,
-				"failures", e.failures, "retry_in", wait.Round(time.Millisecond), "err", err)
-			tok, err = local, nil
-		} else {
-			e.lastErr = err
-			level := slog.LevelError
-			if errors.Is(err, ErrNoToken) {
-				level = slog.LevelInfo // a read-only cache waiting for the writer
-			}
-			c.log.Log(context.Background(), level, "tokencache: refresh failed", "user", e.user, "failures", e.failures, "err", err)
-		}
-	}
-	if c.servable(e, now) {
-		c.arm(e, now)
-	}
-	if e.lastErr != nil && len(e.watchers) > 0 {
-		// Nothing servable and nobody calling Token: try again after the backoff, so
-		// Watch-only consumers are not left waiting for someone else's write.
-		c.schedule(e, now, e.retryAt)
-	}
-	if e.hint > e.rerun && (e.tok == nil || e.tok.Version < e.hint) && !c.closed.Load() {
-		// A newer version was announced while this attempt ran (it read Redis before
-		// the write, or failed while a login landed): read it now rather than at the
-		// next call, so watchers hear of it. A read only, once per version: neither a
-		// Redis outage nor forged messages can make this spin or reach the broker.
-		e.rerun = e.hint
-		c.peek(e)
-	}
-	fl.tok, fl.err = tok, err
-	e.mu.Unlock()
-	close(fl.done)
-}
-
-// backoff is the wait after the n-th consecutive failure: exponential from RetryMin,
-// capped at RetryMax, with full jitter on its upper half.
-func (c *Cache) backoff(n int) time.Duration {
-	d := c.opts.RetryMin
-	for i := 1; i < n && d < c.opts.RetryMax; i++ {
-		d *= 2
-	}
-	d = min(d, c.opts.RetryMax)
-	return d/2 + rand.N(d/2+1)
-}
+// errGaveUp ends a peek that looked as often as it may.
+var errGaveUp = errors.New("tokencache: looked often enough")
 
 // followerRecheck bounds how long a process waiting for another's refresh goes without
 // looking at Redis again.
@@ -266,9 +182,10 @@ const maxWrites = 3
 // leader's announcement, and reads once more.
 func (c *Cache) refresh(ctx context.Context, e *entry, first *snapshot) (*Token, error) {
 	for {
-		snap := first
-		first = nil
-		if snap == nil {
+		var snap snapshot
+		if first != nil {
+			snap, first = *first, nil
+		} else {
 			var err error
 			if snap, err = c.readLatest(ctx, e); err != nil {
 				return nil, err
@@ -276,26 +193,27 @@ func (c *Cache) refresh(ctx context.Context, e *entry, first *snapshot) (*Token,
 		}
 		stored, base := snap.stored, snap.base
 		now := time.Now()
-		if c.fromStore(e, stored, now) {
-			return c.install(e, stored), nil
-		}
 		e.mu.Lock()
+		if c.newer(e, stored, now) {
+			t := c.apply(e, event{kind: evInstalled, tok: stored}, now).tok
+			e.mu.Unlock()
+			return t, nil
+		}
 		local := e.tok
-		localOK := c.usable(e, local, now) && (stored == nil || local.Version >= stored.Version)
+		restore := c.auth != nil && c.judge(e, local, now) == fresh && (stored == nil || stored.Version < local.Version)
+		reportAgain := c.auth == nil && stored != nil && e.isBad(stored) &&
+			c.apply(e, event{kind: evReportSlot}, now).ok
 		e.mu.Unlock()
 
 		switch {
 		case c.auth == nil:
-			e.mu.Lock()
-			again := stored != nil && e.isBad(stored) && now.UnixNano()-e.reportAt >= int64(c.opts.RetryMin)
-			e.mu.Unlock()
-			if again {
-				if err := c.report(ctx, e, stored); err != nil {
+			if reportAgain {
+				if err := c.publishReport(ctx, e, stored); err != nil {
 					c.log.Warn("tokencache: reporting a rejected token again failed", "user", e.user, "err", err)
 				}
 			}
 			return nil, fmt.Errorf("%w for %s (read-only cache)", ErrNoToken, e.user)
-		case localOK && (stored == nil || stored.Version < local.Version) && now.Before(c.refreshPoint(local)):
+		case restore:
 			// Redis lost the record (a restart without persistence) or went back to an
 			// older one (a restored snapshot, a failover that lost writes): put ours
 			// back rather than logging in again. Ours was read from or written to Redis
@@ -313,32 +231,11 @@ func (c *Cache) refresh(ctx context.Context, e *entry, first *snapshot) (*Token,
 			return nil, err
 		}
 		if l == nil {
-			if c.fromStore(e, stored, time.Now()) {
-				return c.install(e, stored), nil // the holder finished just before
+			if t := c.installNewer(e, stored); t != nil {
+				return t, nil // the holder finished just before
 			}
-			// Another process is refreshing: wait for its announcement, or for its lease
-			// to run out (it may have died), then look again. Look again at least every
-			// second: a holder that failed releases its lease without announcing anything.
-			e.mu.Lock()
-			changed := e.changedSince(snap.gen)
-			e.awaiting = true
-			e.mu.Unlock()
-			waited := time.Now()
-			timer := time.NewTimer(min(wait+10*time.Millisecond, followerRecheck))
-			select {
-			case <-changed:
-			case <-timer.C:
-			case <-ctx.Done():
-			}
-			timer.Stop()
-			e.mu.Lock()
-			e.awaiting = false
-			e.mu.Unlock()
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("tokencache: waiting for another process to refresh %s: %w", e.user, ctx.Err())
-			}
-			if h := c.opts.Hooks.LeaseWait; h != nil {
-				h(e.user, time.Since(waited))
+			if err := c.await(ctx, e, snap.gen, wait); err != nil {
+				return nil, err
 			}
 			if t := c.heard(e, stored); t != nil {
 				return t, nil // stored by this process meanwhile (a Set): no need to read it back
@@ -355,16 +252,54 @@ func (c *Cache) refresh(ctx context.Context, e *entry, first *snapshot) (*Token,
 	}
 }
 
+// await waits for another process's refresh: for an announcement (any signal after
+// generation gen), or for the holder's lease to run out (it may have died), and at most
+// followerRecheck, since a holder that failed releases its lease without announcing.
+func (c *Cache) await(ctx context.Context, e *entry, gen uint32, wait time.Duration) error {
+	e.mu.Lock()
+	changed := e.changedSince(gen)
+	c.apply(e, event{kind: evAwaited, on: true}, time.Now())
+	e.mu.Unlock()
+	waited := time.Now()
+	timer := time.NewTimer(min(wait+10*time.Millisecond, followerRecheck))
+	select {
+	case <-changed:
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	timer.Stop()
+	e.mu.Lock()
+	c.apply(e, event{kind: evAwaited}, time.Now())
+	e.mu.Unlock()
+	if ctx.Err() != nil {
+		return fmt.Errorf("tokencache: waiting for another process to refresh %s: %w", e.user, ctx.Err())
+	}
+	if h := c.opts.Hooks.LeaseWait; h != nil {
+		h(e.user, time.Since(waited))
+	}
+	return nil
+}
+
+// installNewer installs stored, just read, when it may replace the entry's token and be
+// served as it is, and returns the entry's token then; nil otherwise.
+func (c *Cache) installNewer(e *entry, stored *Token) *Token {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := time.Now()
+	if !c.newer(e, stored, now) {
+		return nil
+	}
+	return c.apply(e, event{kind: evInstalled, tok: stored}, now).tok
+}
+
 // heard returns the entry's own token if it is newer than stored and can be served as
 // it is: it was written by this process meanwhile (a Set) or read by another of its
 // calls. nil otherwise. The entry's token always came from Redis, never from a message.
 func (c *Cache) heard(e *entry, stored *Token) *Token {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	now := time.Now()
-	t := e.tok
-	if t == nil || stored != nil && t.Version <= stored.Version || !c.servable(e, now) ||
-		c.auth != nil && !now.Before(c.refreshPoint(t)) {
+	t, now := e.tok, time.Now()
+	if t == nil || stored != nil && t.Version <= stored.Version || !c.servable(e, now) || c.judge(e, t, now) != fresh {
 		return nil
 	}
 	return t
@@ -382,12 +317,12 @@ func (c *Cache) read(ctx context.Context, e *entry) (*Token, int64, error) {
 func (c *Cache) readable(e *entry, stored *Token, base int64, err error) (*Token, int64, error) {
 	if errors.Is(err, errCorrupt) {
 		e.mu.Lock()
-		if !e.corrupt {
-			e.corrupt = true
+		first := c.apply(e, event{kind: evCorrupt}, time.Now()).ok
+		e.mu.Unlock()
+		if first {
 			c.log.Warn("tokencache: corrupt token record treated as missing; it will be replaced",
 				"user", e.user, "err", err)
 		}
-		e.mu.Unlock()
 		return nil, base, nil
 	}
 	return stored, base, err
@@ -401,18 +336,18 @@ func (c *Cache) readable(e *entry, stored *Token, base int64, err error) (*Token
 func (c *Cache) save(ctx context.Context, e *entry, base int64, t *Token, op string) (*Token, error) {
 	for range maxWrites {
 		e.mu.Lock()
-		e.writing++
+		c.apply(e, event{kind: evWriteStarted}, time.Now())
 		e.mu.Unlock()
 		o, err := c.store.write(ctx, e.user, base, t, op)
-		err = c.announced(err)
-		e.mu.Lock()
-		e.writing--
-		var installed *Token
+		err = c.keepUnannounced(err)
+		var written *Token
 		if err == nil && o.written {
 			t.Version = o.version
-			c.installLocked(e, t) // in the same section: an echo heard meanwhile waits for it
-			installed = e.tok
+			written = t
 		}
+		e.mu.Lock()
+		// In one section with the write's end: an echo heard meanwhile waits for it.
+		installed := c.apply(e, event{kind: evWriteEnded, tok: written}, time.Now()).tok
 		e.mu.Unlock()
 		if err != nil {
 			return nil, err
@@ -434,10 +369,10 @@ func (c *Cache) save(ctx context.Context, e *entry, base int64, t *Token, op str
 		if err != nil {
 			return nil, err
 		}
-		if c.fromStore(e, stored, time.Now()) {
+		if t := c.installNewer(e, stored); t != nil {
 			c.log.Warn("tokencache: another process stored a token while this one refreshed (its lease ran out?); using theirs",
 				"user", e.user, "op", op, "version", stored.Version)
-			return c.install(e, stored), nil
+			return t, nil
 		}
 		base = o.version // what the script itself read: the next write matches it
 	}
@@ -448,9 +383,9 @@ func (c *Cache) save(ctx context.Context, e *entry, base int64, t *Token, op str
 // could not be served.
 var errRecordChurn = fmt.Errorf("the token record kept changing to unusable values during %d writes", maxWrites)
 
-// announced logs a write whose announcement failed and returns nil for it: the write
-// stands. Any other error is returned as it is.
-func (c *Cache) announced(err error) error {
+// keepUnannounced logs a write whose announcement failed and returns nil for it: the
+// write stands. Any other error is returned as it is.
+func (c *Cache) keepUnannounced(err error) error {
 	var ue *unannouncedError
 	if errors.As(err, &ue) {
 		c.log.Warn("tokencache: token stored but not announced; other processes see it within MaxStaleness",
@@ -464,15 +399,15 @@ func (c *Cache) announced(err error) error {
 // stored and base are the record as read when the lease was taken (the previous holder
 // may have just finished).
 func (c *Cache) obtain(ctx context.Context, e *entry, stored *Token, base int64) (*Token, error) {
-	now := time.Now()
-	if c.fromStore(e, stored, now) {
-		return c.install(e, stored), nil
+	if t := c.installNewer(e, stored); t != nil {
+		return t, nil
 	}
+	now := time.Now()
 	e.mu.Lock()
 	current := stored
-	if !c.usable(e, stored, now) {
+	if c.judge(e, stored, now) == invalid {
 		current = nil
-		if c.usable(e, e.tok, now) {
+		if c.judge(e, e.tok, now) != invalid {
 			current = e.tok
 		}
 	}
@@ -508,7 +443,7 @@ func (c *Cache) obtain(ctx context.Context, e *entry, stored *Token, base int64)
 	if t.ObtainedAt.IsZero() {
 		t.ObtainedAt = now
 	}
-	t.Expiry = ResolveExpiry(t.Expiry, t.AccessToken, t.ObtainedAt, c.opts.DefaultLifetime)
+	t.Expiry = resolveExpiry(t.Expiry, t.AccessToken, t.ObtainedAt, c.opts.DefaultLifetime)
 	if op == "renew" && t.MDAccessToken == "" {
 		t.MDAccessToken = current.MDAccessToken
 	}
@@ -522,7 +457,7 @@ func (c *Cache) obtain(ctx context.Context, e *entry, stored *Token, base int64)
 		// Storing it would bump the version, wake every watcher, and still not be served.
 		return nil, &RefreshError{User: e.user, Op: op, Err: errors.New("broker returned a token already reported bad")}
 	}
-	if !now.Before(c.unusableAt(&t)) {
+	if c.state(&t, now) == invalid {
 		return nil, &RefreshError{User: e.user, Op: op,
 			Err: fmt.Errorf("broker returned a token that expires at %s", t.Expiry.UTC().Format(time.RFC3339))}
 	}
@@ -535,6 +470,11 @@ type errNotTemporary struct{ error }
 
 func (errNotTemporary) Temporary() bool { return false }
 func (e errNotTemporary) Unwrap() error { return e.error }
+
+// backoff is the wait after the n-th consecutive failure (see internal/backoff).
+func (c *Cache) backoff(n int) time.Duration {
+	return backoff.Jittered(n, c.opts.RetryMin, c.opts.RetryMax)
+}
 
 // reportFailure passes a failed refresh to Hooks.RefreshFailed.
 func (c *Cache) reportFailure(user string, err error) {

@@ -1,6 +1,9 @@
 package tokencache
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // watcher is one Watch channel; since is the newest version it was sent.
 type watcher struct {
@@ -24,19 +27,12 @@ func (c *Cache) Watch(ctx context.Context, account string) <-chan *Token {
 		return w.ch
 	}
 	e.mu.Lock()
-	if e.tok != nil {
-		w.since = e.tok.Version
-	}
-	if e.watchers == nil {
-		e.watchers = map[*watcher]struct{}{}
-	}
-	e.watchers[w] = struct{}{}
+	c.apply(e, event{kind: evWatch, w: w, on: true}, time.Now())
 	e.mu.Unlock()
 
 	stop := func() {
 		e.mu.Lock()
-		delete(e.watchers, w)
-		close(w.ch)
+		c.apply(e, event{kind: evWatch, w: w}, time.Now())
 		e.mu.Unlock()
 	}
 	if !c.goBackground(func() {

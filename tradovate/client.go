@@ -5,9 +5,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"time"
+
+	"github.com/brokertoken/brokertoken/internal/backoff"
 )
 
 // Endpoint names used in errors and logs.
@@ -218,13 +219,7 @@ func (a *Authenticator) fail(c call, attempts int, err error) error {
 // backoff returns the jittered wait before retry n (1-based): RetryBackoff doubled n-1
 // times, capped at MaxRetryBackoff, then a random value between half of it and all of it.
 func (a *Authenticator) backoff(n int) time.Duration {
-	d := a.opts.RetryBackoff
-	for i := 1; i < n && d < a.opts.MaxRetryBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, a.opts.MaxRetryBackoff)
-	half := d / 2
-	return half + rand.N(half+1)
+	return backoff.Jittered(n, a.opts.RetryBackoff, a.opts.MaxRetryBackoff)
 }
 
 // sleep waits d or until ctx ends, returning ctx.Err() in that case.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/brokertoken/brokertoken/tokencache"
 )
@@ -233,8 +234,20 @@ func (a *Authenticator) token(ans *answer) *tokencache.Token {
 		AccessToken:   ans.access,
 		MDAccessToken: ans.md,
 		ObtainedAt:    now,
-		Expiry:        tokencache.ResolveExpiry(ans.expiry, ans.access, now, a.opts.DefaultLifetime),
+		Expiry:        a.expiry(ans, now),
 	}
+}
+
+// expiry is when an answer's token expires: the answer's expiry when it gives one, else
+// the token's JWT exp claim, else Options.DefaultLifetime from now.
+func (a *Authenticator) expiry(ans *answer, now time.Time) time.Time {
+	if !ans.expiry.IsZero() {
+		return ans.expiry
+	}
+	if exp, ok := tokencache.JWTExpiry(ans.access); ok {
+		return exp
+	}
+	return now.Add(a.opts.DefaultLifetime)
 }
 
 // afterLoginFailure starts the cool-down a captcha or lockout calls for, or the hold an
