@@ -27,6 +27,7 @@ type Cache struct {
 
 	legacyOwner atomic.Pointer[string] // another prefix owning the legacy keys, "" if ours (LegacyKeys)
 	cells       cells                  // the entries' fresh pointers, in shared blocks
+	timers      timers                 // wakes entries at their armed times
 
 	// base is the lifetime of the cache's background work (refreshes, the invalidation
 	// listener, watchers); it is not a request context. Close cancels it.
@@ -54,6 +55,7 @@ func New(opts Options) (*Cache, error) {
 		log:   o.Logger,
 		seed:  rand.Uint64(),
 	}
+	c.timers.fire = c.fire
 	c.base, c.cancel = context.WithCancel(context.Background())
 	c.pubsub = c.subscribe()
 	c.wg.Add(1)
@@ -239,6 +241,7 @@ func (c *Cache) Close() error {
 		c.apply(e, event{kind: evClosed}, time.Now())
 		e.mu.Unlock()
 	}
+	c.timers.close()
 	if err != nil && !errors.Is(err, redis.ErrClosed) {
 		return errors.Join(stuck, fmt.Errorf("tokencache: close: %w", err))
 	}
@@ -278,13 +281,15 @@ func (c *Cache) resolve(account string) (_ *entry, remembered bool, _ error) {
 		return nil, false, err
 	}
 	user, known := c.opts.LookupUser(account)
-	if err := CheckName(user); err != nil {
-		return nil, false, fmt.Errorf("account %q belongs to user %q: %w", account, user, err)
+	if user != account {
+		if err := CheckName(user); err != nil {
+			return nil, false, fmt.Errorf("account %q belongs to user %q: %w", account, user, err)
+		}
 	}
 	if !known {
 		return c.userEntry(user), false, nil
 	}
-	return c.names.addAccount(account, c.userEntry(user)), true, nil
+	return c.names.addAccount(account, user, &c.cells), true, nil
 }
 
 // userEntry returns the entry of a login user, creating it on first use.
@@ -292,5 +297,5 @@ func (c *Cache) userEntry(user string) *entry {
 	if e := c.names.user(user); e != nil {
 		return e
 	}
-	return c.names.addUser(user, newEntry(user, c.cells.take()))
+	return c.names.addUser(user, &c.cells)
 }

@@ -78,32 +78,53 @@ func (r *names) locking(key string) name {
 	return n
 }
 
-// addUser makes e the entry of login user key unless it has one; it returns the entry
-// key has afterwards.
-func (r *names) addUser(key string, e *entry) *entry {
-	return r.add(key, func(n *name) **entry { return &n.user }, e)
-}
-
-// addAccount makes account key belong to e unless it belongs to an entry already; it
-// returns the entry key belongs to afterwards.
-func (r *names) addAccount(key string, e *entry) *entry {
-	return r.add(key, func(n *name) **entry { return &n.account }, e)
-}
-
-func (r *names) add(key string, field func(*name) **entry, e *entry) *entry {
+// addUser returns the entry of login user key, making one (with a cell from cells)
+// when it has none. The lookup that found it missing counted as the slow operation.
+func (r *names) addUser(key string, cells *cells) *entry {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := r.locked(key)
-	if cur := *field(&n); cur != nil {
-		return cur
+	if n.user == nil {
+		n.user = newEntry(key, cells.take())
+		r.put(key, n)
 	}
-	*field(&n) = e
+	return n.user
+}
+
+// addAccount returns the entry account belongs to, mapping it to user's entry when it
+// is new (and making that entry, with a cell from cells, when user has none): one
+// locked operation. The lookup that found the account missing counted as the slow
+// operation.
+func (r *names) addAccount(account, user string, cells *cells) *entry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.locked(account)
+	if a.account != nil {
+		return a.account
+	}
+	u := a
+	if user != account {
+		u = r.locked(user)
+	}
+	if u.user == nil {
+		u.user = newEntry(user, cells.take())
+		if user != account {
+			r.put(user, u)
+		} else {
+			a = u
+		}
+	}
+	a.account = u.user
+	r.put(account, a)
+	return a.account
+}
+
+// put records what key stands for in the overflow map. r.mu must be held.
+func (r *names) put(key string, n name) {
 	if r.dirty == nil {
 		r.dirty = map[string]name{}
 	}
 	r.dirty[key] = n
-	r.tookSlowPath()
-	return e
 }
 
 // users returns every login user's entry.

@@ -12,21 +12,28 @@ import (
 
 func TestNamesKeepUsersAndAccountsApart(t *testing.T) {
 	var r names
-	x, y := newEntry("X", new(atomic.Pointer[Token])), newEntry("Y", new(atomic.Pointer[Token]))
-	require.Same(t, x, r.addUser("X", x))
-	require.Same(t, y, r.addAccount("X", y), "account X belongs to user Y")
+	var cs cells
+	x := r.addUser("X", &cs)
+	y := r.addAccount("X", "Y", &cs) // account X belongs to user Y
+	require.NotSame(t, x, y)
 	assert.Same(t, x, r.user("X"))
 	assert.Same(t, y, r.account("X"))
-	assert.Nil(t, r.user("Y"))
+	assert.Same(t, y, r.user("Y"), "user Y's entry was made for the account")
 	assert.Nil(t, r.account("Y"))
-	assert.Same(t, x, r.addUser("X", newEntry("X", new(atomic.Pointer[Token]))), "the first entry stays")
-	assert.Same(t, y, r.addAccount("X", x), "the first mapping stays")
+	assert.Equal(t, "Y", y.user)
+	assert.Same(t, x, r.addUser("X", &cs), "the first entry stays")
+	assert.Same(t, y, r.addAccount("X", "Z", &cs), "the first mapping stays")
+	assert.Nil(t, r.user("Z"))
+	self := r.addAccount("S", "S", &cs) // an account that is its own user: one key
+	assert.Same(t, self, r.user("S"))
+	assert.Same(t, self, r.account("S"))
 }
 
 // Many goroutines adding and reading the same names agree on one entry per name, every
 // user is listed once, and the overflow map is merged so reads stop taking the lock.
 func TestNamesConcurrentAddsAgree(t *testing.T) {
 	var r names
+	var cs cells
 	const n, workers = 2000, 8
 	got := make([][]*entry, workers)
 	var wg sync.WaitGroup
@@ -39,9 +46,9 @@ func TestNamesConcurrentAddsAgree(t *testing.T) {
 				k := fmt.Sprintf("u%d", (i*7+w*13)%n)
 				e := r.user(k)
 				if e == nil {
-					e = r.addUser(k, newEntry(k, new(atomic.Pointer[Token])))
+					e = r.addUser(k, &cs)
 				}
-				acct := r.addAccount("acct-"+k, e)
+				acct := r.addAccount("acct-"+k, k, &cs)
 				require.Same(t, e, acct)
 				got[w][(i*7+w*13)%n] = e
 			}
@@ -76,8 +83,8 @@ func TestNamesConcurrentAddsAgree(t *testing.T) {
 func TestNamesFreshIsTheAccountsCell(t *testing.T) {
 	var r names
 	var cs cells
-	x := r.addUser("X", newEntry("X", cs.take()))
-	r.addAccount("A", x)
+	x := r.addUser("X", &cs)
+	r.addAccount("A", "X", &cs)
 	for i := 0; r.fresh("A") == nil; i++ { // merged by the slow operations so far, or soon
 		require.Less(t, i, 10, "the overflow map is never merged")
 		require.Same(t, x, r.account("A"))

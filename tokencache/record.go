@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -77,8 +78,8 @@ type parsedRecord struct {
 }
 
 // parseRecord reads a stored value at now. It never panics and never quotes raw in an
-// error (the value holds a token).
-func parseRecord(raw []byte, now time.Time) parsedRecord {
+// error (the value holds a token). The token's strings share raw's memory.
+func parseRecord(raw string, now time.Time) parsedRecord {
 	version, body, ok := parseHeader(raw)
 	switch {
 	case !ok && otherFormat(raw):
@@ -91,14 +92,18 @@ func parseRecord(raw []byte, now time.Time) parsedRecord {
 		p.err = fmt.Errorf("%w: version %d is more than %s past the clock", errCorrupt, version, maxVersionAhead)
 		return p
 	}
-	if !utf8.Valid(body) {
+	r, ok := decodeBody(body) // its strings are valid UTF-8
+	if !ok && !utf8.ValidString(body) {
 		p.err = fmt.Errorf("%w: body is not UTF-8", errCorrupt)
 		return p
 	}
-	var r record
-	if err := json.Unmarshal(body, &r); err != nil {
-		p.err = fmt.Errorf("%w: body is not a JSON record", errCorrupt)
-		return p
+	if !ok {
+		var slow record // its own variable: passing &r would make every read allocate r
+		if err := json.Unmarshal([]byte(body), &slow); err != nil {
+			p.err = fmt.Errorf("%w: body is not a JSON record", errCorrupt)
+			return p
+		}
+		r = slow
 	}
 	if r.Access == "" || r.Expiry <= 0 {
 		p.err = fmt.Errorf("%w: missing token or expiry", errCorrupt)
@@ -124,9 +129,9 @@ const maxUnixMilli = 1 << 50
 
 // parseHeader splits "v1:<version>:<body>". ok is false when raw has no such header (a
 // version with a leading zero, a sign or more than maxVersionDigits digits included).
-func parseHeader(raw []byte) (version int64, body []byte, ok bool) {
-	if len(raw) < len(recordHeaderHead) || string(raw[:len(recordHeaderHead)]) != recordHeaderHead {
-		return 0, nil, false
+func parseHeader(raw string) (version int64, body string, ok bool) {
+	if len(raw) < len(recordHeaderHead) || raw[:len(recordHeaderHead)] != recordHeaderHead {
+		return 0, "", false
 	}
 	rest := raw[len(recordHeaderHead):]
 	n := 0
@@ -134,17 +139,17 @@ func parseHeader(raw []byte) (version int64, body []byte, ok bool) {
 		n++
 	}
 	if n == 0 || n > maxVersionDigits || rest[0] == '0' || n == len(rest) || rest[n] != ':' {
-		return 0, nil, false
+		return 0, "", false
 	}
-	v, err := strconv.ParseInt(string(rest[:n]), 10, 64)
+	v, err := strconv.ParseInt(rest[:n], 10, 64)
 	if err != nil {
-		return 0, nil, false // cannot happen with 16 digits
+		return 0, "", false // cannot happen with 16 digits
 	}
 	return v, rest[n+1:], true
 }
 
 // otherFormat reports whether raw starts with "v<digits>:" for another format than ours.
-func otherFormat(raw []byte) bool {
+func otherFormat(raw string) bool {
 	if len(raw) < 3 || raw[0] != 'v' {
 		return false
 	}
@@ -152,12 +157,12 @@ func otherFormat(raw []byte) bool {
 	for n < len(raw) && raw[n] >= '0' && raw[n] <= '9' {
 		n++
 	}
-	return n > 1 && n < len(raw) && raw[n] == ':' && string(raw[1:n]) != recordFormat
+	return n > 1 && n < len(raw) && raw[n] == ':' && raw[1:n] != recordFormat
 }
 
-// headerOf returns raw up to its second colon at most, for error messages: the format
-// and version, never the body.
-func headerOf(raw []byte) []byte {
+// headerOf returns raw up to its first colon at most, for error messages: the format,
+// never the body.
+func headerOf(raw string) string {
 	for i, colons := 0, 0; i < len(raw) && i < 24; i++ {
 		if raw[i] == ':' {
 			if colons++; colons == 1 {
@@ -165,13 +170,128 @@ func headerOf(raw []byte) []byte {
 			}
 		}
 	}
-	return nil
+	return ""
 }
 
 // versionInRange reports whether v is at most maxVersionAhead past now (the rule
 // set.lua applies with Redis's clock).
 func versionInRange(v int64, now time.Time) bool {
 	return v <= now.Add(maxVersionAhead).UnixMicro()
+}
+
+// decodeBody reads a body exactly as encodeBody writes it: {"a":S,"m":S,"e":N,"o":N,
+// "by":S} with "m" and "by" optional, strings without escapes, integers without leading
+// zeros. It is the miss path's parser: no allocation (the strings share body's memory).
+// Anything else, including every body that needs unescaping, is not ok: the caller then
+// reads it with encoding/json, which gives the same record for every body decodeBody
+// accepts (FuzzDecodeBody checks that).
+func decodeBody(body string) (r record, ok bool) {
+	p := bodyParser{s: body}
+	if !p.lit(`{"a":`) {
+		return r, false
+	}
+	r.Access, ok = p.str()
+	if ok && p.lit(`,"m":`) {
+		r.MD, ok = p.str()
+	}
+	if !ok || !p.lit(`,"e":`) {
+		return r, false
+	}
+	if r.Expiry, ok = p.num(); !ok || !p.lit(`,"o":`) {
+		return r, false
+	}
+	if r.ObtainedAt, ok = p.num(); !ok {
+		return r, false
+	}
+	if p.lit(`,"by":`) {
+		if r.ObtainedBy, ok = p.str(); !ok {
+			return r, false
+		}
+		r.ObtainedBy = intern(r.ObtainedBy)
+	}
+	return r, p.lit("}") && p.s == ""
+}
+
+// bodyParser consumes a body from the front.
+type bodyParser struct{ s string }
+
+func (p *bodyParser) lit(l string) bool {
+	if len(p.s) < len(l) || p.s[:len(l)] != l {
+		return false
+	}
+	p.s = p.s[len(l):]
+	return true
+}
+
+// str reads a JSON string of valid UTF-8 with no escape and no control character.
+func (p *bodyParser) str() (string, bool) {
+	if p.s == "" || p.s[0] != '"' {
+		return "", false
+	}
+	end := strings.IndexByte(p.s[1:], '"')
+	if end < 0 {
+		return "", false
+	}
+	v := p.s[1 : 1+end]
+	if strings.IndexByte(v, '\\') >= 0 || hasControl(v) || !utf8.ValidString(v) {
+		return "", false
+	}
+	p.s = p.s[2+end:]
+	return v, true
+}
+
+// hasControl reports whether s holds a byte below 0x20, eight bytes at a time: a byte
+// below 0x20 borrows in the subtraction and had its top bit clear.
+func hasControl(s string) bool {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		if (x-0x2020202020202020)&^x&0x8080808080808080 != 0 {
+			return true
+		}
+	}
+	for ; i < len(s); i++ {
+		if s[i] < 0x20 {
+			return true
+		}
+	}
+	return false
+}
+
+// num reads a JSON integer: an optional minus, then 0 or digits without a leading zero,
+// that fits an int64 well (at most 18 digits).
+func (p *bodyParser) num() (int64, bool) {
+	i, neg := 0, false
+	if i < len(p.s) && p.s[i] == '-' {
+		i, neg = 1, true
+	}
+	start := i
+	var v int64
+	for i < len(p.s) && p.s[i] >= '0' && p.s[i] <= '9' {
+		v = v*10 + int64(p.s[i]-'0')
+		i++
+	}
+	n := i - start
+	if n == 0 || n > 18 || n > 1 && p.s[start] == '0' {
+		return 0, false
+	}
+	p.s = p.s[i:]
+	if neg {
+		v = -v
+	}
+	return v, true
+}
+
+// intern returns the constant for how a token was obtained, so reading it allocates
+// nothing.
+func intern(by string) string {
+	for _, k := range []string{"login", "renew", "set", "reseed"} {
+		if by == k {
+			return k
+		}
+	}
+	return by
 }
 
 // encodeBody returns the JSON body of t's record; set.lua puts the header before it.

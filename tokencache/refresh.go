@@ -23,21 +23,23 @@ func (c *Cache) token(ctx context.Context, e *entry) (*Token, error) {
 		if c.closed.Load() {
 			return nil, ErrClosed
 		}
+		now := time.Now()
 		e.mu.Lock()
-		o := c.apply(e, event{kind: evWant}, time.Now())
+		o := c.apply(e, event{kind: evWant}, now)
 		e.mu.Unlock()
 		switch {
 		case o.tok != nil:
 			return o.tok, nil
 		case o.err != nil:
 			return nil, o.err
-		case o.lead:
-			c.lead(ctx, e, o.fl)
 		}
-		select {
-		case <-o.fl.done:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("tokencache: waiting for the token of %s: %w", e.user, ctx.Err())
+		if !o.lead || !c.lead(ctx, e, o.fl, now) {
+			// Another caller's refresh, or the rest of this one's, in the background.
+			select {
+			case <-o.fl.done:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("tokencache: waiting for the token of %s: %w", e.user, ctx.Err())
+			}
 		}
 		if o.fl.err != nil {
 			return nil, o.fl.err
@@ -52,27 +54,36 @@ func (c *Cache) token(ctx context.Context, e *entry) (*Token, error) {
 	return nil, fmt.Errorf("%w: every refresh of %s returned a token reported bad or expired", ErrNoToken, e.user)
 }
 
-// lead runs the refresh of fl for the caller that started it. The common case, a good
-// token in Redis, is served in the caller's goroutine with one GET: no handoff to
-// another goroutine on this path. Anything more (an error, a broker call) continues in
-// the background, where the caller's context cannot cancel it for the others.
-func (c *Cache) lead(ctx context.Context, e *entry, fl *flight) {
-	snap, err := c.readLatest(ctx, e)
+// lead runs the refresh of fl for the caller that started it, and reports whether it
+// finished it. The common case, a good token in Redis, is served in the caller's
+// goroutine with one GET: no handoff to another goroutine, no channel. Anything more (an
+// error, a broker call) continues in the background, where the caller's context cannot
+// cancel it for the others; the caller then waits for fl.done.
+func (c *Cache) lead(ctx context.Context, e *entry, fl *flight, now time.Time) (finished bool) {
+	snap, err := c.readLatest(ctx, e, now)
 	var first *snapshot
+	now = time.Now() // after the round trip
+	e.mu.Lock()
 	if err == nil {
-		e.mu.Lock()
-		if now := time.Now(); c.newer(e, snap.stored, now) {
-			c.done(e, fl, c.apply(e, event{kind: evInstalled, tok: snap.stored}, now).tok, nil)
-			return
+		if c.newer(e, snap.stored, now) {
+			c.apply(e, event{kind: evServed, fl: fl, tok: snap.stored}, now)
+			ch := fl.done // made under e.mu by whoever waits
+			e.mu.Unlock()
+			if ch != nil {
+				close(ch)
+			}
+			return true
 		}
-		e.mu.Unlock()
 		read := snap // escapes only on this path: the hit above allocates nothing for it
 		first = &read
 	}
+	fl.waitable()
+	e.mu.Unlock()
 	if !c.goBackground(func() { c.runDetached(e, fl, first) }) {
 		e.mu.Lock()
 		c.done(e, fl, nil, ErrClosed)
 	}
+	return false
 }
 
 // launchRefresh runs fl in the background (state.go starts refreshes through it).
@@ -90,11 +101,19 @@ func (c *Cache) runDetached(e *entry, fl *flight, first *snapshot) {
 	c.done(e, fl, tok, err)
 }
 
-// done records fl's outcome and wakes its waiters. e.mu must be held; done releases it.
+// done records fl's outcome and wakes its waiters, if any. e.mu must be held; done
+// releases it.
 func (c *Cache) done(e *entry, fl *flight, tok *Token, err error) {
-	c.apply(e, event{kind: evFlightDone, fl: fl, tok: tok, err: err}, time.Now())
+	c.doneAt(e, fl, tok, err, time.Now())
+}
+
+func (c *Cache) doneAt(e *entry, fl *flight, tok *Token, err error, now time.Time) {
+	c.apply(e, event{kind: evFlightDone, fl: fl, tok: tok, err: err}, now)
+	ch := fl.done // made under e.mu by whoever waits
 	e.mu.Unlock()
-	close(fl.done)
+	if ch != nil {
+		close(ch)
+	}
 }
 
 // snapshot is one read of a user's record, with the entry's signal generation as it was
@@ -112,17 +131,17 @@ const maxRereads = 2
 // heard while it read, means the read may have come just before that write (a write
 // is visible before it is announced): it reads again, at most maxRereads times. After
 // that Redis's answer stands, whatever the messages say: they are hints.
-func (c *Cache) readLatest(ctx context.Context, e *entry) (snapshot, error) {
+func (c *Cache) readLatest(ctx context.Context, e *entry, now time.Time) (snapshot, error) {
 	for i := 0; ; i++ {
 		e.mu.Lock()
 		snap := snapshot{gen: e.gen} // before the read, so no announcement is missed
 		e.mu.Unlock()
 		var err error
-		if snap.stored, snap.base, err = c.read(ctx, e); err != nil {
+		if snap.stored, snap.base, err = c.readAt(ctx, e, now); err != nil {
 			return snap, err
 		}
 		e.mu.Lock()
-		again := c.apply(e, event{kind: evRead, version: snap.base, gen: snap.gen}, time.Now()).ok
+		again := c.apply(e, event{kind: evRead, version: snap.base, gen: snap.gen}, now).ok
 		e.mu.Unlock()
 		if !again || i == maxRereads {
 			return snap, nil
@@ -140,7 +159,7 @@ func (c *Cache) launchPeek(e *entry) bool {
 		ctx, cancel := context.WithTimeout(c.base, c.opts.RefreshTimeout)
 		defer cancel()
 		for i := 0; ; i++ {
-			snap, err := c.readLatest(ctx, e)
+			snap, err := c.readLatest(ctx, e, time.Now())
 			e.mu.Lock()
 			now := time.Now()
 			if err == nil && c.newer(e, snap.stored, now) {
@@ -187,7 +206,7 @@ func (c *Cache) refresh(ctx context.Context, e *entry, first *snapshot) (*Token,
 			snap, first = *first, nil
 		} else {
 			var err error
-			if snap, err = c.readLatest(ctx, e); err != nil {
+			if snap, err = c.readLatest(ctx, e, time.Now()); err != nil {
 				return nil, err
 			}
 		}
@@ -308,7 +327,12 @@ func (c *Cache) heard(e *entry, stored *Token) *Token {
 // read returns the user's stored token. A corrupt record reads as a miss (logged once
 // per record), with the base version that replaces it.
 func (c *Cache) read(ctx context.Context, e *entry) (*Token, int64, error) {
-	stored, base, err := c.store.get(ctx, e.user)
+	return c.readAt(ctx, e, time.Now())
+}
+
+// readAt is read, at now (the time of the read, give or take its round trip).
+func (c *Cache) readAt(ctx context.Context, e *entry, now time.Time) (*Token, int64, error) {
+	stored, base, err := c.store.getAt(ctx, e.user, now)
 	return c.readable(e, stored, base, err)
 }
 

@@ -40,6 +40,7 @@ import (
 //	reportedBad    this process learnt a token is rejected -> unusable if it is tok's
 //	flightDone     a refresh ended: its token installed, or its failure backs off
 //	               (failing when nothing is servable; else the token stays served)
+//	served         a caller's read found a servable token: installed, and its flight ends
 //	writeStarted   this process began a write of the record (echoes wait for it)
 //	writeEnded     ... and ended it (installing what it wrote)
 //	awaited        a flight waits for another process's refresh (signals wake it)
@@ -57,7 +58,8 @@ import (
 // must be looked at (refresh point, expiry leeway, MaxStaleness, retry time).
 //
 // Locking: e.mu guards every field but user and fresh's cell, which the hot path reads
-// with one atomic load and no lock. Code holding e.mu does no I/O, takes no other lock
+// with one atomic load and no lock, and at and slot, which the cache's timers also guard
+// (see timers.go). Code holding e.mu does no I/O, takes no other lock
 // but the cache's life lock (to start background work), and only sends on Watch
 // channels without blocking.
 
@@ -94,14 +96,14 @@ type entry struct {
 
 	// What runs now, and who waits.
 	flight   *flight       // the refresh in progress, if any
-	timer    *time.Timer   // clears fresh at armedTo
-	armedTo  time.Time     // when fresh must be cleared
 	changed  chan struct{} // closed at the next signal; made only when someone waits
 	watchers map[*watcher]struct{}
+	at       time.Time // when fresh must be cleared (see timers; also guarded by timers.mu)
 
 	failures      int32  // consecutive failed refreshes
 	writing       int32  // writes of the record by this process in flight (Set, a refresh)
 	gen           uint32 // counts signals (an announcement, a resubscription, a new token); compared for equality only
+	slot          int32  // index in the cache's timers heap, -1 when not armed (guarded by timers.mu only)
 	corrupt       bool   // a corrupt record was logged (log once)
 	awaiting      bool   // the flight waits for another process's refresh (it reads when signalled)
 	peeking       bool   // a read for an announcement runs (beside the flight, if any)
@@ -109,15 +111,25 @@ type entry struct {
 }
 
 func newEntry(user string, fresh *atomic.Pointer[Token]) *entry {
-	return &entry{user: user, fresh: fresh}
+	return &entry{user: user, fresh: fresh, slot: -1}
 }
 
 // flight is one refresh of one user in this process; every caller that needs the
 // user's token while it runs waits for it instead of starting another (singleflight).
 type flight struct {
-	done chan struct{} // closed when tok and err are set
+	// done is closed when tok and err are set. It is made (under e.mu) only when
+	// someone waits: a caller's read served at once needs none.
+	done chan struct{}
 	tok  *Token
 	err  error
+}
+
+// waitable makes fl's done channel if it has none yet, and returns it. e.mu must be held.
+func (fl *flight) waitable() chan struct{} {
+	if fl.done == nil {
+		fl.done = make(chan struct{})
+	}
+	return fl.done
 }
 
 // phase is where an entry stands; see the table above.
@@ -162,10 +174,14 @@ const (
 // expiry (capped at a tenth of its lifetime), stale from RefreshBefore before expiry
 // (capped at half its lifetime, minus this process's jitter).
 func (c *Cache) state(t *Token, now time.Time) tokenState {
-	switch {
-	case t == nil || !now.Before(c.unusableAt(t)):
+	if t == nil {
 		return invalid
-	case !now.Before(c.refreshPoint(t)):
+	}
+	staleAt, unusable := c.points(t)
+	switch {
+	case !now.Before(unusable):
+		return invalid
+	case !now.Before(staleAt):
 		return stale
 	}
 	return fresh
@@ -218,6 +234,7 @@ const (
 	evResubscribed
 	evReportedBad
 	evFlightDone
+	evServed
 	evWriteStarted
 	evWriteEnded
 	evAwaited
@@ -234,12 +251,12 @@ const (
 // event is what happened, with what it carries.
 type event struct {
 	kind    eventKind
-	tok     *Token   // installed, writeEnded (nil: the write failed), flightDone
+	tok     *Token   // installed, writeEnded (nil: the write failed), flightDone, served
 	version int64    // announced, kept, peekEnded and read (the version read), reportRead
 	gen     uint32   // read: the signal generation before the read
 	err     error    // flightDone
 	bad     string   // reportedBad
-	fl      *flight  // flightDone
+	fl      *flight  // flightDone, served
 	w       *watcher // watch
 	on      bool     // awaited, reportRead, watch: begins (true) or ends; reportSlot: taken whatever the time
 }
@@ -281,6 +298,10 @@ func (c *Cache) apply(e *entry, ev event, now time.Time) (out result) {
 		e.markBad(ev.bad)
 	case evFlightDone:
 		c.flightDone(e, ev.fl, ev.tok, ev.err, now)
+	case evServed:
+		c.install(e, ev.tok, now)
+		c.flightDone(e, ev.fl, e.tok, nil, now)
+		out.tok = e.tok
 	case evWriteStarted:
 		e.writing++
 	case evWriteEnded:
@@ -331,8 +352,8 @@ func (c *Cache) apply(e *entry, ev event, now time.Time) (out result) {
 		}
 		e.watchers[ev.w] = struct{}{}
 	case evTimer:
-		if now.Before(e.armedTo) {
-			return // re-armed after this timer fired
+		if now.Before(e.at) {
+			return // re-armed after it was taken off the heap
 		}
 		e.fresh.Store(nil)
 		if len(e.watchers) > 0 {
@@ -343,9 +364,7 @@ func (c *Cache) apply(e *entry, ev event, now time.Time) (out result) {
 		}
 	case evClosed:
 		e.fresh.Store(nil)
-		if e.timer != nil {
-			e.timer.Stop()
-		}
+		c.timers.cancel(e)
 		return
 	}
 	c.rearm(e, now)
@@ -366,9 +385,10 @@ func (c *Cache) want(e *entry, now time.Time) result {
 		return result{err: e.lastErr} // nothing valid is left and the broker just failed
 	}
 	if e.flight != nil {
+		e.flight.waitable()
 		return result{fl: e.flight}
 	}
-	e.flight = &flight{done: make(chan struct{})}
+	e.flight = &flight{}
 	return result{fl: e.flight, lead: true}
 }
 
@@ -476,13 +496,11 @@ func (c *Cache) startFlight(e *entry) {
 	if e.flight != nil {
 		return
 	}
-	fl := &flight{done: make(chan struct{})}
+	fl := &flight{}
 	e.flight = fl
 	if !c.launchRefresh(e, fl) {
-		// Closed: nothing will run it.
+		// Closed: nothing will run it, and nobody waits for it yet.
 		e.flight = nil
-		fl.err = ErrClosed
-		close(fl.done)
 	}
 }
 
@@ -510,11 +528,11 @@ func (c *Cache) rearm(e *entry, now time.Time) {
 		return
 	}
 	t := e.tok
-	next := c.unusableAt(t)
+	staleAt, next := c.points(t)
 	if e.flight == nil {
 		check := e.confirmed.Add(c.opts.MaxStaleness)
 		if c.auth != nil {
-			check = earliest(check, c.refreshPoint(t))
+			check = earliest(check, staleAt)
 		}
 		if check.Before(e.retryAt) {
 			check = e.retryAt
@@ -529,17 +547,12 @@ func (c *Cache) rearm(e *entry, now time.Time) {
 	e.fresh.Store(t)
 }
 
-// schedule makes the entry's timer fire at the given time. e.mu must be held.
+// schedule makes the cache's timers wake the entry at the given time. e.mu must be held.
 func (c *Cache) schedule(e *entry, now, at time.Time) {
-	e.armedTo = at
-	if e.timer == nil {
-		e.timer = time.AfterFunc(at.Sub(now), func() { c.fire(e) })
-	} else {
-		e.timer.Reset(at.Sub(now))
-	}
+	c.timers.schedule(e, at, now)
 }
 
-// fire is the timer's event.
+// fire is the timers' event for an entry whose time came.
 func (c *Cache) fire(e *entry) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -548,42 +561,44 @@ func (c *Cache) fire(e *entry) {
 	}
 }
 
-// lifetime is how long t was meant to live, for capping the refresh windows.
-func lifetime(t *Token) time.Duration {
-	if t.ObtainedAt.IsZero() || !t.Expiry.After(t.ObtainedAt) {
-		return 0
+// points returns when t turns stale in this process and when it stops being served.
+//
+// Stale: RefreshBefore before expiry, capped at half its lifetime, minus a per-process
+// jitter of up to a tenth of that window, so a fleet does not wake at once. Unusable:
+// Leeway before expiry, capped at a tenth of its lifetime.
+func (c *Cache) points(t *Token) (staleAt, unusable time.Time) {
+	exp := t.Expiry.UnixNano()
+	var life int64 // how long t was meant to live; 0 when unknown
+	if !t.ObtainedAt.IsZero() {
+		if obt := t.ObtainedAt.UnixNano(); exp > obt {
+			life = exp - obt
+		}
 	}
-	return t.Expiry.Sub(t.ObtainedAt)
+	leeway, window := int64(c.opts.Leeway), int64(c.opts.RefreshBefore)
+	if life > 0 {
+		leeway, window = min(leeway, life/10), min(window, life/2)
+	}
+	if span := uint64(window / 10); span > 0 {
+		// splitmix64 of seed and version: fixed for one token in one process.
+		z := c.seed + uint64(t.Version)*0x9e3779b97f4a7c15
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+		z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+		z ^= z >> 31
+		window += int64(z % span)
+	}
+	return t.Expiry.Add(-time.Duration(window)), t.Expiry.Add(-time.Duration(leeway))
 }
 
-// unusableAt is when t stops being served: Leeway before expiry, capped at a tenth of
-// its lifetime.
+// unusableAt is when t stops being served (see points).
 func (c *Cache) unusableAt(t *Token) time.Time {
-	leeway := c.opts.Leeway
-	if l := lifetime(t); l > 0 && leeway > l/10 {
-		leeway = l / 10
-	}
-	return t.Expiry.Add(-leeway)
+	_, u := c.points(t)
+	return u
 }
 
-// refreshPoint is when t turns stale in this process: RefreshBefore before expiry
-// (capped at half its lifetime), minus a per-process jitter of up to a tenth of that
-// window, so a fleet does not wake at once.
+// refreshPoint is when t turns stale in this process (see points).
 func (c *Cache) refreshPoint(t *Token) time.Time {
-	window := c.opts.RefreshBefore
-	if l := lifetime(t); l > 0 && window > l/2 {
-		window = l / 2
-	}
-	span := uint64(window / 10)
-	if span == 0 {
-		return t.Expiry.Add(-window)
-	}
-	// splitmix64 of seed and version: fixed for one token in one process.
-	z := c.seed + uint64(t.Version)*0x9e3779b97f4a7c15
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	z ^= z >> 31
-	return t.Expiry.Add(-window - time.Duration(z%span))
+	s, _ := c.points(t)
+	return s
 }
 
 func earliest(a, b time.Time) time.Time {

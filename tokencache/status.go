@@ -41,7 +41,7 @@ func (c *Cache) Status(ctx context.Context, user string) (Status, error) {
 		return Status{}, err
 	}
 	st := Status{User: user, State: StateMissing}
-	raw, err := c.opts.Redis.Get(ctx, c.store.recordKey(user)).Bytes()
+	raw, err := c.opts.Redis.Get(ctx, c.store.recordKey(user)).Result()
 	if errors.Is(err, redis.Nil) {
 		return st, nil
 	}

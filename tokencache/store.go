@@ -44,22 +44,32 @@ func (s *store) leaseKey(user string) string  { return s.prefix + ":{" + user + 
 // cannot be used is reported with errCorrupt or ErrRecordFormat alongside its base, so
 // the caller can treat it as a miss and replace it (or leave it, for another format).
 func (s *store) get(ctx context.Context, user string) (t *Token, base int64, err error) {
-	raw, err := s.rdb.Get(ctx, s.recordKey(user)).Bytes()
+	return s.getAt(ctx, user, time.Now())
+}
+
+// getAt is get, judging the version's range at now (the time of the read, give or take
+// its round trip).
+func (s *store) getAt(ctx context.Context, user string, now time.Time) (t *Token, base int64, err error) {
+	raw, err := s.rdb.Get(ctx, s.recordKey(user)).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, 0, nil
 	}
 	if err != nil {
 		return nil, 0, redisErr("read token of "+user, err)
 	}
-	return s.parse(user, raw)
+	return s.parseAt(user, &raw, now)
 }
 
 // parse is get's answer for a stored value (nil: none stored).
-func (s *store) parse(user string, raw []byte) (t *Token, base int64, err error) {
+func (s *store) parse(user string, raw *string) (t *Token, base int64, err error) {
+	return s.parseAt(user, raw, time.Now())
+}
+
+func (s *store) parseAt(user string, raw *string, now time.Time) (t *Token, base int64, err error) {
 	if raw == nil {
 		return nil, 0, nil
 	}
-	p := parseRecord(raw, time.Now())
+	p := parseRecord(*raw, now)
 	if p.err != nil {
 		return nil, p.base, fmt.Errorf("%s: %w", s.recordKey(user), p.err)
 	}
@@ -84,11 +94,11 @@ func (s *store) acquire(ctx context.Context, user string, ttl time.Duration) (l 
 	if ok {
 		left, ok = res[0].(int64)
 	}
-	var raw []byte
+	var raw *string
 	if ok && len(res) == 2 && res[1] != nil {
 		var str string
 		str, ok = res[1].(string)
-		raw = []byte(str)
+		raw = &str
 	}
 	if !ok || len(res) > 2 {
 		return nil, 0, nil, 0, fmt.Errorf("tokencache: acquire refresh lease of %s: unexpected script reply of %d values", user, len(res))
@@ -187,9 +197,9 @@ func (s *store) run(ctx context.Context, user, base string, t *Token, by, same s
 		msg, _ := res[2].(string)
 		return outcome{written: true, version: v}, &unannouncedError{user: user, version: v, reason: msg}
 	case (code == 0 || code == 2) && len(res) == 3:
-		var raw []byte
+		var raw *string
 		if str, ok := res[2].(string); ok {
-			raw = []byte(str)
+			raw = &str
 		}
 		o := outcome{version: v, same: code == 2}
 		o.stored, _, o.storedErr = s.parse(user, raw)

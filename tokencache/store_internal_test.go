@@ -2,6 +2,7 @@ package tokencache
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -166,7 +167,7 @@ func TestAcquireReadsTheRecordWithTheLease(t *testing.T) {
 
 func TestRecordRoundTrip(t *testing.T) {
 	in := &Token{AccessToken: `a"b\c`, MDAccessToken: "md é", Expiry: time.UnixMilli(1760789707000), ObtainedAt: time.UnixMilli(1760784307000)}
-	raw := []byte("v1:42:" + encodeBody(in, "login"))
+	raw := "v1:42:" + encodeBody(in, "login")
 	p := parseRecord(raw, in.ObtainedAt)
 	require.NoError(t, p.err)
 	out := p.tok
@@ -222,7 +223,7 @@ func FuzzParseRecord(f *testing.F) {
 	f.Add([]byte(`v1:7:{"a":"x\ud800","e":1}`))
 	f.Add([]byte(`garbage`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		p := parseRecord(raw, now)
+		p := parseRecord(string(raw), now)
 		if want := luaBase(raw); strconv.FormatInt(p.base, 10) != want && !errors.Is(p.err, ErrRecordFormat) {
 			t.Fatalf("Go reads base %d, set.lua %s", p.base, want)
 		}
@@ -231,9 +232,9 @@ func FuzzParseRecord(f *testing.F) {
 				t.Fatal("a token with an error")
 			}
 			body := raw
-			if _, b, ok := parseHeader(raw); ok {
-				body = b // the header (format and version) may be named
-			} else if otherFormat(raw) && len(raw) > 8 {
+			if _, b, ok := parseHeader(string(raw)); ok {
+				body = []byte(b) // the header (format and version) may be named
+			} else if otherFormat(string(raw)) && len(raw) > 8 {
 				body = raw[8:] // as much of another format's header as the error shows
 			}
 			if w := quoted(p.err.Error(), body); w != "" {
@@ -244,7 +245,7 @@ func FuzzParseRecord(f *testing.F) {
 		if p.tok.Version != p.base || p.tok.AccessToken == "" || !utf8.ValidString(p.tok.AccessToken) {
 			t.Fatalf("accepted an invalid record: %v", p.tok)
 		}
-		again := parseRecord([]byte(fmt.Sprintf("v1:%d:%s", p.tok.Version, encodeBody(p.tok, p.by))), now)
+		again := parseRecord(fmt.Sprintf("v1:%d:%s", p.tok.Version, encodeBody(p.tok, p.by)), now)
 		if again.err != nil || *again.tok != *p.tok {
 			t.Fatalf("re-encoded record reads differently: %v", again.err)
 		}
@@ -403,4 +404,58 @@ func TestRefreshPointAndLeeway(t *testing.T) {
 	c.seed = 1
 	assert.Equal(t, c.refreshPoint(long), c.refreshPoint(long))
 	assert.NotEqual(t, c.refreshPoint(long), c2.refreshPoint(long))
+}
+
+// FuzzDecodeBody: the miss path's parser accepts only bodies encoding/json reads the
+// same way, and reads them the same way; encodeBody's output is always accepted.
+func FuzzDecodeBody(f *testing.F) {
+	f.Add(encodeBody(&Token{AccessToken: "eyJ.a", MDAccessToken: "md", Expiry: time.UnixMilli(1760789707000), ObtainedAt: time.UnixMilli(1)}, "login"))
+	f.Add(encodeBody(&Token{AccessToken: `a"b<&>é`, Expiry: time.UnixMilli(1)}, ""))
+	f.Add(`{"a":"x","e":1,"o":-62135596800000,"by":"set"}`)
+	f.Add(`{"a":"x","A":"EVIL","e":1,"o":1}`)
+	f.Add(`{"a":"x","e":01,"o":1}`)
+	f.Add(`{"a":"x\u0041","e":1,"o":1}`)
+	f.Fuzz(func(t *testing.T, body string) {
+		r, ok := decodeBody(body)
+		if !ok {
+			return
+		}
+		var want record
+		if err := json.Unmarshal([]byte(body), &want); err != nil {
+			t.Fatalf("decodeBody accepted %q, encoding/json refuses it: %v", body, err)
+		}
+		if r != want {
+			t.Fatalf("decodeBody read %q as %+v, encoding/json as %+v", body, r, want)
+		}
+	})
+}
+
+func TestDecodeBodyReadsWhatEncodeBodyWrites(t *testing.T) {
+	for _, tok := range []*Token{
+		{AccessToken: "eyJ.a-_~+/=", MDAccessToken: "md", Expiry: time.UnixMilli(1760789707000), ObtainedAt: time.UnixMilli(1760784307000)},
+		{AccessToken: "x", Expiry: time.UnixMilli(1)},
+		{AccessToken: "ünïcödé", Expiry: time.UnixMilli(1), ObtainedAt: time.UnixMilli(-1)},
+	} {
+		for _, by := range []string{"", "login", "renew", "set", "reseed", "other"} {
+			body := encodeBody(tok, by)
+			r, ok := decodeBody(body)
+			require.True(t, ok, body)
+			assert.Equal(t, tok.AccessToken, r.Access)
+			assert.Equal(t, tok.MDAccessToken, r.MD)
+			assert.Equal(t, tok.Expiry.UnixMilli(), r.Expiry)
+			assert.Equal(t, tok.ObtainedAt.UnixMilli(), r.ObtainedAt)
+			assert.Equal(t, by, r.ObtainedBy)
+		}
+	}
+	_, ok := decodeBody(encodeBody(&Token{AccessToken: `a"b`, Expiry: time.UnixMilli(1)}, ""))
+	assert.False(t, ok, "a body that needs unescaping is left to encoding/json")
+}
+
+func TestHasControl(t *testing.T) {
+	for _, s := range []string{"", "a", "abcdefgh", "abcdefghijklmnopq", "é\u00a0\u2028~\x7f", strings.Repeat("x", 215)} {
+		assert.False(t, hasControl(s), "%q", s)
+	}
+	for _, s := range []string{"\x00", "\x1f", "abcdefg\n", "abcdefgh\tijkl", strings.Repeat("x", 214) + "\r", "\x01" + strings.Repeat("y", 20)} {
+		assert.True(t, hasControl(s), "%q", s)
+	}
 }
