@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-
-	"github.com/brokertoken/brokertoken/tokencache"
 )
 
 // Websocket endpoints. The trading socket is authorized with a token's AccessToken, the
@@ -198,28 +196,6 @@ func malformedFrame(data []byte, format string, args ...any) error {
 	return fmt.Errorf("%w: %s (%d bytes)", ErrMalformedFrame, fmt.Sprintf(format, args...), len(data))
 }
 
-// Request is a request frame a client sends: "op\nid\nquery\nbody".
-type Request struct {
-	// Op is the operation, e.g. "authorize", "md/subscribeQuote", "md/getChart".
-	Op string
-	// ID numbers the request; the response carries it back. Authorize uses 0.
-	ID int64
-	// Query is the URL-style query, usually empty.
-	Query string
-	// Body is the request's body: JSON for most operations, the bare token for
-	// authorize.
-	Body string
-}
-
-// String shows the request without an authorize frame's token.
-func (r Request) String() string {
-	body := r.Body
-	if r.Op == "authorize" {
-		body = tokencache.Redact(body)
-	}
-	return fmt.Sprintf("%s id=%d query=%q body=%s", r.Op, r.ID, r.Query, body)
-}
-
 // AuthorizeFrame returns the frame that authorizes a socket, "authorize\n0\n\n<token>",
 // sent right after the server's `o` frame. Use a token's MDAccessToken on the
 // market-data socket and its AccessToken on the trading socket. The server answers with
@@ -244,44 +220,4 @@ func RequestFrame(op string, id int64, query, body string) ([]byte, error) {
 		return nil, errors.New("tradovate: request frame: negative id")
 	}
 	return []byte(op + "\n" + strconv.FormatInt(id, 10) + "\n" + query + "\n" + body), nil
-}
-
-// ParseRequest parses a request frame, the inverse of [RequestFrame]; servers and test
-// fakes use it. Errors wrap [ErrMalformedFrame]. A heartbeat ([HeartbeatFrame]) is not a
-// request.
-func ParseRequest(data []byte) (Request, error) {
-	parts := strings.SplitN(string(data), "\n", 4)
-	if len(parts) != 4 {
-		return Request{}, malformedFrame(data, "request has %d of its 4 newline-separated parts", len(parts))
-	}
-	r := Request{Op: parts[0], Query: parts[2], Body: parts[3]}
-	if r.Op == "" || strings.ContainsRune(r.Op, '\r') || strings.ContainsRune(r.Query, '\r') {
-		return Request{}, malformedFrame(data, "empty or invalid operation")
-	}
-	id, err := strconv.ParseInt(parts[1], 10, 64)
-	if err != nil || id < 0 || strconv.FormatInt(id, 10) != parts[1] {
-		return Request{}, malformedFrame(data, "request id is not a non-negative integer")
-	}
-	r.ID = id
-	return r, nil
-}
-
-// DataFrame returns the data frame `a[...]` holding msgs, as a server sends it; test
-// fakes use it.
-func DataFrame(msgs ...Message) ([]byte, error) {
-	if msgs == nil {
-		msgs = []Message{}
-	}
-	b, err := json.Marshal(msgs)
-	if err != nil {
-		return nil, fmt.Errorf("tradovate: data frame: %w", err)
-	}
-	return append([]byte{byte(FrameData)}, b...), nil
-}
-
-// CloseFrame returns the close frame `c[code,"reason"]`, as a server sends it before
-// closing a socket; test fakes use it.
-func CloseFrame(code int, reason string) []byte {
-	r, _ := json.Marshal(reason) // a string always marshals
-	return []byte("c[" + strconv.Itoa(code) + "," + string(r) + "]")
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +9,8 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/brokertoken/brokertoken/tokencache"
 )
@@ -81,7 +82,11 @@ func cmdDecode(args []string, asJSON bool, stdin io.Reader, stdout io.Writer, no
 	return err
 }
 
-// decodeJWT splits and decodes a JWT without verifying it.
+// jwtParser reads JWTs without verifying them (decode holds no key): golang-jwt's
+// segment decoding and claim types, numbers kept exact.
+var jwtParser = jwt.NewParser(jwt.WithPaddingAllowed(), jwt.WithJSONNumber())
+
+// decodeJWT decodes a JWT without verifying it.
 func decodeJWT(raw string, now time.Time) (*decoded, error) {
 	raw = strings.TrimSpace(raw)
 	if len(raw) > 7 && strings.EqualFold(raw[:7], "bearer ") {
@@ -102,25 +107,30 @@ func decodeJWT(raw string, now time.Time) (*decoded, error) {
 	if d.Claims, err = segment(parts[1], "claims"); err != nil {
 		return nil, err
 	}
-	var claims map[string]any
-	dec := json.NewDecoder(bytes.NewReader(d.Claims))
-	dec.UseNumber()
-	_ = dec.Decode(&claims) // an object: segment checked it
+	// Both segments are JSON objects: the only error left is an unknown or missing
+	// algorithm, which does not matter when nothing is verified.
+	tok, _, err := jwtParser.ParseUnverified(raw, jwt.MapClaims{})
+	if err != nil && !errors.Is(err, jwt.ErrTokenUnverifiable) {
+		return nil, fmt.Errorf("not a JWT: %w", err)
+	}
+	claims := tok.Claims.(jwt.MapClaims)
 	for _, c := range []struct {
 		name string
+		get  func() (*jwt.NumericDate, error)
 		dst  **time.Time
-	}{{"exp", &d.ExpiresAt}, {"iat", &d.IssuedAt}, {"nbf", &d.NotBefore}} {
-		n, ok := claims[c.name].(json.Number)
-		if !ok {
-			continue
-		}
-		f, err := n.Float64()
-		if err != nil || math.IsInf(f, 0) || f < 0 || f > 1e11 {
+	}{
+		{"exp", claims.GetExpirationTime, &d.ExpiresAt},
+		{"iat", claims.GetIssuedAt, &d.IssuedAt},
+		{"nbf", claims.GetNotBefore, &d.NotBefore},
+	} {
+		nd, err := c.get()
+		if err != nil || nd != nil && (nd.Unix() < 0 || nd.Unix() > 1e11) {
 			return nil, fmt.Errorf("claim %q is not a time in Unix seconds", c.name)
 		}
-		sec, frac := math.Modf(f)
-		t := time.Unix(int64(sec), int64(frac*1e9)).UTC()
-		*c.dst = &t
+		if nd != nil {
+			t := nd.UTC()
+			*c.dst = &t
+		}
 	}
 	if d.ExpiresAt != nil {
 		secs := math.Round(d.ExpiresAt.Sub(now).Seconds())
@@ -131,7 +141,7 @@ func decodeJWT(raw string, now time.Time) (*decoded, error) {
 
 // segment decodes one base64url part of a JWT that must hold a JSON object.
 func segment(s, name string) (json.RawMessage, error) {
-	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+	b, err := jwtParser.DecodeSegment(s)
 	if err != nil {
 		return nil, fmt.Errorf("not a JWT: the %s is not base64url", name)
 	}

@@ -30,6 +30,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/brokertoken/brokertoken/internal/tradovatews"
 	"github.com/brokertoken/brokertoken/tradovate"
 )
 
@@ -66,7 +67,7 @@ type Message struct {
 	Conn      int       // connection number, from 1
 	Time      time.Time // when it arrived
 	Heartbeat bool      // the frame was `[]`
-	Request   tradovate.Request
+	Request   tradovatews.Request
 	Err       error // the frame did not parse as a request (Request is zero)
 }
 
@@ -233,7 +234,7 @@ func (s *Server) read(ctx context.Context, c *conn) {
 			s.record(msg)
 			continue
 		}
-		msg.Request, msg.Err = tradovate.ParseRequest(data)
+		msg.Request, msg.Err = tradovatews.ParseRequest(data)
 		s.record(msg)
 		if msg.Err != nil {
 			continue // Tradovate ignores what it cannot parse
@@ -251,7 +252,7 @@ func (s *Server) record(m Message) {
 }
 
 // answer handles one request.
-func (s *Server) answer(ctx context.Context, c *conn, r tradovate.Request) error {
+func (s *Server) answer(ctx context.Context, c *conn, r tradovatews.Request) error {
 	if r.Op == "authorize" {
 		ok := s.opts.Valid(r.Body)
 		s.mu.Lock()
@@ -354,7 +355,7 @@ func (s *Server) tick(ctx context.Context, c *conn) {
 			c.mu.Unlock()
 			if token != "" && !s.opts.Valid(token) {
 				const reason = "Access token revoked"
-				_ = c.ws.Write(ctx, websocket.MessageText, tradovate.CloseFrame(CloseRevoked, reason))
+				_ = c.ws.Write(ctx, websocket.MessageText, tradovatews.CloseFrame(CloseRevoked, reason))
 				_ = c.ws.Close(websocket.StatusCode(CloseRevoked), reason)
 				return
 			}
@@ -391,7 +392,7 @@ func (c *conn) sendQuotes(ctx context.Context) error {
 
 // send writes msgs as one data frame.
 func (c *conn) send(ctx context.Context, msgs ...tradovate.Message) error {
-	b, err := tradovate.DataFrame(msgs...)
+	b, err := tradovatews.DataFrame(msgs...)
 	if err != nil {
 		return fmt.Errorf("wsfake: %w", err)
 	}
