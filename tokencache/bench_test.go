@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2"
 
+	"github.com/brokertoken/brokertoken/internal/procstat"
 	"github.com/brokertoken/brokertoken/internal/testutil"
 	"github.com/brokertoken/brokertoken/tokencache"
 )
@@ -201,19 +202,19 @@ func BenchmarkColdAccountVsGET(b *testing.B) {
 		getBytes += m1.TotalAlloc - m0.TotalAlloc
 		missBytes += m2.TotalAlloc - m1.TotalAlloc
 	}
-	cpu0 := processCPU()
+	cpu0 := procstat.CPU()
 	for _, u := range timed {
 		if _, err := rdb.Get(ctx, key(u)).Result(); err != nil {
 			b.Fatal(err)
 		}
 	}
-	cpu1 := processCPU()
+	cpu1 := procstat.CPU()
 	for _, u := range timed {
 		if _, err := c.Token(ctx, u); err != nil {
 			b.Fatal(err)
 		}
 	}
-	cpu2 := processCPU()
+	cpu2 := procstat.CPU()
 	b.StopTimer()
 	if len(paired) == 0 {
 		return // the first, one-iteration run

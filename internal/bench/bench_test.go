@@ -29,7 +29,7 @@ func TestQuick(t *testing.T) {
 	var buf bytes.Buffer
 	printTable(&buf, res.rows)
 	t.Log("\n" + buf.String())
-	for _, item := range []string{"1", "2", "3", "4", "5", "6", "7", "8/3", "8/4", "8/5"} {
+	for _, item := range []string{"1", "2", "3", "3b", "4", "5", "6", "7", "8/3", "8/3b", "8/4", "8/5"} {
 		found := false
 		for _, r := range res.rows {
 			found = found || r.item == item

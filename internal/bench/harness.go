@@ -35,6 +35,7 @@ type config struct {
 	latency        time.Duration // herd broker latency
 	changes        int           // invalidation changes
 	misses         int           // L1 misses
+	coldAccounts   int           // item 3b: accounts a long-lived cache reads for the first time
 	users          int           // item 7
 	hitDur         time.Duration // one hit measurement
 	hitReps        int           // hit measurements (median)
@@ -46,11 +47,11 @@ type config struct {
 func defaultConfig(quick bool) config {
 	if quick {
 		return config{quick: true, cluster: true, procs: 2, goroutines: 5, latency: 100 * time.Millisecond,
-			changes: 20, misses: 200, users: 200, hitDur: 10 * time.Millisecond, hitReps: 1, log: io.Discard,
+			changes: 20, misses: 200, coldAccounts: 200, users: 200, hitDur: 10 * time.Millisecond, hitReps: 1, log: io.Discard,
 			daemonUsers: 20, daemonLifetime: 4 * time.Second}
 	}
 	return config{cluster: true, procs: 20, goroutines: 50, latency: 100 * time.Millisecond,
-		changes: 2000, misses: 5000, users: 10000, hitDur: 300 * time.Millisecond, hitReps: 5, log: io.Discard,
+		changes: 2000, misses: 5000, coldAccounts: 2000, users: 10000, hitDur: 300 * time.Millisecond, hitReps: 5, log: io.Discard,
 		daemonUsers: 1000, daemonLifetime: 20 * time.Second}
 }
 
@@ -135,6 +136,14 @@ func runAll(cfg config) (*results, error) {
 		}
 		r3.item = tag + "3"
 		r3.what += " [" + s.name + "]"
+		cfg.logf("item 3b (%s): cold account", s.name)
+		r3b, err := coldAccount(cfg, s.rs)
+		if err != nil {
+			return nil, fmt.Errorf("cold account (%s): %w", s.name, err)
+		}
+		r3b.item = tag + "3b"
+		r3b.what += " [" + s.name + "]"
+		add(r3b)
 		cfg.logf("item 4 (%s): cross-process invalidation", s.name)
 		r4, err := invalidation(cfg, s.rs, worker)
 		if err != nil {
@@ -384,6 +393,92 @@ func miss(cfg config, rs *redisSet) (row, error) {
 		fmt.Sprintf("bare GET p50 %s p99 %s", fmtDur(g50), fmtDur(pct(get, 0.99))),
 		fmt.Sprintf("p50 %s p99 %s", fmtDur(m50), fmtDur(pct(mis, 0.99))),
 		fmt.Sprintf("%.2fx (p50)", ratio), "<= 1.2x", verdict(ratio <= 1.2)}, nil
+}
+
+// coldAccount measures what a long-lived cache spends beyond a bare GET on an account it
+// reads for the first time (issue 18): a writer stores cfg.coldAccounts users' records,
+// then a cache that has run for a while (subscribed, idle) reads each once. Half the
+// accounts are read in a paired loop, a bare GET of the record then the cache's Token:
+// the median of the pairs' differences is the time the cache adds to the round trip.
+// The other half is read in two passes, every GET then every Token, for the
+// allocations of each. The goal is at most 2 µs and 10 allocations per account beyond
+// the GET's.
+func coldAccount(cfg config, rs *redisSet) (row, error) {
+	ctx := context.Background()
+	prefix := randPrefix()
+	wdb, rdb, bdb := rs.client(), rs.client(), rs.client()
+	defer wdb.Close()
+	defer rdb.Close()
+	defer bdb.Close()
+	w, err := tokencache.New(tokencache.Options{Redis: wdb, Prefix: prefix})
+	if err != nil {
+		return row{}, err
+	}
+	defer w.Close()
+	users := make([]string, cfg.coldAccounts)
+	for i := range users {
+		users[i] = fmt.Sprintf("cold-%d", i)
+		now := time.Now()
+		if _, err := w.Set(ctx, users[i], &tokencache.Token{AccessToken: randToken(64), MDAccessToken: randToken(64),
+			ObtainedAt: now, Expiry: now.Add(time.Hour)}); err != nil {
+			return row{}, err
+		}
+	}
+	c, err := tokencache.New(tokencache.Options{Redis: rdb, Prefix: prefix})
+	if err != nil {
+		return row{}, err
+	}
+	defer c.Close()
+	_ = rdb.Ping(ctx).Err()
+	_ = bdb.Ping(ctx).Err()
+	key := func(u string) string { return prefix + ":{" + u + "}:record" }
+	get := func(u string) error { return bdb.Get(ctx, key(u)).Err() }
+	token := func(u string) error { _, err := c.Token(ctx, u); return err }
+
+	paired, passes := users[:len(users)/2], users[len(users)/2:]
+	getWall := make([]time.Duration, 0, len(paired))
+	missWall := make([]time.Duration, 0, len(paired))
+	extra := make([]time.Duration, 0, len(paired))
+	for _, u := range paired {
+		t0 := time.Now()
+		if err := get(u); err != nil {
+			return row{}, err
+		}
+		t1 := time.Now()
+		if err := token(u); err != nil {
+			return row{}, err
+		}
+		t2 := time.Now()
+		getWall = append(getWall, t1.Sub(t0))
+		missWall = append(missWall, t2.Sub(t1))
+		extra = append(extra, t2.Sub(t1)-t1.Sub(t0))
+	}
+	pass := func(f func(string) error) (allocs, bytes float64, err error) {
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		for _, u := range passes {
+			if err := f(u); err != nil {
+				return 0, 0, err
+			}
+		}
+		runtime.ReadMemStats(&m1)
+		n := float64(len(passes))
+		return float64(m1.Mallocs-m0.Mallocs) / n, float64(m1.TotalAlloc-m0.TotalAlloc) / n, nil
+	}
+	getAllocs, getBytes, err := pass(get)
+	if err != nil {
+		return row{}, err
+	}
+	missAllocs, missBytes, err := pass(token)
+	if err != nil {
+		return row{}, err
+	}
+	g50, m50, e50 := pct(getWall, 0.5), pct(missWall, 0.5), pct(extra, 0.5)
+	return row{"3b", fmt.Sprintf("cold account of a long-lived cache (%d accounts)", len(users)),
+		fmt.Sprintf("bare GET p50 %s, %.1f allocs, %.0f B", fmtDur(g50), getAllocs, getBytes),
+		fmt.Sprintf("p50 %s, %.1f allocs, %.0f B", fmtDur(m50), missAllocs, missBytes),
+		fmt.Sprintf("%.2fx (p50); +%s (p50 of pairs), %+.1f allocs", float64(m50)/float64(g50), fmtDur(e50), missAllocs-getAllocs),
+		"<= +2 µs, <= +10 allocs", verdict(e50 <= 2*time.Microsecond && missAllocs-getAllocs <= 10)}, nil
 }
 
 // ---- workers ----
