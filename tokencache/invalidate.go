@@ -218,7 +218,7 @@ func (c *Cache) invalidate(ctx context.Context, e *entry, bad string) error {
 	c.apply(e, event{kind: evReportedBad, bad: bad}, time.Now())
 	e.mu.Unlock()
 
-	stored, _, err := c.read(ctx, e)
+	stored, _, err := c.read(ctx, e, time.Now())
 	if err != nil {
 		return err
 	}
@@ -323,7 +323,7 @@ func (c *Cache) reported(payload string) {
 		}
 		ctx, cancel := context.WithTimeout(c.base, c.opts.RefreshTimeout)
 		defer cancel()
-		stored, _, err := c.read(ctx, e)
+		stored, _, err := c.read(ctx, e, time.Now())
 		if err != nil || stored == nil || stored.Version != v {
 			return // gone, replaced already, or not a version Redis holds
 		}

@@ -95,7 +95,7 @@ func (c *Cache) SyncLegacy(ctx context.Context, user string) (written bool, err 
 	if err != nil {
 		return false, err
 	}
-	stored, _, err := c.store.get(ctx, user)
+	stored, _, err := c.store.get(ctx, user, time.Now())
 	if err != nil || stored == nil {
 		return false, err
 	}
@@ -162,7 +162,7 @@ func (c *Cache) CheckLegacy(ctx context.Context, user string) (LegacyCheck, erro
 	if err != nil {
 		return LegacyCheck{}, err
 	}
-	stored, _, err := c.store.get(ctx, user)
+	stored, _, err := c.store.get(ctx, user, time.Now())
 	if err != nil {
 		return LegacyCheck{}, err
 	}
@@ -281,7 +281,7 @@ func (c *Cache) legacy(ctx context.Context, user string, t *Token) error {
 				return err
 			}
 		}
-		stored, _, err := c.store.get(ctx, user)
+		stored, _, err := c.store.get(ctx, user, time.Now())
 		if err != nil || stored == nil {
 			return listErr
 		}

@@ -56,14 +56,22 @@ func (c *Cache) token(ctx context.Context, e *entry) (*Token, error) {
 
 // lead runs the refresh of fl for the caller that started it, and reports whether it
 // finished it. The common case, a good token in Redis, is served in the caller's
-// goroutine with one GET: no handoff to another goroutine, no channel. Anything more (an
-// error, a broker call) continues in the background, where the caller's context cannot
-// cancel it for the others; the caller then waits for fl.done.
+// goroutine with one GET: no handoff to another goroutine, no channel; so is a read that
+// Redis failed. Anything more (a lease, a broker call, or a read the caller gave up on)
+// continues in the background, where the caller's context cannot cancel it for the
+// others; the caller then waits for fl.done.
 func (c *Cache) lead(ctx context.Context, e *entry, fl *flight, now time.Time) (finished bool) {
 	snap, err := c.readLatest(ctx, e, now)
 	var first *snapshot
 	now = time.Now() // after the round trip
 	e.mu.Lock()
+	if err != nil && ctx.Err() == nil {
+		// Redis's own answer (unreachable, refused): the refresh would start with the
+		// same read and end with the same error, after go-redis's retries once more.
+		// Only a caller giving up hands the flight to the background.
+		c.done(e, fl, nil, err, now)
+		return true
+	}
 	if err == nil {
 		if c.newer(e, snap.stored, now) {
 			c.apply(e, event{kind: evServed, fl: fl, tok: snap.stored}, now)
@@ -81,7 +89,7 @@ func (c *Cache) lead(ctx context.Context, e *entry, fl *flight, now time.Time) (
 	e.mu.Unlock()
 	if !c.goBackground(func() { c.runDetached(e, fl, first) }) {
 		e.mu.Lock()
-		c.done(e, fl, nil, ErrClosed)
+		c.done(e, fl, nil, ErrClosed, time.Now())
 	}
 	return false
 }
@@ -98,16 +106,12 @@ func (c *Cache) runDetached(e *entry, fl *flight, first *snapshot) {
 	tok, err := c.refresh(ctx, e, first)
 	cancel()
 	e.mu.Lock()
-	c.done(e, fl, tok, err)
+	c.done(e, fl, tok, err, time.Now())
 }
 
-// done records fl's outcome and wakes its waiters, if any. e.mu must be held; done
-// releases it.
-func (c *Cache) done(e *entry, fl *flight, tok *Token, err error) {
-	c.doneAt(e, fl, tok, err, time.Now())
-}
-
-func (c *Cache) doneAt(e *entry, fl *flight, tok *Token, err error, now time.Time) {
+// done records fl's outcome at now and wakes its waiters, if any. e.mu must be held;
+// done releases it.
+func (c *Cache) done(e *entry, fl *flight, tok *Token, err error, now time.Time) {
 	c.apply(e, event{kind: evFlightDone, fl: fl, tok: tok, err: err}, now)
 	ch := fl.done // made under e.mu by whoever waits
 	e.mu.Unlock()
@@ -137,7 +141,7 @@ func (c *Cache) readLatest(ctx context.Context, e *entry, now time.Time) (snapsh
 		snap := snapshot{gen: e.gen} // before the read, so no announcement is missed
 		e.mu.Unlock()
 		var err error
-		if snap.stored, snap.base, err = c.readAt(ctx, e, now); err != nil {
+		if snap.stored, snap.base, err = c.read(ctx, e, now); err != nil {
 			return snap, err
 		}
 		e.mu.Lock()
@@ -324,15 +328,11 @@ func (c *Cache) heard(e *entry, stored *Token) *Token {
 	return t
 }
 
-// read returns the user's stored token. A corrupt record reads as a miss (logged once
-// per record), with the base version that replaces it.
-func (c *Cache) read(ctx context.Context, e *entry) (*Token, int64, error) {
-	return c.readAt(ctx, e, time.Now())
-}
-
-// readAt is read, at now (the time of the read, give or take its round trip).
-func (c *Cache) readAt(ctx context.Context, e *entry, now time.Time) (*Token, int64, error) {
-	stored, base, err := c.store.getAt(ctx, e.user, now)
+// read returns the user's stored token, read at now (give or take the round trip). A
+// corrupt record reads as a miss (logged once per record), with the base version that
+// replaces it.
+func (c *Cache) read(ctx context.Context, e *entry, now time.Time) (*Token, int64, error) {
+	stored, base, err := c.store.get(ctx, e.user, now)
 	return c.readable(e, stored, base, err)
 }
 

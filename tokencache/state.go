@@ -57,7 +57,9 @@ import (
 // may be served with no check, and a timer clears it at the next point where something
 // must be looked at (refresh point, expiry leeway, MaxStaleness, retry time).
 //
-// Locking: e.mu guards every field but user and fresh's cell, which the hot path reads
+// Locking: every function of this file that takes an entry runs with e.mu held, and
+// checks it with held in race-enabled builds (CI runs every test so): the rule is
+// enforced, not only agreed. e.mu guards every field but user and fresh's cell, which the hot path reads
 // with one atomic load and no lock, and at and slot, which the cache's timers also guard
 // (see timers.go). Code holding e.mu does no I/O, takes no other lock
 // but the cache's life lock (to start background work), and only sends on Watch
@@ -146,6 +148,7 @@ const (
 
 // phase derives e's phase at now. e.mu must be held.
 func (c *Cache) phase(e *entry, now time.Time) phase {
+	e.held()
 	switch {
 	case c.servable(e, now) && c.due(e, now):
 		return phaseDue
@@ -191,6 +194,7 @@ func (c *Cache) state(t *Token, now time.Time) tokenState {
 // except that a token holding a reported-bad token is invalid, and a read-only cache,
 // which never refreshes, serves a stale token as fresh. e.mu must be held.
 func (c *Cache) judge(e *entry, t *Token, now time.Time) tokenState {
+	e.held()
 	s := c.state(t, now)
 	switch {
 	case s == invalid || e.isBad(t):
@@ -204,6 +208,7 @@ func (c *Cache) judge(e *entry, t *Token, now time.Time) tokenState {
 // servable reports whether tok may be served without reading Redis: it is valid and
 // Redis confirmed it since the last announcement or resubscription. e.mu must be held.
 func (c *Cache) servable(e *entry, now time.Time) bool {
+	e.held()
 	return c.judge(e, e.tok, now) != invalid && !e.confirmed.IsZero()
 }
 
@@ -211,6 +216,7 @@ func (c *Cache) servable(e *entry, now time.Time) bool {
 // backoff is over, and either Redis has not confirmed it for MaxStaleness or a writer
 // reached its refresh point. e.mu must be held.
 func (c *Cache) due(e *entry, now time.Time) bool {
+	e.held()
 	if now.Before(e.retryAt) {
 		return false
 	}
@@ -220,6 +226,7 @@ func (c *Cache) due(e *entry, now time.Time) bool {
 // newer reports whether stored, just read from Redis, may replace what the entry holds
 // and be served as it is: fresh to this cache, and not older than tok. e.mu must be held.
 func (c *Cache) newer(e *entry, stored *Token, now time.Time) bool {
+	e.held()
 	return c.judge(e, stored, now) == fresh && (e.tok == nil || stored.Version >= e.tok.Version)
 }
 
@@ -274,6 +281,7 @@ type result struct {
 // the hot path and the timer. It may start background work (a refresh, a peek) but does
 // no I/O itself. e.mu must be held.
 func (c *Cache) apply(e *entry, ev event, now time.Time) (out result) {
+	e.held()
 	switch ev.kind {
 	case evWant:
 		out = c.want(e, now)
@@ -611,6 +619,7 @@ func earliest(a, b time.Time) time.Time {
 // isBad reports whether t's access or market-data token was reported bad. e.mu must be
 // held.
 func (e *entry) isBad(t *Token) bool {
+	e.held()
 	for _, b := range e.bad {
 		if b == t.AccessToken || b == t.MDAccessToken {
 			return true
@@ -621,6 +630,7 @@ func (e *entry) isBad(t *Token) bool {
 
 // isBadAccess reports whether t's access token was reported bad. e.mu must be held.
 func (e *entry) isBadAccess(t *Token) bool {
+	e.held()
 	for _, b := range e.bad {
 		if b == t.AccessToken {
 			return true
@@ -656,6 +666,7 @@ func (e *entry) unmarkBad(t *Token) {
 
 // signal wakes everything waiting for this user's token to change. e.mu must be held.
 func (e *entry) signal() {
+	e.held()
 	e.gen++
 	if e.changed != nil {
 		close(e.changed)
@@ -669,6 +680,7 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 // changedSince returns a channel closed at the first signal after generation gen
 // (already closed if there was one). e.mu must be held.
 func (e *entry) changedSince(gen uint32) <-chan struct{} {
+	e.held()
 	if e.gen != gen {
 		return closedChan
 	}
@@ -676,4 +688,15 @@ func (e *entry) changedSince(gen uint32) <-chan struct{} {
 		e.changed = make(chan struct{})
 	}
 	return e.changed
+}
+
+// held panics when e.mu is not held, in race-enabled builds (checkLocks). TryLock
+// succeeding means nobody held it; it cannot tell the caller from another goroutine,
+// so it catches a forgotten lock whenever the entry is otherwise idle, as it is in
+// most tests.
+func (e *entry) held() {
+	if checkLocks && e.mu.TryLock() {
+		e.mu.Unlock()
+		panic("tokencache: the state of " + e.user + "'s entry used without e.mu held")
+	}
 }

@@ -2,20 +2,34 @@ package tokencache
 
 import (
 	"context"
+	"crypto/rand"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
+// The scripts that write the record and hold the lease (docs/architecture.md lists
+// them).
 var (
 	//go:embed scripts/set.lua
 	setLua    string
 	setScript = redis.NewScript(setLua)
+	//go:embed scripts/acquire.lua
+	acquireLua    string
+	acquireScript = redis.NewScript(acquireLua)
+	//go:embed scripts/extend.lua
+	extendLua    string
+	extendScript = redis.NewScript(extendLua)
+	//go:embed scripts/release.lua
+	releaseLua    string
+	releaseScript = redis.NewScript(releaseLua)
 )
 
 // graceTTL is how long a record outlives its token's expiry in Redis, so a reader can
@@ -43,13 +57,9 @@ func (s *store) leaseKey(user string) string  { return s.prefix + ":{" + user + 
 // compare-and-set replacing it must name (0 when nothing is stored). A record that
 // cannot be used is reported with errCorrupt or ErrRecordFormat alongside its base, so
 // the caller can treat it as a miss and replace it (or leave it, for another format).
-func (s *store) get(ctx context.Context, user string) (t *Token, base int64, err error) {
-	return s.getAt(ctx, user, time.Now())
-}
-
-// getAt is get, judging the version's range at now (the time of the read, give or take
-// its round trip).
-func (s *store) getAt(ctx context.Context, user string, now time.Time) (t *Token, base int64, err error) {
+// The version's range is judged at now (the time of the read, give or take its round
+// trip).
+func (s *store) get(ctx context.Context, user string, now time.Time) (t *Token, base int64, err error) {
 	raw, err := s.rdb.Get(ctx, s.recordKey(user)).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, 0, nil
@@ -57,15 +67,11 @@ func (s *store) getAt(ctx context.Context, user string, now time.Time) (t *Token
 	if err != nil {
 		return nil, 0, redisErr("read token of "+user, err)
 	}
-	return s.parseAt(user, &raw, now)
+	return s.parse(user, &raw, now)
 }
 
-// parse is get's answer for a stored value (nil: none stored).
-func (s *store) parse(user string, raw *string) (t *Token, base int64, err error) {
-	return s.parseAt(user, raw, time.Now())
-}
-
-func (s *store) parseAt(user string, raw *string, now time.Time) (t *Token, base int64, err error) {
+// parse is get's answer for a stored value (nil: none stored), judged at now.
+func (s *store) parse(user string, raw *string, now time.Time) (t *Token, base int64, err error) {
 	if raw == nil {
 		return nil, 0, nil
 	}
@@ -103,7 +109,7 @@ func (s *store) acquire(ctx context.Context, user string, ttl time.Duration) (l 
 	if !ok || len(res) > 2 {
 		return nil, 0, nil, 0, fmt.Errorf("tokencache: acquire refresh lease of %s: unexpected script reply of %d values", user, len(res))
 	}
-	t, base, err = s.parse(user, raw)
+	t, base, err = s.parse(user, raw, time.Now())
 	if left > 0 {
 		return nil, time.Duration(left) * time.Millisecond, t, base, err
 	}
@@ -202,7 +208,7 @@ func (s *store) run(ctx context.Context, user, base string, t *Token, by, same s
 			raw = &str
 		}
 		o := outcome{version: v, same: code == 2}
-		o.stored, _, o.storedErr = s.parse(user, raw)
+		o.stored, _, o.storedErr = s.parse(user, raw, time.Now())
 		return o, nil
 	}
 	return outcome{}, bad
@@ -241,4 +247,60 @@ func unavailableReply(msg string) bool {
 		}
 	}
 	return false
+}
+
+// lease is a held refresh lease: while it is held, no other process refreshes the user.
+// It is extended in the background until released, so a slow broker does not let a
+// second process in, while a crashed holder stops extending and is replaced after ttl.
+type lease struct {
+	rdb   redis.UniversalClient
+	key   string
+	owner string
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+// newOwner returns a random lease owner value, unique per attempt.
+func newOwner() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// newLease starts extending a lease just taken by owner (see store.acquire).
+func newLease(rdb redis.UniversalClient, key, owner string, ttl time.Duration) *lease {
+	l := &lease{rdb: rdb, key: key, owner: owner, stop: make(chan struct{})}
+	l.wg.Add(1)
+	go l.extend(ttl)
+	return l
+}
+
+// extend pushes the lease's expiry out every third of its TTL until release.
+func (l *lease) extend(ttl time.Duration) {
+	defer l.wg.Done()
+	tick := time.NewTicker(ttl / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-tick.C:
+			ctx, cancel := context.WithTimeout(context.Background(), ttl/3)
+			held, err := extendScript.Run(ctx, l.rdb, []string{l.key}, l.owner, ttl.Milliseconds()).Int64()
+			cancel()
+			if err == nil && held == 0 {
+				return // lost (expired while we were paused): the version check guards our write
+			}
+		}
+	}
+}
+
+// release stops extending and deletes the lease if this holder still owns it. It uses
+// its own short context: a lease must be freed even when the refresh was cancelled.
+func (l *lease) release() {
+	close(l.stop)
+	l.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = releaseScript.Run(ctx, l.rdb, []string{l.key}, l.owner).Err()
 }

@@ -56,7 +56,7 @@ func TestOlderVersionNeverReplacesNewer(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, late.written)
 
-	got, base, err := s.get(ctx, user)
+	got, base, err := s.get(ctx, user, time.Now())
 	require.NoError(t, err)
 	assert.Equal(t, "two", got.AccessToken)
 	assert.Equal(t, o2.version, base)
@@ -98,14 +98,14 @@ func TestCorruptRecordIsAMissAndIsReplaced(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			user := srv.Name(strings.ReplaceAll(name, " ", "-"))
 			require.NoError(t, s.rdb.Set(ctx, s.recordKey(user), raw, time.Hour).Err())
-			_, base, err := s.get(ctx, user)
+			_, base, err := s.get(ctx, user, time.Now())
 			require.ErrorIs(t, err, errCorrupt)
 			assert.NotContains(t, err.Error(), `"x`, "the error never quotes the record")
 			o, err := s.write(ctx, user, base, &Token{AccessToken: "good", Expiry: time.Now().Add(time.Hour)}, "login")
 			require.NoError(t, err)
 			require.True(t, o.written, "the corrupt record is replaced: Lua and Go read the same base")
 			assert.LessOrEqual(t, o.version, time.Now().Add(time.Minute).UnixMicro(), "counted from the clock, not the corrupt version")
-			got, _, err := s.get(ctx, user)
+			got, _, err := s.get(ctx, user, time.Now())
 			require.NoError(t, err)
 			assert.Equal(t, "good", got.AccessToken)
 		})
@@ -118,7 +118,7 @@ func TestRecordOfAnotherFormatIsNeitherServedNorReplaced(t *testing.T) {
 	user := srv.Name("U")
 	raw := `v2:1:{"whatever":"a newer writer stores"}`
 	require.NoError(t, s.rdb.Set(ctx, s.recordKey(user), raw, time.Hour).Err())
-	_, _, err := s.get(ctx, user)
+	_, _, err := s.get(ctx, user, time.Now())
 	require.ErrorIs(t, err, ErrRecordFormat)
 	for _, base := range []int64{0, 1} {
 		_, err = s.write(ctx, user, base, tokenFor("mine"), "login")
@@ -294,7 +294,7 @@ func TestLuaAndGoAgreeOnEveryRecord(t *testing.T) {
 		}
 		user := srv.Name(fmt.Sprint("U", i))
 		require.NoError(t, s.rdb.Set(ctx, s.recordKey(user), raw, time.Hour).Err())
-		_, base, err := s.get(ctx, user)
+		_, base, err := s.get(ctx, user, time.Now())
 		if errors.Is(err, ErrRecordFormat) {
 			_, werr := s.write(ctx, user, base, tokenFor("new"), "login")
 			require.ErrorIs(t, werr, ErrRecordFormat, "%q: Go and Lua both see another format", raw)

@@ -50,6 +50,7 @@ func (c *Cache) Watch(ctx context.Context, account string) <-chan *Token {
 // notify sends t to every watcher that has not seen it, replacing an unread older token.
 // e.mu must be held: it serialises the sends and the close.
 func (c *Cache) notify(e *entry, t *Token) {
+	e.held()
 	for w := range e.watchers {
 		if t.Version <= w.since {
 			continue
