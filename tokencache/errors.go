@@ -25,6 +25,12 @@ var (
 	// ErrTokenRejected is what a Renewer wraps when the broker no longer accepts the
 	// current token; the cache then logs in instead of renewing.
 	ErrTokenRejected = errors.New("tokencache: token rejected by broker")
+	// ErrRenewalNotDue is what a Renewer wraps when renewing now would gain nothing (Kite
+	// expires every token at the same morning time, however recently renewed). It is
+	// no failure: the cache keeps serving the current token, logs it at debug level
+	// only, calls no RefreshFailed hook, and asks again once the token turns unusable
+	// (then with Login) or after RetryMax, whichever comes first.
+	ErrRenewalNotDue = errors.New("tokencache: renewal not due")
 )
 
 // RefreshError reports that obtaining a new token from the broker failed. Err is the

@@ -1,6 +1,7 @@
 package tokencache_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -181,6 +182,24 @@ func testLogger(t testing.TB) *slog.Logger {
 }
 
 type tlogWriter struct{ t testing.TB }
+
+// syncBuffer is a bytes.Buffer that a logger and a test may use at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
 
 func (w tlogWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))

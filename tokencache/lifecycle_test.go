@@ -3,8 +3,11 @@ package tokencache_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -164,6 +167,47 @@ func TestFailedRefreshKeepsServingValidTokenAndBacksOff(t *testing.T) {
 		require.ErrorIs(t, err, down)
 	}
 	assert.LessOrEqual(t, b.logins.Load(), logins+1)
+}
+
+// A Renewer that says a renewal is not due (Kite before its morning expiry) costs no
+// failure: the token is served, no hook or warning reports a failure, the Renewer is
+// asked again only after RetryMax, and once the token is unusable the cache logs in.
+func TestRenewalNotDueIsNoFailure(t *testing.T) {
+	e := newEnv(t)
+	b := &broker{lifetime: 3 * time.Second}
+	user := e.user("U")
+	var failures atomic.Int64
+	logs := &syncBuffer{}
+	c := e.cache(b, shortLived, func(o *tokencache.Options) {
+		o.RetryMax = time.Hour // not-due asks again at the token's leeway, not after RetryMax
+		o.Hooks.RefreshFailed = func(string, string, error) { failures.Add(1) }
+		o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	ctx := context.Background()
+	first, err := c.Token(ctx, user)
+	require.NoError(t, err)
+	b.failRenewals(func(context.Context, int64) error {
+		return fmt.Errorf("kite: before 06:00: %w", tokencache.ErrRenewalNotDue)
+	})
+
+	for time.Now().Before(first.Expiry.Add(-400 * time.Millisecond)) {
+		tok, err := c.Token(ctx, user)
+		require.NoError(t, err)
+		require.Equal(t, first.AccessToken, tok.AccessToken)
+		time.Sleep(time.Millisecond)
+	}
+	assert.EqualValues(t, 1, b.renews.Load(), "asked once in the refresh window")
+	assert.EqualValues(t, 1, b.logins.Load())
+	assert.Zero(t, failures.Load(), "RefreshFailed")
+
+	// Past the leeway the cache logs in (as Kite's Login renews after the expiry).
+	require.Eventually(t, func() bool {
+		tok, err := c.Token(ctx, user)
+		return err == nil && tok.AccessToken != first.AccessToken
+	}, 10*time.Second, 5*time.Millisecond)
+	assert.EqualValues(t, 2, b.logins.Load())
+	assert.Zero(t, failures.Load(), "RefreshFailed")
+	assert.NotContains(t, logs.String(), "failed", "nothing logged as a failure at info level or above")
 }
 
 func TestTokenWithPastExpiryIsNeverReturned(t *testing.T) {

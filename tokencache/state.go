@@ -28,6 +28,11 @@ import (
 //	failing      nothing servable, and the last refresh failed:        gets that error, until retryAt
 //	             until retryAt
 //
+// A token is servable when it is valid to this cache (judge) and Redis confirmed it, or
+// the last refresh could not reach Redis to confirm it (unchecked): then it is served,
+// and refreshed in the background from retryAt on, rather than failing every caller
+// while Redis is away.
+//
 // Events (eventKind) and what they change:
 //
 //	want           a caller asks: served, failed, or it waits for (or leads) a flight
@@ -110,6 +115,10 @@ type entry struct {
 	awaiting      bool   // the flight waits for another process's refresh (it reads when signalled)
 	peeking       bool   // a read for an announcement runs (beside the flight, if any)
 	reportReading bool   // a report naming a newer version than tok is being read
+	// unchecked: a refresh could not get Redis to confirm tok (unconfirmed after a
+	// resubscription) and ended without a token: tok is served until retryAt, then
+	// looked at again. Cleared whenever confirmed is set or cleared.
+	unchecked bool
 }
 
 func newEntry(user string, fresh *atomic.Pointer[Token]) *entry {
@@ -209,7 +218,7 @@ func (c *Cache) judge(e *entry, t *Token, now time.Time) tokenState {
 // Redis confirmed it since the last announcement or resubscription. e.mu must be held.
 func (c *Cache) servable(e *entry, now time.Time) bool {
 	e.held()
-	return c.judge(e, e.tok, now) != invalid && !e.confirmed.IsZero()
+	return c.judge(e, e.tok, now) != invalid && (!e.confirmed.IsZero() || e.unchecked)
 }
 
 // due reports whether a background refresh of the servable tok should start now: its
@@ -297,7 +306,7 @@ func (c *Cache) apply(e *entry, ev event, now time.Time) (out result) {
 				"user", e.user, "version", ev.version)
 		}
 	case evResubscribed:
-		e.confirmed = time.Time{}
+		e.unconfirm()
 		e.signal()
 		if len(e.watchers) > 0 {
 			c.startFlight(e)
@@ -320,7 +329,7 @@ func (c *Cache) apply(e *entry, ev event, now time.Time) (out result) {
 		}
 		if e.hint != 0 && (e.tok == nil || e.tok.Version < e.hint) {
 			// A newer version was announced while the write ran (echoes wait for it).
-			e.confirmed = time.Time{}
+			e.unconfirm()
 			c.peek(e)
 		}
 	case evAwaited:
@@ -412,7 +421,7 @@ func (c *Cache) install(e *entry, t *Token, now time.Time) {
 		e.signal() // a refresh waiting for another process may serve t (see heard)
 	}
 	if t.Version >= e.tok.Version {
-		e.confirmed = now
+		e.confirmed, e.unchecked = now, false
 	}
 	if e.hint <= e.tok.Version {
 		e.hint = 0
@@ -432,7 +441,7 @@ func (c *Cache) announced(e *entry, v int64) {
 	if h := c.opts.Hooks.Invalidated; h != nil && e.tok != nil {
 		h(e.user, v)
 	}
-	e.confirmed = time.Time{}
+	e.unconfirm()
 	if e.writing > 0 {
 		// Probably the echo of this process's own write, heard before its reply: the
 		// write installs its token (which wakes whoever waits), then looks at e.hint.
@@ -457,6 +466,14 @@ func (c *Cache) flightDone(e *entry, fl *flight, tok *Token, err error, now time
 	switch {
 	case err == nil:
 		e.failures, e.retryAt = 0, time.Time{}
+	case !closed && errors.Is(err, ErrRenewalNotDue) && c.judge(e, e.tok, now) != invalid:
+		// No failure: the Renewer says a renewal now gains nothing.
+		e.failures = 0
+		e.retryAt = earliest(c.unusableAt(e.tok), now.Add(c.opts.RetryMax))
+		e.unchecked = e.confirmed.IsZero()
+		c.log.Debug("tokencache: renewal not due; serving the current token", "user", e.user,
+			"retry_at", e.retryAt, "err", err)
+		tok, err = e.tok, nil
 	case !closed:
 		c.reportFailure(e.user, err)
 		e.failures++
@@ -469,11 +486,9 @@ func (c *Cache) flightDone(e *entry, fl *flight, tok *Token, err error, now time
 		}
 		e.retryAt = now.Add(wait)
 		if local := e.tok; c.judge(e, local, now) != invalid {
-			if e.confirmed.IsZero() {
-				// Redis could not confirm the token after a reconnect: serve it and try
-				// again after the backoff rather than failing every caller.
-				e.confirmed = now.Add(wait - c.opts.MaxStaleness)
-			}
+			// Redis could not confirm the token after a reconnect: serve it and try
+			// again after the backoff rather than failing every caller.
+			e.unchecked = e.confirmed.IsZero()
 			c.log.Warn("tokencache: refresh failed; serving the current token", "user", e.user,
 				"failures", e.failures, "retry_in", wait.Round(time.Millisecond), "err", err)
 			tok, err = local, nil
@@ -662,6 +677,12 @@ func (e *entry) unmarkBad(t *Token) {
 		}
 	}
 	e.bad = kept
+}
+
+// unconfirm makes tok unconfirmed: it is not served until Redis is read again.
+func (e *entry) unconfirm() {
+	e.held()
+	e.confirmed, e.unchecked = time.Time{}, false
 }
 
 // signal wakes everything waiting for this user's token to change. e.mu must be held.

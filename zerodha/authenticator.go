@@ -69,9 +69,10 @@ func (a *Authenticator) Login(ctx context.Context, user string) (*tokencache.Tok
 // time ([Options.ExpiryTime]), so a token renewed before it would die with current:
 // when a refresh token is stored and renewing now would not give a later expiry than
 // current's, Renew contacts no one and returns an error wrapping [ErrRenewalNotDue]
-// (not Temporary); the cache keeps serving current, and once it expires calls Login,
-// which renews after the expiry. Otherwise Renew is Login (without a refresh token, that
-// is the early warning with the login URL).
+// (and [tokencache.ErrRenewalNotDue]); the cache keeps serving current, counts no
+// failure, and once it expires calls Login, which renews after the expiry. Otherwise
+// Renew is Login (without a refresh token, that is the early warning with the login
+// URL).
 func (a *Authenticator) Renew(ctx context.Context, user string, current *tokencache.Token) (*tokencache.Token, error) {
 	rt, err := a.refreshToken(ctx, user)
 	if err == nil && rt != "" && current != nil && !a.app.Expiry(time.Now()).After(current.Expiry) {
@@ -80,8 +81,10 @@ func (a *Authenticator) Renew(ctx context.Context, user string, current *tokenca
 	return a.Login(ctx, user)
 }
 
-// notDueError is ErrRenewalNotDue with the expiry it waits for. It is not Temporary:
-// the cache waits its RetryMax before asking again.
+// notDueError is ErrRenewalNotDue with the expiry it waits for. It also matches
+// [tokencache.ErrRenewalNotDue], which the cache counts as no failure: it serves the
+// current token and asks again once that turns unusable. Not Temporary, for caches
+// that predate that error: they wait their RetryMax.
 type notDueError struct{ expiry time.Time }
 
 func (e notDueError) Error() string {
@@ -89,7 +92,7 @@ func (e notDueError) Error() string {
 		e.expiry.In(ist).Format("15:04:05 MST"))
 }
 
-func (e notDueError) Unwrap() error   { return ErrRenewalNotDue }
+func (e notDueError) Unwrap() []error { return []error{ErrRenewalNotDue, tokencache.ErrRenewalNotDue} }
 func (e notDueError) Temporary() bool { return false }
 
 // temporary reports whether err says that trying again soon may work.

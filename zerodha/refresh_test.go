@@ -250,6 +250,7 @@ func TestRenewBeforeTheMorningExpiryIsNotDue(t *testing.T) {
 	var renewer tokencache.Renewer = app.Authenticator()
 	_, err = renewer.Renew(context.Background(), app.User(), tok)
 	require.ErrorIs(t, err, zerodha.ErrRenewalNotDue)
+	require.ErrorIs(t, err, tokencache.ErrRenewalNotDue, "the cache counts it as no failure")
 	var te interface{ Temporary() bool }
 	require.ErrorAs(t, err, &te)
 	assert.False(t, te.Temporary())

@@ -15,7 +15,8 @@
 //	brokertoken_lease_waits_total{user}                waits for another process's refresh
 //	brokertoken_lease_wait_seconds_total{user}         time spent in those waits
 //	brokertoken_invalidations_total{user}              newer tokens announced by other processes
-//	brokertoken_broker_call_duration_seconds{op,result}  histogram of logins and renewals (result ok|error)
+//	brokertoken_broker_call_duration_seconds{op,result}  histogram of logins and renewals (result ok|error;
+//	                                                   a renewal not due is none)
 //	brokertoken_broker_calls_in_flight                 logins and renewals running now
 //
 // No token, password or error text reaches a label: the kind label comes from
@@ -213,6 +214,9 @@ func (m *Metrics) brokerCall(ctx context.Context, _, op string) (context.Context
 	m.inFlight.Inc()
 	return ctx, func(err error) {
 		m.inFlight.Dec()
+		if errors.Is(err, tokencache.ErrRenewalNotDue) {
+			return // the Renewer sent nothing: no call to time
+		}
 		result := "ok"
 		if err != nil {
 			result = "error"

@@ -163,14 +163,17 @@ func TestWrapCallsBothAndClassifyNamesTheKind(t *testing.T) {
 	ctx, done := h.BrokerCall(context.Background(), "u", "renew")
 	require.NotNil(t, ctx)
 	done(nil)
+	_, notDue := h.BrokerCall(context.Background(), "u", "renew")
+	notDue(fmt.Errorf("kite: %w", tokencache.ErrRenewalNotDue)) // nothing was sent: not timed
 
-	assert.Equal(t, []string{"failed:u:login", "done:renew"}, own)
+	assert.Equal(t, []string{"failed:u:login", "done:renew", "done:renew"}, own)
 	assert.Equal(t, 1.0, value(t, reg, "svc_renewals_total", "user", "u"))
 	assert.Equal(t, 1.0, value(t, reg, "svc_refreshes_total", "user", "u", "op", "renew"))
 	assert.Equal(t, 1.0, value(t, reg, "svc_refresh_failures_total", "user", "u", "op", "login", "kind", "mine"))
 	assert.Equal(t, 1.5, value(t, reg, "svc_lease_wait_seconds_total", "user", "u"))
 	assert.Equal(t, 1.0, value(t, reg, "svc_invalidations_total", "user", "u"))
 	assert.Equal(t, 1.0, value(t, reg, "svc_broker_call_duration_seconds", "op", "renew", "result", "ok"))
+	assert.Equal(t, 0.0, value(t, reg, "svc_broker_call_duration_seconds", "op", "renew", "result", "error"))
 
 	_, err = promhooks.New(promhooks.Options{Registerer: reg, Namespace: "svc"})
 	assert.Error(t, err, "registering the same metrics twice")
