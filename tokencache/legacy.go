@@ -12,7 +12,18 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/brokertoken/brokertoken/internal/legacykeys"
 )
+
+func init() {
+	legacykeys.Sync = func(c any, ctx context.Context, user string) (bool, error) {
+		return c.(*Cache).syncLegacy(ctx, user)
+	}
+	legacykeys.CheckKeys = func(c any, ctx context.Context, user string) (legacykeys.Check, error) {
+		return c.(*Cache).checkLegacy(ctx, user)
+	}
+}
 
 // The legacy layout: the keys services predating this library read (see
 // Options.LegacyKeys), written as the original refresher wrote them.
@@ -68,7 +79,7 @@ func (c *Cache) writeLegacy(ctx context.Context, user string, t *Token) {
 	}
 }
 
-// SyncLegacy writes the keys that services predating this library read (see
+// syncLegacy writes the keys that services predating this library read (see
 // Options.LegacyKeys) for the token stored in Redis for user, unless they are in step
 // with it already (every token key and auth:{user} hold it, and the {user} list names
 // exactly the token keys of the user's accounts, Options.AccountsFor), and reports
@@ -79,9 +90,10 @@ func (c *Cache) writeLegacy(ctx context.Context, user string, t *Token) {
 // The cache writes the legacy keys whenever it stores a token itself; this call covers
 // a token stored by a process that did not (a daemon started with legacy keys off, a
 // CLI), keys that expired or were deleted while the token stayed, a change of the
-// user's accounts, and keys overwritten by another writer (see [Cache.CheckLegacy]).
-// It works whatever Options.LegacyKeys says.
-func (c *Cache) SyncLegacy(ctx context.Context, user string) (written bool, err error) {
+// user's accounts, and keys overwritten by another writer (see checkLegacy). It works
+// whatever Options.LegacyKeys says. The daemon and tradovate's AccountSync call it
+// through internal/legacykeys.
+func (c *Cache) syncLegacy(ctx context.Context, user string) (written bool, err error) {
 	if c.closed.Load() {
 		return false, ErrClosed
 	}
@@ -105,37 +117,7 @@ func (c *Cache) SyncLegacy(ctx context.Context, user string) (written bool, err 
 	return true, c.legacy(ctx, user, stored)
 }
 
-// LegacyCheck is what [Cache.CheckLegacy] found in a user's legacy keys.
-type LegacyCheck struct {
-	// User is the login user.
-	User string
-	// Version is the version of the stored token the keys were compared with; 0 when no
-	// valid token is stored (then nothing is Foreign or OutOfStep).
-	Version int64
-	// Foreign lists the token keys (token:{account}, auth:{user}) holding a token other
-	// than the stored one.
-	Foreign []ForeignKey
-	// Missing lists the token keys that do not exist (expired, deleted, not written
-	// yet).
-	Missing []string
-	// OutOfStep is true when [Cache.SyncLegacy] would write: a key is Foreign or
-	// Missing, or the {user} list does not name exactly the token keys.
-	OutOfStep bool
-}
-
-// ForeignKey is a legacy key holding a token other than the one this fleet stored.
-// It carries no secret.
-type ForeignKey struct {
-	// Key is the key, e.g. "token:PAAPEX2720450000001".
-	Key string
-	// Token is what the key holds, redacted (see [Redact]).
-	Token string
-	// Fingerprint tells tokens apart without showing them: the first 12 hexadecimal
-	// digits of the SHA-256 of the value.
-	Fingerprint string
-}
-
-// CheckLegacy compares the legacy keys of user with the token stored in Redis, without
+// checkLegacy compares the legacy keys of user with the token stored in Redis, without
 // writing anything (it needs only read access to them and to the record). A key holding
 // another token was written by a process outside this fleet (an old refresher still
 // running, a function that renews the token it read and writes token:* back), or, for
@@ -146,25 +128,25 @@ type ForeignKey struct {
 //
 // Errors: ErrLegacyKeysOwned, ErrInvalidName, ErrRecordFormat, ErrRedisUnavailable,
 // ErrClosed.
-func (c *Cache) CheckLegacy(ctx context.Context, user string) (LegacyCheck, error) {
+func (c *Cache) checkLegacy(ctx context.Context, user string) (legacykeys.Check, error) {
 	if c.closed.Load() {
-		return LegacyCheck{}, ErrClosed
+		return legacykeys.Check{}, ErrClosed
 	}
 	if err := CheckName(user); err != nil {
-		return LegacyCheck{}, err
+		return legacykeys.Check{}, err
 	}
 	if owner := c.legacyOwnedElsewhere(); owner != "" {
-		return LegacyCheck{}, fmt.Errorf("%w: prefix %q owns them (key %s)", ErrLegacyKeysOwned, owner, LegacyOwnerKey)
+		return legacykeys.Check{}, fmt.Errorf("%w: prefix %q owns them (key %s)", ErrLegacyKeysOwned, owner, LegacyOwnerKey)
 	}
 	// The keys first, then the record: a writer stores the record before the keys, so
 	// the record read is at least as new as the token the keys were written for.
 	v, err := c.readLegacy(ctx, user)
 	if err != nil {
-		return LegacyCheck{}, err
+		return legacykeys.Check{}, err
 	}
 	stored, _, err := c.store.get(ctx, user, time.Now())
 	if err != nil {
-		return LegacyCheck{}, err
+		return legacykeys.Check{}, err
 	}
 	chk := v.check(stored)
 	chk.User = user
@@ -214,8 +196,8 @@ func (c *Cache) readLegacy(ctx context.Context, user string) (*legacyView, error
 }
 
 // check compares v with the stored token (nil or expired: nothing to compare with).
-func (v *legacyView) check(stored *Token) LegacyCheck {
-	var chk LegacyCheck
+func (v *legacyView) check(stored *Token) legacykeys.Check {
+	var chk legacykeys.Check
 	if !stored.Valid(time.Now()) {
 		return chk
 	}
@@ -227,7 +209,7 @@ func (v *legacyView) check(stored *Token) LegacyCheck {
 			chk.Missing = append(chk.Missing, k)
 		default:
 			sum := sha256.Sum256([]byte(val))
-			chk.Foreign = append(chk.Foreign, ForeignKey{Key: k, Token: Redact(val), Fingerprint: hex.EncodeToString(sum[:6])})
+			chk.Foreign = append(chk.Foreign, legacykeys.ForeignKey{Key: k, Token: Redact(val), Fingerprint: hex.EncodeToString(sum[:6])})
 		}
 	}
 	listInStep := v.other || slices.Equal(v.list, v.keys[:v.tokens])

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/brokertoken/brokertoken/internal/legacykeys"
 	"github.com/brokertoken/brokertoken/internal/testutil"
 	"github.com/brokertoken/brokertoken/tokencache"
 )
@@ -189,14 +190,14 @@ func TestSyncLegacyFollowsTheAccounts(t *testing.T) {
 	for _, a := range []string{le.user, le.user + "-1", le.user + "-2", le.user + "-3"} {
 		require.Equal(t, tok.AccessToken, rdb.Get(ctx, "token:"+a).Val(), a)
 	}
-	written, err := le.writer.SyncLegacy(ctx, le.user)
+	written, err := legacykeys.Sync(le.writer, ctx, le.user)
 	require.NoError(t, err)
 	assert.False(t, written, "in step")
 
 	le.m.set(le.user, le.user+"-3", le.user+"-4") // -1 and -2 closed, -4 opened
 	le.m.set(other, le.user+"-2")                 // -2 moved to another user
 	require.NoError(t, rdb.Set(ctx, "token:"+le.user+"-2", "the-other-users-token", 0).Err())
-	written, err = le.writer.SyncLegacy(ctx, le.user)
+	written, err = legacykeys.Sync(le.writer, ctx, le.user)
 	require.NoError(t, err)
 	assert.True(t, written)
 	assert.Equal(t, []string{"token:" + le.user, "token:" + le.user + "-3", "token:" + le.user + "-4"}, rdb.LRange(ctx, le.user, 0, -1).Val())
@@ -205,7 +206,7 @@ func TestSyncLegacyFollowsTheAccounts(t *testing.T) {
 	assert.Equal(t, "the-other-users-token", rdb.Get(ctx, "token:"+le.user+"-2").Val(), "another user's account is left alone")
 	assert.Equal(t, tok.AccessToken, rdb.Get(ctx, "auth:"+le.user).Val())
 
-	written, err = le.writer.SyncLegacy(ctx, le.user)
+	written, err = legacykeys.Sync(le.writer, ctx, le.user)
 	require.NoError(t, err)
 	assert.False(t, written)
 }
@@ -220,34 +221,34 @@ func TestLegacyListNeverClobbersAnotherType(t *testing.T) {
 	tok := set(t, le.writer, le.user, "list-is-taken")
 	assert.Equal(t, "a service's own string", rdb.Get(ctx, le.user).Val())
 	assert.Equal(t, tok.AccessToken, rdb.Get(ctx, "token:"+le.user).Val())
-	written, err := le.writer.SyncLegacy(ctx, le.user)
+	written, err := legacykeys.Sync(le.writer, ctx, le.user)
 	require.NoError(t, err)
 	assert.False(t, written, "the token keys are in step; the string is not ours to compare")
 	require.NoError(t, rdb.Del(ctx, "auth:"+le.user).Err())
-	_, err = le.writer.SyncLegacy(ctx, le.user)
+	_, err = legacykeys.Sync(le.writer, ctx, le.user)
 	require.ErrorContains(t, err, "WRONGTYPE")
 	require.ErrorContains(t, err, "left alone")
 	assert.Equal(t, tok.AccessToken, rdb.Get(ctx, "auth:"+le.user).Val(), "written before the list was refused")
 	assert.Equal(t, "a service's own string", rdb.Get(ctx, le.user).Val())
 }
 
-// CheckLegacy tells keys holding another writer's token from missing ones, shows no
-// token, and SyncLegacy puts the fleet's token back.
+// CheckKeys tells keys holding another writer's token from missing ones, shows no
+// token, and Sync puts the fleet's token back.
 func TestCheckLegacyFindsForeignTokens(t *testing.T) {
 	le := newLegacyEnv(t)
 	ctx := context.Background()
 	rdb := le.client()
 	le.m.set(le.user, le.user+"-1", le.user+"-2")
 	tok := set(t, le.writer, le.user, "fleet-token-0123456789")
-	chk, err := le.writer.CheckLegacy(ctx, le.user)
+	chk, err := legacykeys.CheckKeys(le.writer, ctx, le.user)
 	require.NoError(t, err)
-	assert.Equal(t, tokencache.LegacyCheck{User: le.user, Version: tok.Version}, chk)
+	assert.Equal(t, legacykeys.Check{User: le.user, Version: tok.Version}, chk)
 
 	foreign := "cron-token-abcdefghijklmnop"
 	require.NoError(t, rdb.Set(ctx, "token:"+le.user+"-1", foreign, time.Hour).Err())
 	require.NoError(t, rdb.Set(ctx, "auth:"+le.user, foreign, time.Hour).Err())
 	require.NoError(t, rdb.Del(ctx, "token:"+le.user+"-2").Err())
-	chk, err = le.writer.CheckLegacy(ctx, le.user)
+	chk, err = legacykeys.CheckKeys(le.writer, ctx, le.user)
 	require.NoError(t, err)
 	require.Len(t, chk.Foreign, 2)
 	assert.Equal(t, "token:"+le.user+"-1", chk.Foreign[0].Key)
@@ -259,10 +260,10 @@ func TestCheckLegacyFindsForeignTokens(t *testing.T) {
 	assert.Equal(t, []string{"token:" + le.user + "-2"}, chk.Missing)
 	assert.True(t, chk.OutOfStep)
 
-	written, err := le.writer.SyncLegacy(ctx, le.user)
+	written, err := legacykeys.Sync(le.writer, ctx, le.user)
 	require.NoError(t, err)
 	assert.True(t, written)
-	chk, err = le.writer.CheckLegacy(ctx, le.user)
+	chk, err = legacykeys.CheckKeys(le.writer, ctx, le.user)
 	require.NoError(t, err)
 	assert.Empty(t, chk.Foreign)
 	assert.False(t, chk.OutOfStep)
@@ -270,9 +271,9 @@ func TestCheckLegacyFindsForeignTokens(t *testing.T) {
 	// With nothing valid stored there is nothing to compare with.
 	nobody := le.user + "-nobody"
 	require.NoError(t, rdb.Set(ctx, "token:"+nobody, foreign, time.Hour).Err())
-	chk, err = le.writer.CheckLegacy(ctx, nobody)
+	chk, err = legacykeys.CheckKeys(le.writer, ctx, nobody)
 	require.NoError(t, err)
-	assert.Equal(t, tokencache.LegacyCheck{User: nobody}, chk)
+	assert.Equal(t, legacykeys.Check{User: nobody}, chk)
 }
 
 // A write of the legacy keys that read the accounts before they changed (a renewal
@@ -306,7 +307,7 @@ func TestALegacyWriteWithStaleAccountsKeepsTheNewOnes(t *testing.T) {
 
 	// Meanwhile the broker lists a2 too, and its keys are written.
 	le.m.set(le.user, a1, a2)
-	_, err := le.writer.SyncLegacy(ctx, le.user)
+	_, err := legacykeys.Sync(le.writer, ctx, le.user)
 	require.NoError(t, err)
 	require.NotEmpty(t, rdb.Get(ctx, "token:"+a2).Val())
 	close(release)
@@ -314,7 +315,7 @@ func TestALegacyWriteWithStaleAccountsKeepsTheNewOnes(t *testing.T) {
 
 	assert.Equal(t, tok.AccessToken, rdb.Get(ctx, "token:"+a2).Val(), "the key of the account added meanwhile")
 	assert.Equal(t, []string{"token:" + le.user, "token:" + a1, "token:" + a2}, rdb.LRange(ctx, le.user, 0, -1).Val())
-	chk, err := le.writer.CheckLegacy(ctx, le.user)
+	chk, err := legacykeys.CheckKeys(le.writer, ctx, le.user)
 	require.NoError(t, err)
 	assert.False(t, chk.OutOfStep, "%+v", chk)
 }

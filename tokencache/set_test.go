@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/brokertoken/brokertoken/internal/legacykeys"
 	"github.com/brokertoken/brokertoken/internal/testutil"
 	"github.com/brokertoken/brokertoken/tokencache"
 )
@@ -148,17 +149,17 @@ func TestSyncLegacyWritesKeysOfATokenStoredWithoutThem(t *testing.T) {
 	require.Zero(t, rdb.Exists(ctx, "token:"+user).Val())
 
 	c := e.cache(nil, func(o *tokencache.Options) { o.AccountsFor = func(string) []string { return []string{user + "-1"} } })
-	written, err := c.SyncLegacy(ctx, user)
+	written, err := legacykeys.Sync(c, ctx, user)
 	require.NoError(t, err)
 	assert.True(t, written)
 	assert.Equal(t, stored.AccessToken, rdb.Get(ctx, "token:"+user).Val())
 	assert.Equal(t, stored.AccessToken, rdb.Get(ctx, "token:"+user+"-1").Val())
 	assert.Equal(t, stored.AccessToken, rdb.Get(ctx, "auth:"+user).Val())
 	assert.Equal(t, []string{"token:" + user, "token:" + user + "-1"}, rdb.LRange(ctx, user, 0, -1).Val())
-	written, err = c.SyncLegacy(ctx, user)
+	written, err = legacykeys.Sync(c, ctx, user)
 	require.NoError(t, err)
 	assert.False(t, written, "nothing to do the second time")
-	written, err = c.SyncLegacy(ctx, e.user("nobody"))
+	written, err = legacykeys.Sync(c, ctx, e.user("nobody"))
 	require.NoError(t, err)
 	assert.False(t, written, "nothing stored: nothing written")
 	assert.Zero(t, rdb.Exists(ctx, "token:"+e.user("nobody")).Val())

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/brokertoken/brokertoken/internal/legacykeys"
 	"github.com/brokertoken/brokertoken/internal/testutil"
 	"github.com/brokertoken/brokertoken/tokencache"
 )
@@ -462,7 +463,7 @@ func TestLegacyKeysHaveOneOwningPrefix(t *testing.T) {
 	require.NoError(t, err, "the second fleet keeps its own record")
 	rdb := srv.Client(t)
 	assert.Equal(t, "first-fleet", rdb.Get(ctx, "token:"+user).Val(), "only the owner writes the legacy keys")
-	_, err = second.SyncLegacy(ctx, user)
+	_, err = legacykeys.Sync(second, ctx, user)
 	require.ErrorIs(t, err, tokencache.ErrLegacyKeysOwned)
 	assert.Equal(t, "first-fleet", rdb.Get(ctx, "token:"+user).Val())
 
@@ -471,7 +472,7 @@ func TestLegacyKeysHaveOneOwningPrefix(t *testing.T) {
 	require.NoError(t, first.Close())
 	require.NoError(t, rdb.Del(ctx, tokencache.LegacyOwnerKey).Err())
 	require.NoError(t, second.ClaimLegacyKeys(ctx))
-	written, err := second.SyncLegacy(ctx, user)
+	written, err := legacykeys.Sync(second, ctx, user)
 	require.NoError(t, err)
 	assert.True(t, written)
 	assert.Equal(t, "second-fleet", rdb.Get(ctx, "token:"+user).Val())

@@ -26,7 +26,7 @@ type AccountOptions struct {
 	// replaced by the broker's list at the first [AccountMap.Update]. Default nil: not
 	// read.
 	LegacyRedis redis.UniversalClient
-	// NamingRule adds the original naming rule's accounts (see [NamedAccounts]): user
+	// NamingRule adds the original naming rule's accounts (see namedAccounts): user
 	// "APEX_272045" owns "PAAPEX2720450000001" .. "PAAPEX272045000000<n>". Default false.
 	NamingRule bool
 	// NamingRuleCount is n for the naming rule (default 5).
@@ -82,7 +82,7 @@ func NewAccountMap(ctx context.Context, creds *Credentials, opts AccountOptions)
 		ua := &userAccounts{}
 		fixed := cr.Accounts
 		if opts.NamingRule {
-			fixed = append(slices.Clip(fixed), NamedAccounts(cr.Username, opts.NamingRuleCount)...)
+			fixed = append(slices.Clip(fixed), namedAccounts(cr.Username, opts.NamingRuleCount)...)
 		}
 		for _, a := range fixed {
 			if a == cr.Username || slices.Contains(ua.fixed, a) {
@@ -99,7 +99,7 @@ func NewAccountMap(ctx context.Context, creds *Credentials, opts AccountOptions)
 	for _, cr := range creds.list {
 		ua := l.of[cr.Username]
 		if opts.LegacyRedis != nil {
-			legacy, err := LegacyAccounts(ctx, opts.LegacyRedis, cr.Username)
+			legacy, err := legacyAccounts(ctx, opts.LegacyRedis, cr.Username)
 			if err != nil {
 				return nil, err
 			}
@@ -243,12 +243,12 @@ func (m *AccountMap) Update(user string, names []string) (AccountChange, error) 
 // namingRule matches the user names the original system derives accounts from.
 var namingRule = regexp.MustCompile(`^([A-Za-z]+)_([0-9]+)$`)
 
-// NamedAccounts applies the original system's naming rule: for user "APEX_272045" it
+// namedAccounts applies the original system's naming rule: for user "APEX_272045" it
 // returns "PAAPEX2720450000001" through "PAAPEX272045000000<n>" ("PA", the user name
 // without the underscore, a 7-digit sequence number). Users not shaped like
 // LETTERS_DIGITS get nil. Real account names do not all follow it (the broker's list
 // does: see [AccountSync]).
-func NamedAccounts(user string, n int) []string {
+func namedAccounts(user string, n int) []string {
 	m := namingRule.FindStringSubmatch(user)
 	if m == nil || n <= 0 {
 		return nil
@@ -261,11 +261,11 @@ func NamedAccounts(user string, n int) []string {
 	return out
 }
 
-// LegacyAccounts reads the original system's Redis LIST named after user
+// legacyAccounts reads the original system's Redis LIST named after user
 // (LRANGE user 0 -1), whose entries are token keys such as "token:PAAPEX2720450000001",
 // and returns the accounts in it other than user itself. A missing list gives nil; a
 // key of another type gives nil too (it is not the original system's list).
-func LegacyAccounts(ctx context.Context, rdb redis.Cmdable, user string) ([]string, error) {
+func legacyAccounts(ctx context.Context, rdb redis.Cmdable, user string) ([]string, error) {
 	entries, err := rdb.LRange(ctx, user, 0, -1).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		if strings.HasPrefix(err.Error(), "WRONGTYPE") {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/brokertoken/brokertoken/internal/legacykeys"
 	"github.com/brokertoken/brokertoken/tokencache"
 )
 
@@ -37,9 +38,8 @@ type AccountSyncOptions struct {
 	// refuses is not used again: the next ask waits for the next token.
 	RetryAfter time.Duration
 	// LegacyKeys brings the legacy keys (token:{account} and the {user} list, see
-	// tokencache.Options.LegacyKeys) in step after each change, with
-	// [tokencache.Cache.SyncLegacy]: a new account gets its key, a removed one loses it.
-	// Default false.
+	// tokencache.Options.LegacyKeys) in step after each change: a new account gets its
+	// key, a removed one loses it. Default false.
 	LegacyKeys bool
 	// OnSync, when set, is called after each ask with what changed and its error (nil
 	// on success), on the goroutine that asked, before the next ask for that user.
@@ -309,7 +309,7 @@ func (s *AccountSync) ask(ctx context.Context, st *syncState, user string, tok *
 		s.opts.Logger.Info("tradovate: the user's accounts changed at the broker", "user", user,
 			"added", change.Added, "removed", change.Removed, "accounts", len(s.opts.Map.AccountsFor(user)))
 		if s.opts.LegacyKeys {
-			if _, err := s.opts.Cache.SyncLegacy(ctx, user); err != nil && ctx.Err() == nil {
+			if _, err := legacykeys.Sync(s.opts.Cache, ctx, user); err != nil && ctx.Err() == nil {
 				s.opts.Logger.Warn("tradovate: the legacy keys do not follow the accounts yet", "user", user, "err", err.Error())
 			}
 		}

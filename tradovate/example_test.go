@@ -87,9 +87,22 @@ func ExampleAuthenticator_Login() {
 }
 
 // The original system's naming rule maps a login user to its trading accounts.
-func ExampleNamedAccounts() {
-	fmt.Println(tradovate.NamedAccounts("APEX_272045", 5))
-	// Output: [PAAPEX2720450000001 PAAPEX2720450000002 PAAPEX2720450000003 PAAPEX2720450000004 PAAPEX2720450000005]
+func ExampleNewAccountMap() {
+	creds, err := tradovate.NewCredentials(tradovate.Credential{Username: "APEX_272045", Password: "secret"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// The original system's naming rule: user APEX_272045 trades PAAPEX2720450000001..n.
+	accounts, err := tradovate.NewAccountMap(context.Background(), creds,
+		tradovate.AccountOptions{NamingRule: true, NamingRuleCount: 3})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(accounts.AccountsFor("APEX_272045"))
+	fmt.Println(accounts.UserFor("PAAPEX2720450000002"))
+	// Output:
+	// [PAAPEX2720450000001 PAAPEX2720450000002 PAAPEX2720450000003]
+	// APEX_272045
 }
 
 // LoadCredentials reads the original credentials.json unchanged and reports problems

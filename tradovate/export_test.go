@@ -5,3 +5,9 @@ package tradovate
 func NewOnMachine(opts Options, machine string) (*Authenticator, error) {
 	return newAuthenticator(opts, func() (string, error) { return "machine-id:" + machine, nil })
 }
+
+// The original system's account rules, unexported: tested here.
+var (
+	NamedAccounts  = namedAccounts
+	LegacyAccounts = legacyAccounts
+)

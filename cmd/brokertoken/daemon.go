@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/brokertoken/brokertoken/internal/legacykeys"
 	"github.com/brokertoken/brokertoken/tokencache"
 )
 
@@ -383,7 +384,7 @@ func (dm *daemon) succeeded(ctx context.Context, user string, tok *tokencache.To
 	if syncLegacy {
 		// The cache writes the legacy keys of tokens it stores itself; this covers one
 		// stored by a process that did not (a `token` command, a daemon without them).
-		written, err := dm.deps.cache.SyncLegacy(ctx, user)
+		written, err := legacykeys.Sync(dm.deps.cache, ctx, user)
 		if err != nil {
 			if ctx.Err() == nil {
 				dm.log.Warn("brokertoken: writing legacy keys failed", "user", user, "err", err)

@@ -9,12 +9,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/brokertoken/brokertoken/internal/legacykeys"
 	"github.com/brokertoken/brokertoken/tokencache"
 )
 
 // The legacy keys (token:{account}, auth:{user}, the {user} list, token_expiry:{user})
 // are what the existing Python services read. At each check of a user with a good
-// token, the daemon compares them with the fleet's token (tokencache's CheckLegacy):
+// token, the daemon compares them with the fleet's token (legacykeys.CheckKeys):
 //
 //   - keys missing or out of step (expired, deleted, an account added or removed) are
 //     written again;
@@ -69,7 +70,7 @@ const (
 func (dm *daemon) checkLegacy(ctx context.Context, user string, tok *tokencache.Token) {
 	cctx, cancel := context.WithTimeout(ctx, dm.cfg.timeout)
 	defer cancel()
-	chk, err := dm.deps.cache.CheckLegacy(cctx, user)
+	chk, err := legacykeys.CheckKeys(dm.deps.cache, cctx, user)
 	if err != nil {
 		if ctx.Err() == nil {
 			dm.log.Debug("brokertoken: cannot check the legacy keys", "user", user, "err", dm.scrub.scrub(oneLine(err.Error())))
@@ -138,7 +139,7 @@ func (dm *daemon) checkLegacy(ctx context.Context, user string, tok *tokencache.
 }
 
 // foreignSignature identifies a set of foreign keys and the tokens they hold.
-func foreignSignature(keys []tokencache.ForeignKey) string {
+func foreignSignature(keys []legacykeys.ForeignKey) string {
 	parts := make([]string, len(keys))
 	for i, k := range keys {
 		parts[i] = k.Key + "=" + k.Fingerprint
@@ -149,7 +150,7 @@ func foreignSignature(keys []tokencache.ForeignKey) string {
 
 // foreignText says what was found and what the daemon does, for the log and the alert.
 // It holds no whole token.
-func foreignText(user string, chk tokencache.LegacyCheck, verdict string) string {
+func foreignText(user string, chk legacykeys.Check, verdict string) string {
 	var b strings.Builder
 	b.WriteString(chk.Foreign[0].Key)
 	if n := len(chk.Foreign); n > 1 {
@@ -175,7 +176,7 @@ func foreignText(user string, chk tokencache.LegacyCheck, verdict string) string
 
 // restoreLegacy writes user's legacy keys again from the stored token.
 func (dm *daemon) restoreLegacy(ctx context.Context, user, why string) {
-	written, err := dm.deps.cache.SyncLegacy(ctx, user)
+	written, err := legacykeys.Sync(dm.deps.cache, ctx, user)
 	switch {
 	case err != nil && ctx.Err() == nil:
 		dm.log.Warn("brokertoken: writing legacy keys failed", "user", user, "err", dm.scrub.scrub(oneLine(err.Error())))
