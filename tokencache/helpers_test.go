@@ -1,7 +1,6 @@
 package tokencache_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -182,24 +181,6 @@ func testLogger(t testing.TB) *slog.Logger {
 }
 
 type tlogWriter struct{ t testing.TB }
-
-// syncBuffer is a bytes.Buffer that a logger and a test may use at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func (w tlogWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))

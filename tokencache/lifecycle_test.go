@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/brokertoken/brokertoken/internal/testutil"
 	"github.com/brokertoken/brokertoken/tokencache"
 )
 
@@ -177,7 +178,7 @@ func TestRenewalNotDueIsNoFailure(t *testing.T) {
 	b := &broker{lifetime: 3 * time.Second}
 	user := e.user("U")
 	var failures atomic.Int64
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	c := e.cache(b, shortLived, func(o *tokencache.Options) {
 		o.RetryMax = time.Hour // not-due asks again at the token's leeway, not after RetryMax
 		o.Hooks.RefreshFailed = func(string, string, error) { failures.Add(1) }

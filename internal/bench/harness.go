@@ -341,36 +341,69 @@ func fmtDur(d time.Duration) string {
 	}
 }
 
+// stored is n users' records written by one cache, with a second cache (subscribed,
+// idle, that has read none of them) and a bare client to read them.
+type stored struct {
+	prefix string
+	users  []string
+	cache  *tokencache.Cache
+	bare   redis.UniversalClient
+	close  func()
+}
+
+// storeUsers writes the records of n users named "<name>-<i>" under a new prefix
+// (with a market-data token when md) and returns them with a reading cache and a bare
+// client, both connection pools warm.
+func storeUsers(rs *redisSet, n int, name string, md bool) (*stored, error) {
+	ctx := context.Background()
+	st := &stored{prefix: randPrefix(), users: make([]string, n)}
+	wdb, rdb, bdb := rs.client(), rs.client(), rs.client()
+	var closers []func() error
+	st.close = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			_ = closers[i]()
+		}
+	}
+	closers = append(closers, wdb.Close, rdb.Close, bdb.Close)
+	w, err := tokencache.New(tokencache.Options{Redis: wdb, Prefix: st.prefix})
+	if err != nil {
+		st.close()
+		return nil, err
+	}
+	closers = append(closers, w.Close)
+	for i := range st.users {
+		st.users[i] = fmt.Sprintf("%s-%d", name, i)
+		now := time.Now()
+		t := &tokencache.Token{AccessToken: randToken(64), ObtainedAt: now, Expiry: now.Add(time.Hour)}
+		if md {
+			t.MDAccessToken = randToken(64)
+		}
+		if _, err := w.Set(ctx, st.users[i], t); err != nil {
+			st.close()
+			return nil, err
+		}
+	}
+	if st.cache, err = tokencache.New(tokencache.Options{Redis: rdb, Prefix: st.prefix}); err != nil {
+		st.close()
+		return nil, err
+	}
+	closers = append(closers, st.cache.Close)
+	st.bare = bdb
+	_ = rdb.Ping(ctx).Err()
+	_ = bdb.Ping(ctx).Err()
+	return st, nil
+}
+
 // miss stores cfg.misses users' tokens from one cache, then reads each once from a second
 // cache (an L1 miss, one Redis read), alternating with a bare GET of the same record.
 func miss(cfg config, rs *redisSet) (row, error) {
 	ctx := context.Background()
-	prefix := randPrefix()
-	wdb, rdb, bdb := rs.client(), rs.client(), rs.client()
-	defer wdb.Close()
-	defer rdb.Close()
-	defer bdb.Close()
-	w, err := tokencache.New(tokencache.Options{Redis: wdb, Prefix: prefix})
+	st, err := storeUsers(rs, cfg.misses, "miss", false)
 	if err != nil {
 		return row{}, err
 	}
-	defer w.Close()
-	users := make([]string, cfg.misses)
-	for i := range users {
-		users[i] = fmt.Sprintf("miss-%d", i)
-		now := time.Now()
-		if _, err := w.Set(ctx, users[i], &tokencache.Token{AccessToken: randToken(64), ObtainedAt: now, Expiry: now.Add(time.Hour)}); err != nil {
-			return row{}, err
-		}
-	}
-	r, err := tokencache.New(tokencache.Options{Redis: rdb, Prefix: prefix})
-	if err != nil {
-		return row{}, err
-	}
-	defer r.Close()
-	// Warm both connection pools.
-	_ = rdb.Ping(ctx).Err()
-	_ = bdb.Ping(ctx).Err()
+	defer st.close()
+	users, prefix, r, bdb := st.users, st.prefix, st.cache, st.bare
 	get := make([]time.Duration, 0, len(users))
 	mis := make([]time.Duration, 0, len(users))
 	for _, u := range users {
@@ -405,32 +438,12 @@ func miss(cfg config, rs *redisSet) (row, error) {
 // the GET's.
 func coldAccount(cfg config, rs *redisSet) (row, error) {
 	ctx := context.Background()
-	prefix := randPrefix()
-	wdb, rdb, bdb := rs.client(), rs.client(), rs.client()
-	defer wdb.Close()
-	defer rdb.Close()
-	defer bdb.Close()
-	w, err := tokencache.New(tokencache.Options{Redis: wdb, Prefix: prefix})
+	st, err := storeUsers(rs, cfg.coldAccounts, "cold", true)
 	if err != nil {
 		return row{}, err
 	}
-	defer w.Close()
-	users := make([]string, cfg.coldAccounts)
-	for i := range users {
-		users[i] = fmt.Sprintf("cold-%d", i)
-		now := time.Now()
-		if _, err := w.Set(ctx, users[i], &tokencache.Token{AccessToken: randToken(64), MDAccessToken: randToken(64),
-			ObtainedAt: now, Expiry: now.Add(time.Hour)}); err != nil {
-			return row{}, err
-		}
-	}
-	c, err := tokencache.New(tokencache.Options{Redis: rdb, Prefix: prefix})
-	if err != nil {
-		return row{}, err
-	}
-	defer c.Close()
-	_ = rdb.Ping(ctx).Err()
-	_ = bdb.Ping(ctx).Err()
+	defer st.close()
+	users, prefix, c, bdb := st.users, st.prefix, st.cache, st.bare
 	key := func(u string) string { return prefix + ":{" + u + "}:record" }
 	get := func(u string) error { return bdb.Get(ctx, key(u)).Err() }
 	token := func(u string) error { _, err := c.Token(ctx, u); return err }
