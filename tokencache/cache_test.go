@@ -201,8 +201,10 @@ func newWaiting(t *testing.T, e *env, user string) *waiting {
 		assert.NoError(t, err)
 		w.got <- tok
 	}()
-	// It has read the record and tried the lease.
+	// It has read the record, tried the lease and waits for the holder's announcement
+	// (an announcement heard before that also starts a read of its own).
 	require.Eventually(t, func() bool { return w.cmds.get("evalsha")+w.cmds.get("eval") > 0 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return w.follower.Awaiting(user) }, 10*time.Second, time.Millisecond)
 	return w
 }
 

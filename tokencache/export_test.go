@@ -16,3 +16,12 @@ var ResolveExpiry = resolveExpiry
 
 // Subscribed reports whether the cache's invalidation subscription has been confirmed.
 func (c *Cache) Subscribed() bool { return c.subs.Load() > 0 }
+
+// Awaiting reports whether a refresh of user's token waits for another process's (it
+// holds no lease and listens for the announcement). Only for tests.
+func (c *Cache) Awaiting(user string) bool {
+	e := c.userEntry(user)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.awaiting
+}
