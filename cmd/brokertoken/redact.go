@@ -71,6 +71,14 @@ func newLogger(w io.Writer, format, level string, s *scrubber, progress bool) *s
 	opts := &slog.HandlerOptions{Level: lv}
 	var h slog.Handler
 	if format == "json" {
+		// Durations as Go writes them ("1m30s"), not as nanoseconds: an operator
+		// reads "wait":"57s", as the text format shows it.
+		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
+			if a.Value.Kind() == slog.KindDuration {
+				a.Value = slog.StringValue(a.Value.Duration().String())
+			}
+			return a
+		}
 		h = slog.NewJSONHandler(w, opts)
 	} else {
 		h = slog.NewTextHandler(w, opts)

@@ -99,7 +99,7 @@ func TestDaemonSaysWhatItWaitsFor(t *testing.T) {
 	}
 	require.NotNil(t, penalty, r.stderr)
 	assert.Equal(t, p, penalty["user"])
-	assert.Equal(t, float64(4*time.Second), penalty["wait"])
+	assert.Equal(t, "4s", penalty["wait"], "a duration as an operator reads it")
 	f.assertNoSecrets("daemon log", r.stderr)
 }
 
