@@ -29,6 +29,9 @@ const (
 	eventRedisUp   = "redis_up"   // ...and can again
 	// eventForeignWriter: a legacy key holds a token this fleet did not write (legacy.go).
 	eventForeignWriter = "foreign_writer"
+
+	eventLoginNeeded   = "login_needed"   // reminder: a browser-login user has no valid token for the day
+	eventTokenRejected = "token_rejected" // the broker rejected a browser-login user's token before its expiry
 )
 
 // Fleet agreement: how long the keys that make one alert per event live.
@@ -50,6 +53,11 @@ type alertEvent struct {
 	AllUsers bool      // the cool-down pauses every login
 	Keys     []string  // the Redis keys concerned (foreign_writer)
 	Time     time.Time
+
+	Broker   string // a browser-login user's broker ("Kite"), for its texts
+	URL      string // the login page, for login_needed and token_rejected
+	Day      string // the reminder's day (IST date), for login_needed
+	Reminder string // the reminder's time and days, for login_needed
 }
 
 // alerter delivers alerts to the webhook, one at a time, in the background.
@@ -64,6 +72,11 @@ type alertEvent struct {
 //   - lockout: SET {prefix}:alert:lockout NX (for the cool-down): one alert for the
 //     fleet, since a lockout pauses every login; it opens the incident of the user
 //     that met it.
+//   - login_needed (the daily reminder of a browser-login user): SET
+//     {prefix}:{user}:alert-login:<day> NX, for two days; it opens the incident too, so
+//     the login is reported as a recovery.
+//   - token_rejected (a browser-login user's token refused before its expiry): SET
+//     {prefix}:{user}:alert-rejected:<version> NX, for two days, and the incident.
 //   - recovery: DEL {prefix}:{user}:alert; only the daemon whose DEL removed the key
 //     sends it, so a recovery is reported once, and only after a failure was.
 //
@@ -149,7 +162,8 @@ func (a *alerter) handle(ctx context.Context, ev alertEvent) {
 		a.log.Warn("brokertoken: cannot agree on alerts through redis; sending this one anyway",
 			"event", ev.Event, "user", ev.User, "err", a.scrub.scrub(oneLine(err.Error())))
 		send = true
-		if ev.Event == eventFailure || ev.Event == eventCaptcha || ev.Event == eventLockedOut {
+		if ev.Event == eventFailure || ev.Event == eventCaptcha || ev.Event == eventLockedOut ||
+			ev.Event == eventLoginNeeded || ev.Event == eventTokenRejected {
 			a.mu.Lock()
 			a.unagreed[ev.User] = true
 			a.mu.Unlock()
@@ -177,6 +191,16 @@ func (a *alerter) incidentKey(user string) string { return a.prefix + ":{" + use
 func (a *alerter) captchaKey(user string) string  { return a.prefix + ":{" + user + "}:alert-captcha" }
 func (a *alerter) lockoutKey() string             { return a.prefix + ":alert:lockout" }
 func (a *alerter) foreignKey(user string) string  { return a.prefix + ":{" + user + "}:alert-foreign" }
+func (a *alerter) loginKey(user, day string) string {
+	return a.prefix + ":{" + user + "}:alert-login:" + day
+}
+func (a *alerter) rejectedKey(user string, version int64) string {
+	return a.prefix + ":{" + user + "}:alert-rejected:" + strconv.FormatInt(version, 10)
+}
+
+// humanAlertTTL is how long the keys of the daily reminder and of a rejected token
+// live: past the day they are about.
+const humanAlertTTL = 48 * time.Hour
 
 // claim reports whether this daemon is the one to send ev (see alerter).
 func (a *alerter) claim(ctx context.Context, ev alertEvent) (bool, error) {
@@ -209,6 +233,20 @@ func (a *alerter) claim(ctx context.Context, ev alertEvent) (bool, error) {
 	case eventForeignWriter:
 		// Once a day per user for the fleet: the other writer runs until a human stops it.
 		return a.rdb.SetNX(ctx, a.foreignKey(ev.User), record, incidentTTL).Result()
+	case eventLoginNeeded, eventTokenRejected:
+		key := a.loginKey(ev.User, ev.Day)
+		if ev.Event == eventTokenRejected {
+			key = a.rejectedKey(ev.User, ev.Version)
+		}
+		won, err := a.rdb.SetNX(ctx, key, record, humanAlertTTL).Result()
+		if err != nil {
+			return false, err
+		}
+		// The login that ends it is reported as a recovery.
+		if err := a.rdb.SetNX(ctx, a.incidentKey(ev.User), record, incidentTTL).Err(); err != nil {
+			return false, err
+		}
+		return won, nil
 	case eventRecovered:
 		n, err := a.rdb.Del(ctx, a.incidentKey(ev.User)).Result()
 		if err != nil {
@@ -337,6 +375,18 @@ func (a *alerter) alertText(ev alertEvent) (title, text, severity string) {
 		}
 		return "Token refresh recovered: " + ev.User,
 			fmt.Sprintf("%s has a new valid token%s.", ev.User, valid), "info"
+	case eventLoginNeeded:
+		return ev.Broker + " login needed: " + ev.User,
+			fmt.Sprintf("%s has no valid %s token for today (reminder %s). Services using it have none until someone logs in: open %s and press \"Log in with %s\".",
+				ev.User, ev.Broker, ev.Reminder, ev.URL, ev.Broker), "error"
+	case eventTokenRejected:
+		renew := ""
+		if ev.Error != "" {
+			renew = " Renewing with the refresh token failed: " + ev.Error + "."
+		}
+		return ev.Broker + " token rejected: " + ev.User,
+			fmt.Sprintf("%s rejected the token of %s (version %d) before its expiry: a service met a 403 and the daemon's check confirmed it (a login elsewhere or a logout ends the session).%s Services have no valid token until someone logs in: open %s and press \"Log in with %s\".",
+				ev.Broker, ev.User, ev.Version, renew, ev.URL, ev.Broker), "error"
 	case eventRedisDown:
 		return "Redis unreachable",
 			fmt.Sprintf("brokertoken on %s cannot reach Redis: %s. Consumers cannot read tokens and no token is refreshed until it is back.", a.host, ev.Error),
@@ -381,6 +431,9 @@ func (a *alerter) render(ev alertEvent) ([]byte, error) {
 		if len(ev.Keys) > 0 {
 			fields = append(fields, field{"Keys", truncate(strings.Join(ev.Keys, ", "), 1024), false})
 		}
+		if ev.URL != "" {
+			fields = append(fields, field{"Log in", truncate(ev.URL, 1024), false})
+		}
 		return json.Marshal(map[string]any{
 			"username": "brokertoken",
 			"embeds": []map[string]any{{
@@ -420,6 +473,12 @@ func (a *alerter) render(ev alertEvent) ([]byte, error) {
 	}
 	if !ev.Until.IsZero() {
 		plain["until"] = ev.Until.UTC().Format(time.RFC3339)
+	}
+	if ev.URL != "" {
+		plain["url"] = ev.URL
+	}
+	if ev.Broker != "" {
+		plain["broker"] = ev.Broker
 	}
 	return json.Marshal(plain)
 }

@@ -42,7 +42,7 @@ func cmdToken(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, a
 	tok, err := d.cache.Token(ctx, account)
 	leases.done(d.userOf(account))
 	if err != nil {
-		if errors.Is(err, tokencache.ErrNoToken) && d.creds == nil {
+		if errors.Is(err, tokencache.ErrNoToken) && d.file == nil {
 			return fmt.Errorf("token for %s: no valid token in redis %s (read-only: no credentials file %s; is `brokertoken run` running?)",
 				account, cfg.redis.display, cfg.credentials)
 		}
@@ -62,11 +62,11 @@ func cmdToken(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, a
 // checkAccount refuses an account that is neither a login user of the credentials file
 // nor one of their sub-accounts (without a credentials file every name is allowed).
 func (d *deps) checkAccount(cfg *config, account string) error {
-	if d.creds == nil {
+	if d.file == nil {
 		return nil
 	}
 	user := d.userOf(account)
-	for _, u := range d.creds.Users() {
+	for _, u := range d.users() {
 		if u == user {
 			return nil
 		}
@@ -303,6 +303,11 @@ type userStatus struct {
 	LeaseSeconds *float64      `json:"lease_seconds,omitempty"` // a refresh runs: its lease's time left
 	Health       *healthRecord `json:"health,omitempty"`        // as the daemon that last wrote it sees it
 	Registered   bool          `json:"registered"`              // a daemon keeps it fresh ({prefix}:users)
+
+	// Broker is "kite" for a user a human logs in through a browser; LoginURL is the
+	// page where that human logs in, while no valid token is stored.
+	Broker   string `json:"broker,omitempty"`
+	LoginURL string `json:"login_url,omitempty"`
 }
 
 // statusDaemon is a daemon in the status command's JSON.
@@ -406,6 +411,7 @@ func cmdStatus(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, 
 				row.ObtainedAt = &got
 			}
 		}
+		d.browserStatus(&row, entry)
 		rows = append(rows, row)
 	}
 	if asJSON {
@@ -462,6 +468,9 @@ func statusNote(r userStatus, now time.Time) string {
 	}
 	if r.LeaseSeconds != nil {
 		notes = append(notes, "refreshing now (lease held)")
+	}
+	if r.LoginURL != "" {
+		notes = append(notes, "a human must log in: "+r.LoginURL)
 	}
 	h := r.Health
 	if h != nil && h.Waiting != nil {

@@ -61,10 +61,12 @@ var commandOptions = map[string][]option{
 	"run": {optRedis, optRedisCA, optCredentials, optEnv, optTradovateURL, optTVURL, optPrefix,
 		optLegacyKeys, optAlertWebhook, optAlertFormat, optListen, optLogFormat, optLogLevel,
 		optConcurrency, optRefreshBefore, optLeeway, optRetryMax, optCheckInterval, optLoginBudget, optTimeout,
-		optDiscoverAccounts, optAccountsEvery, optLegacyTimeZone, optExchangeTVToken},
+		optDiscoverAccounts, optAccountsEvery, optLegacyTimeZone, optExchangeTVToken,
+		optLoginListen, optLoginURL, optLoginBasicAuth, optLoginSecret, optKiteReminder, optKiteReminderDays,
+		optKiteAPIURL, optKiteLoginURL},
 	"token": {optRedis, optRedisCA, optCredentials, optEnv, optTradovateURL, optTVURL, optPrefix,
 		optLegacyKeys, optLogFormat, optLogLevel, optRefreshBefore, optLeeway, optRetryMax, optLoginBudget, optTimeout,
-		optLegacyTimeZone, optExchangeTVToken},
+		optLegacyTimeZone, optExchangeTVToken, optKiteAPIURL, optKiteLoginURL},
 	// invalidate only reads and reports (the reporter role): no credentials, no broker.
 	"invalidate": {optRedis, optRedisCA, optEnv, optTradovateURL, optPrefix, optLogFormat, optLogLevel, optTimeout},
 	"status": {optRedis, optRedisCA, optCredentials, optEnv, optTradovateURL, optPrefix, optLogFormat, optLogLevel,
@@ -248,6 +250,8 @@ type config struct {
 	accountsEvery    time.Duration  // 0: with each renewal (see optAccountsEvery)
 	legacyZone       *time.Location // of token_expiry:{user}; nil when the command has no legacy keys
 	exchangeTVToken  bool           // renew after a TradingView-style login for an mdAccessToken
+
+	login loginConfig // the login page, the Kite reminder, Kite's addresses
 }
 
 // load resolves and checks every option f's command uses. It touches no network and
@@ -347,6 +351,9 @@ func (f *flags) load() (*config, error) {
 		c.listen = v
 	}
 	if err := f.loadAccounts(c); err != nil {
+		return nil, err
+	}
+	if err := f.loadLogin(c); err != nil {
 		return nil, err
 	}
 	durations := []struct {

@@ -46,6 +46,7 @@ type daemon struct {
 	self    daemonInfo    // this daemon, as its heartbeat describes it
 	leases  *leaseWaits   // waits for other processes' refreshes, for the log
 	acct    *accountsRun  // accounts from the broker, the legacy keys' checks (accounts.go, legacy.go)
+	desk    *loginDesk    // the users a human logs in through a browser (Kite), the login page
 
 	redisMu   sync.Mutex // guards redisDown and redisErr
 	redisDown bool
@@ -67,6 +68,7 @@ type userState struct {
 	waiting  *waitRecord       // the wait of over a second in progress, if any
 	dirty    bool              // the health record in Redis is behind these fields
 	legacyAt int64             // version whose legacy keys are known to be written
+	login    *loginRecord      // a browser-login user's need of a human login (see loginDesk)
 }
 
 // health returns the user's health record as daemon id sees it at now.
@@ -84,6 +86,7 @@ func (s *userState) health(id string, now time.Time) healthRecord {
 	if w := s.waiting; w != nil && (w.Until == nil || w.Until.After(now)) {
 		h.Waiting = w
 	}
+	h.Login = s.login
 	return h
 }
 
@@ -107,6 +110,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 	log = slog.New(waitTap{h: log.Handler(), on: dm.waiting})
 	dm.log = log
 	dm.leases = newLeaseWaits(log, cfg.timeout)
+	dm.desk = newLoginDesk(cfg.login, cfg.prefix, log, scrub, time.Now)
 	var err error
 	dm.metrics, err = newMetrics(dm.views, func() bool { up, _ := dm.redisState(); return up })
 	if err != nil {
@@ -143,6 +147,13 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 		}
 		defer ln.Close()
 	}
+	var loginLn net.Listener
+	if cfg.login.listen != "" {
+		if loginLn, err = net.Listen("tcp", cfg.login.listen); err != nil {
+			return usagef("--login-listen %s: %s", cfg.login.listen, oneLine(err.Error()))
+		}
+		defer loginLn.Close()
+	}
 
 	// The first write: the legacy keys carry no prefix, so one prefix owns them; a
 	// daemon that cannot claim them (another prefix's, or no right to the claim key)
@@ -165,6 +176,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 			cfg.redis.display, scrub.scrub(oneLine(err.Error())))
 	}
 	dm.alerts = newAlerter(cfg, deps.rdb, log, scrub, dm.metrics)
+	dm.attachDesk(ln != nil || loginLn != nil)
 
 	attrs := []any{"users", len(dm.users), "redis", cfg.redis.display, "prefix", cfg.prefix,
 		"legacy_keys", cfg.legacyKeys, "concurrency", cfg.concurrency, "alerts", dm.alerts.describe()}
@@ -174,16 +186,27 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 	log.Info("brokertoken: running", attrs...)
 
 	var bg sync.WaitGroup
-	var srv *http.Server
-	if ln != nil {
-		srv = &http.Server{Handler: dm.handler(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	var servers []*http.Server
+	serve := func(l net.Listener, h http.Handler) {
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		servers = append(servers, srv)
 		bg.Add(1)
 		go func() {
 			defer bg.Done()
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("brokertoken: http server stopped", "err", err)
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("brokertoken: http server stopped", "addr", l.Addr().String(), "err", err)
 			}
 		}()
+	}
+	if ln != nil {
+		serve(ln, dm.handler())
+	}
+	if loginLn != nil {
+		serve(loginLn, dm.desk.handler())
+	}
+	if len(dm.desk.users) > 0 {
+		bg.Add(1)
+		go func() { defer bg.Done(); dm.desk.run(ctx, min(dm.cfg.checkInterval, time.Second)) }()
 	}
 	if dm.acct.sync != nil {
 		bg.Add(1)
@@ -206,7 +229,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 	<-ctx.Done()
 	stopping := time.Now()
 	users.Wait()
-	if srv != nil {
+	for _, srv := range servers {
 		sctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		_ = srv.Shutdown(sctx)
 		cancel()
@@ -224,7 +247,10 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 // record and enqueue.
 func (dm *daemon) hooks() tokencache.Hooks {
 	return tokencache.Hooks{
-		RefreshFailed: func(user, _ string, err error) {
+		RefreshFailed: func(user, op string, err error) {
+			if dm.desk.noteFailure(user, op, err) {
+				return // a human must log in, or a renewal asked too early: the desk's
+			}
 			if failureKind(err) != "redis" { // Redis outages are watched by watchRedis
 				dm.failed(user, err)
 			}
@@ -252,6 +278,9 @@ func (dm *daemon) keepFresh(ctx context.Context, user string) {
 // refresh. The cache does not hammer the broker: after a failure it answers with that
 // failure until its backoff ends.
 func (dm *daemon) check(ctx context.Context, user string) {
+	if dm.desk.skipCheck(ctx, user) {
+		return // only a human login helps, and none came
+	}
 	if !acquire(ctx, dm.slots, func() {
 		dm.log.Info("brokertoken: waiting for a check slot: --concurrency users are being waited on", "user", user,
 			waitKey, "until one of them is done", "concurrency", cap(dm.slots))
@@ -267,7 +296,7 @@ func (dm *daemon) check(ctx context.Context, user string) {
 		return // stopping: not a failure
 	}
 	if err != nil {
-		if failureKind(err) != "redis" {
+		if failureKind(err) != "redis" && !browserLoginNeeded(err) && !renewalNotDue(err) {
 			dm.failed(user, err)
 		}
 		return
@@ -372,6 +401,7 @@ func (dm *daemon) succeeded(ctx context.Context, user string, tok *tokencache.To
 	if newVersion {
 		dm.acct.sync.Nudge(user) // a login or renewal: the accounts may be asked for
 	}
+	dm.desk.succeeded(user, tok)
 
 	if recovered {
 		dm.log.Info("brokertoken: token refresh recovered", "user", user, "version", tok.Version,

@@ -9,6 +9,7 @@ import (
 
 	"github.com/brokertoken/brokertoken/tokencache"
 	"github.com/brokertoken/brokertoken/tradovate"
+	"github.com/brokertoken/brokertoken/zerodha"
 )
 
 // Exit codes.
@@ -47,7 +48,8 @@ func oneLine(s string) string {
 // failureKind classifies a refresh failure for metrics and alerts. The kinds are stable
 // label values: redis, captcha, locked_out, bad_credentials, login_budget, penalty,
 // inactive_user, unavailable, malformed_response, unexpected_status, unknown_user,
-// token_rejected, no_token, timeout, canceled, other.
+// token_rejected, login_required, renewal_not_due (Kite), no_token, timeout, canceled,
+// other.
 func failureKind(err error) string {
 	switch {
 	case errors.Is(err, tokencache.ErrRedisUnavailable):
@@ -72,7 +74,15 @@ func failureKind(err error) string {
 		return "unexpected_status"
 	case errors.Is(err, tradovate.ErrUnknownUser):
 		return "unknown_user"
-	case errors.Is(err, tokencache.ErrTokenRejected):
+	case errors.Is(err, zerodha.ErrLoginRequired):
+		return "login_required"
+	case errors.Is(err, zerodha.ErrRenewalNotDue):
+		return "renewal_not_due"
+	case errors.Is(err, zerodha.ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, zerodha.ErrMalformedResponse):
+		return "malformed_response"
+	case errors.Is(err, tokencache.ErrTokenRejected), errors.Is(err, zerodha.ErrTokenException):
 		return "token_rejected"
 	case errors.Is(err, tokencache.ErrNoToken):
 		return "no_token"

@@ -49,11 +49,14 @@ const (
 // fleetUser is a user's entry in {prefix}:users.
 type fleetUser struct {
 	Accounts    []string  `json:"accounts"`
-	Broker      string    `json:"broker"`             // "tradovate"
+	Broker      string    `json:"broker"`             // "tradovate" or "kite"
 	Environment string    `json:"environment"`        // demo or live
 	RESTURL     string    `json:"rest_url,omitempty"` // when not the environment's
 	Daemon      string    `json:"daemon"`             // id of the daemon that wrote the entry
 	Updated     time.Time `json:"updated"`
+
+	// LoginURL is the login page of a user a human logs in through a browser ("kite").
+	LoginURL string `json:"login_url,omitempty"`
 }
 
 // daemonInfo is a daemon's entry in {prefix}:daemons.
@@ -80,6 +83,9 @@ type healthRecord struct {
 	Waiting     *waitRecord `json:"waiting,omitempty"`
 	Daemon      string      `json:"daemon"`
 	Updated     time.Time   `json:"updated"`
+
+	// Login says that a browser-login user (Kite) needs a human login, and where.
+	Login *loginRecord `json:"login,omitempty"`
 }
 
 // waitRecord is a wait of a daemon for a user that lasts over a second.

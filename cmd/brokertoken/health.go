@@ -28,6 +28,11 @@ func (dm *daemon) handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("brokertoken: /healthz /metrics\n"))
 	})
+	if len(dm.desk.users) > 0 && dm.cfg.login.listen == "" {
+		page := dm.desk.handler()
+		mux.Handle(dm.cfg.login.pagePath, page)
+		mux.Handle(dm.cfg.login.pagePath+"/", page)
+	}
 	return mux
 }
 
@@ -40,6 +45,11 @@ type userHealth struct {
 	Failing   bool     `json:"failing,omitempty"`
 	Kind      string   `json:"kind,omitempty"`  // kind of the last failure, while failing
 	Error     string   `json:"error,omitempty"` // the last failure, while failing
+
+	// Broker is "kite" for a user a human logs in through a browser; LoginURL is where,
+	// while its token is not valid.
+	Broker   string `json:"broker,omitempty"`
+	LoginURL string `json:"login_url,omitempty"`
 }
 
 // healthAnswer is the /healthz body.
@@ -77,6 +87,16 @@ func (dm *daemon) handleHealth(w http.ResponseWriter, r *http.Request) {
 					secs := math.Round(st.Token.Expiry.Sub(now).Seconds())
 					h.ExpiresIn, h.Version = &secs, st.Token.Version
 				}
+				if dm.desk.has(u) {
+					// A missing token of a browser-login user is normal until the day's
+					// reminder time: Kite expires every token at 06:00 IST.
+					var unhealthy bool
+					h.Broker = brokerKite
+					h.State, unhealthy, h.LoginURL = dm.desk.judge(u, st)
+					if unhealthy {
+						ans.Unhealthy = append(ans.Unhealthy, u)
+					}
+				}
 			}
 		}
 		if ans.Error != "" {
@@ -86,7 +106,7 @@ func (dm *daemon) handleHealth(w http.ResponseWriter, r *http.Request) {
 		if v.failing {
 			h.Failing, h.Kind, h.Error = true, v.lastKind, v.lastErr
 		}
-		if h.State != string(tokencache.StateFresh) && h.State != string(tokencache.StateStale) {
+		if h.State != string(tokencache.StateFresh) && h.State != string(tokencache.StateStale) && (h.Broker == "" || h.State == "unknown") {
 			ans.Unhealthy = append(ans.Unhealthy, u)
 		}
 		ans.Users = append(ans.Users, h)

@@ -39,8 +39,12 @@ func (dm *daemon) fleetEntry(user string) fleetUser {
 	if accounts == nil {
 		accounts = []string{}
 	}
+	now := time.Now().UTC().Truncate(time.Second)
+	if dm.deps.kiteUser(user) != nil {
+		return fleetUser{Accounts: accounts, Broker: brokerKite, LoginURL: dm.cfg.login.pageURL, Daemon: dm.self.ID, Updated: now}
+	}
 	return fleetUser{Accounts: accounts, Broker: "tradovate", Environment: string(dm.cfg.environment),
-		RESTURL: dm.cfg.restURL, Daemon: dm.self.ID, Updated: time.Now().UTC().Truncate(time.Second)}
+		RESTURL: dm.cfg.restURL, Daemon: dm.self.ID, Updated: now}
 }
 
 // publish records the daemon's heartbeat every second, and each user's health record

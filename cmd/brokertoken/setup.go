@@ -18,7 +18,9 @@ import (
 // deps are the connected pieces a command works with. close releases them.
 type deps struct {
 	rdb      redis.UniversalClient
-	creds    *tradovate.Credentials // nil: no credentials (read-only)
+	file     *credentialsFile       // nil: no credentials file (read-only)
+	creds    *tradovate.Credentials // the file's Tradovate logins; nil without any
+	kite     []*kiteUser            // the file's Kite apps, in file order
 	accounts *tradovate.AccountMap  // nil without credentials
 	auth     *tradovate.Authenticator
 	cache    *tokencache.Cache
@@ -41,10 +43,10 @@ func (d *deps) close() {
 
 // users returns the login users of the credentials file, in file order.
 func (d *deps) users() []string {
-	if d.creds == nil {
+	if d.file == nil {
 		return nil
 	}
-	return d.creds.Users()
+	return d.file.users()
 }
 
 // accountsOf returns user's trading sub-accounts.
@@ -106,10 +108,16 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 	}()
 
 	if so.creds != credsNone {
-		creds, err := tradovate.LoadCredentials(cfg.credentials)
+		file, err := loadCredentials(cfg.credentials)
 		switch {
 		case err == nil:
-			d.creds = creds
+			d.file, d.creds = file, file.tradovate
+			for _, w := range file.warnings {
+				log.Warn("brokertoken: " + w)
+			}
+			for _, k := range file.kite {
+				s.add(k.APISecret)
+			}
 		case so.creds == credsOptional && cfg.credsSource == "default" && errors.Is(err, fs.ErrNotExist):
 			log.Debug("no credentials file: read-only, tokens are only read from Redis", "path", cfg.credentials)
 		default:
@@ -186,7 +194,12 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 			return nil, fmt.Errorf("redis %s: %s", cfg.redis.display, oneLine(err.Error()))
 		}
 	}
-	if d.creds == nil && !so.noCache {
+	if len(d.file.kiteEntries()) > 0 {
+		if d.kite, err = newKiteUsers(d.file.kiteEntries(), d.rdb, cfg, log); err != nil {
+			return nil, usagef("%s", oneLine(err.Error()))
+		}
+	}
+	if d.file == nil && !so.noCache {
 		// Without credentials, accounts are mapped to users as the daemons registered them.
 		if d.registry, err = d.fleet.accounts(ctx); err != nil {
 			return nil, fmt.Errorf("redis %s: %s", cfg.redis.display, oneLine(err.Error()))
@@ -212,12 +225,7 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 	if cfg.retryMax > 0 && cfg.retryMax < time.Second {
 		opts.RetryMin = cfg.retryMax
 	}
-	if d.auth != nil {
-		opts.Authenticator = d.auth
-		if so.brokerCalls > 0 {
-			opts.Authenticator = boundAuth(d.auth, so.brokerCalls, log)
-		}
-	}
+	opts.Authenticator = d.authenticator(so.brokerCalls, log)
 	if d.accounts != nil {
 		opts.LookupUser = d.accounts.LookupUser // accounts learned later are followed
 		opts.AccountsFor = d.accounts.AccountsFor

@@ -1,0 +1,426 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/brokertoken/brokertoken/tokencache"
+	"github.com/brokertoken/brokertoken/zerodha"
+)
+
+// browserUser is a user whose token a human obtains in a browser: the daemon's page
+// sends the browser to the broker's login with a single-use state, and the broker sends
+// it back to the daemon with a one-use code that the daemon exchanges and stores with
+// the cache. Kite apps are the first kind (kiteUser); another broker (OAuth2's
+// authorization-code flow) plugs into the page, the reminder and the health checks by
+// implementing it.
+type browserUser interface {
+	// name is the user name the token is stored under.
+	name() string
+	// broker is the broker's name as humans know it: "Kite".
+	broker() string
+	// loginURL returns the broker's login page with a new single-use state.
+	loginURL(ctx context.Context) (string, error)
+	// redirect answers the broker's redirect: it checks the state, exchanges the code,
+	// stores the token in store and shows the human a page saying what happened.
+	redirect(store zerodha.Store) http.Handler
+	// who describes the broker's user whose login is stored (or expected), for the
+	// page: "AB1234 (Kite Fake)"; "" when unknown.
+	who(ctx context.Context) string
+}
+
+// browserLoginNeeded reports whether err says that only a human login gives the user a
+// token now (no refresh token, or the broker refused it).
+func browserLoginNeeded(err error) bool { return errors.Is(err, zerodha.ErrLoginRequired) }
+
+// renewalNotDue reports whether err is a renewal asked for before it can help (Kite
+// expires every token at 06:00 IST, so renewing earlier gains nothing): not a failure.
+func renewalNotDue(err error) bool { return errors.Is(err, zerodha.ErrRenewalNotDue) }
+
+// loginDesk is the daemon's side of the users whose token a human obtains in a browser:
+// it serves the login page, reminds humans to log in, notices a token the broker
+// rejected during the day, and says which of these users are healthy.
+//
+// What it knows of each user (loginState) changes only in handle and remind, which run
+// on its own goroutine (run), and in succeeded, called by the daemon's checks; mu
+// guards it. The cache's hooks and the daemon's checks only enqueue events (see
+// noteFailure), so they never wait for Redis.
+type loginDesk struct {
+	cfg     loginConfig
+	prefix  string
+	log     *slog.Logger
+	scrub   *scrubber
+	now     func() time.Time // the reminder's clock (time.Now; tests move it)
+	events  chan loginEvent
+	cache   *tokencache.Cache
+	alerts  *alerter
+	users   []browserUser
+	byName  map[string]browserUser
+	failure func(user string) (failing bool, kind, msg string) // the daemon's view of refresh failures
+	changed func(user string, rec *loginRecord)                // publishes the user's login record
+
+	mu    sync.Mutex             // guards state
+	state map[string]*loginState // by user name
+}
+
+// loginState is what the desk knows of one user.
+type loginState struct {
+	needed      bool      // only a human login gives the user a (new) token
+	neededAt    int64     // version stored when that was learnt (0: none); a newer one ends it
+	since       time.Time // when it was learnt
+	renewErr    string    // why the refresh token did not do, scrubbed; "" if none was tried
+	rejected    int64     // a version the broker rejected before its expiry (0: none)
+	rejectedAt  time.Time
+	remindedDay string // the last day (IST date) whose reminder was handled
+	alerted     bool   // a reminder or rejection was alerted: the next login is a recovery
+}
+
+// loginRecord is the part of a user's health record ({prefix}:{USER}:health) that says
+// a human must log in, for `status` and other daemons' readers.
+type loginRecord struct {
+	Needed   bool       `json:"needed"`
+	URL      string     `json:"url,omitempty"`      // the login page
+	Since    *time.Time `json:"since,omitempty"`    // when the need was learnt
+	Rejected int64      `json:"rejected,omitempty"` // version the broker rejected before its expiry
+	Reminder string     `json:"reminder,omitempty"` // "08:45 IST, Mon-Fri"
+	RenewErr string     `json:"renew_error,omitempty"`
+}
+
+// loginEvent is a failed refresh of a browser-login user that needs a human.
+type loginEvent struct {
+	user string
+	op   string // the cache's op: "login" or "renew"
+	err  error
+}
+
+// newLoginDesk returns a desk with no users; attach gives it the daemon's pieces.
+func newLoginDesk(cfg loginConfig, prefix string, log *slog.Logger, s *scrubber, now func() time.Time) *loginDesk {
+	return &loginDesk{cfg: cfg, prefix: prefix, log: log, scrub: s, now: now,
+		events: make(chan loginEvent, 256), byName: map[string]browserUser{}, state: map[string]*loginState{},
+		failure: func(string) (bool, string, string) { return false, "", "" },
+		changed: func(string, *loginRecord) {}}
+}
+
+// attach gives the desk its users, the cache storing their tokens and the alerter.
+func (d *loginDesk) attach(users []browserUser, cache *tokencache.Cache, alerts *alerter) {
+	d.users, d.cache, d.alerts = users, cache, alerts
+	for _, u := range users {
+		d.byName[u.name()] = u
+		d.state[u.name()] = &loginState{}
+	}
+}
+
+// has reports whether user logs in through the browser.
+func (d *loginDesk) has(user string) bool {
+	if d == nil {
+		return false
+	}
+	_, ok := d.byName[user]
+	return ok
+}
+
+// noteFailure takes a failed refresh of a browser-login user, from the cache's hook or
+// a check, and reports whether the desk owns it: a renewal asked too early (dropped) or
+// a login only a human can make (handled in the background: not a failure to alert as
+// one). Other errors are ordinary failures, left to the daemon. It never blocks.
+func (d *loginDesk) noteFailure(user, op string, err error) bool {
+	if d == nil {
+		return false
+	}
+	switch {
+	case renewalNotDue(err):
+		return true
+	case browserLoginNeeded(err):
+		select {
+		case d.events <- loginEvent{user: user, op: op, err: err}:
+		default:
+			d.log.Warn("brokertoken: login event queue full; event dropped", "user", user)
+		}
+		return true
+	}
+	return false
+}
+
+// run handles events and the reminder until ctx is done.
+func (d *loginDesk) run(ctx context.Context, every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	d.remind(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-d.events:
+			d.handle(ctx, ev)
+		case <-tick.C:
+			d.remind(ctx)
+		}
+	}
+}
+
+// readTimeout bounds the desk's reads of Redis.
+const readTimeout = 2 * time.Second
+
+// handle records that only a human login gives ev.user a token now. When Redis still
+// holds a token that has not expired and the cache nevertheless had to log in, that
+// token was reported to the broker and the broker refused it (a 403 TokenException in
+// some service, checked by the cache with the broker): it lapsed during the day, which
+// is alerted once per token version across the fleet.
+func (d *loginDesk) handle(ctx context.Context, ev loginEvent) {
+	u := d.byName[ev.user]
+	if u == nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, readTimeout)
+	st, err := d.cache.Status(rctx, ev.user)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn("brokertoken: cannot read the token to judge a failed login", "user", ev.user, "err", d.scrub.scrub(oneLine(err.Error())))
+		}
+		return
+	}
+	var stored int64
+	if st.Token != nil {
+		stored = st.Token.Version
+	}
+	unexpired := st.State == tokencache.StateFresh || st.State == tokencache.StateStale
+	now := time.Now()
+	renewErr := ""
+	var lr *zerodha.LoginRequiredError
+	if errors.As(ev.err, &lr) && lr.RenewErr != nil {
+		renewErr = d.scrub.scrub(oneLine(lr.RenewErr.Error()))
+	}
+
+	d.mu.Lock()
+	ls := d.state[ev.user]
+	first := !ls.needed || stored > ls.neededAt
+	lapsed := ev.op == "login" && unexpired && stored != ls.rejected
+	if first {
+		ls.needed, ls.neededAt, ls.since = true, stored, now
+	}
+	ls.renewErr = renewErr
+	if lapsed {
+		ls.rejected, ls.rejectedAt, ls.alerted = stored, now, true
+	}
+	rec := d.recordLocked(ls)
+	d.mu.Unlock()
+	d.changed(ev.user, rec)
+
+	switch {
+	case lapsed:
+		d.log.Error("brokertoken: "+u.broker()+" rejected the token before its expiry; a human must log in", "user", ev.user,
+			"version", stored, "expired_at", st.Token.Expiry.In(ist).Format(time.RFC3339), "login_page", d.cfg.pageURL)
+		d.alerts.enqueue(alertEvent{Event: eventTokenRejected, User: ev.user, Broker: u.broker(), Version: stored,
+			Expiry: st.Token.Expiry, URL: d.cfg.pageURL, Error: renewErr, Time: now})
+	case first:
+		attrs := []any{"user", ev.user, "login_page", d.cfg.pageURL, "reminder", d.cfg.remind.String()}
+		if unexpired {
+			attrs = append(attrs, "valid_until", st.Token.Expiry.In(ist).Format(time.RFC3339))
+		}
+		if renewErr != "" {
+			attrs = append(attrs, "renew_error", renewErr)
+		}
+		d.log.Warn("brokertoken: a human must log in to "+u.broker()+" (the token cannot be renewed without one)", attrs...)
+	}
+}
+
+// remind sends, once a day from the reminder time on, one alert for each user without
+// a valid token, with the login page's URL. Daemons sharing a Redis agree on who sends
+// it (see alerter.claim).
+func (d *loginDesk) remind(ctx context.Context) {
+	now := d.now()
+	day, due := d.cfg.remind.due(now)
+	if !due {
+		return
+	}
+	for _, u := range d.users {
+		name := u.name()
+		d.mu.Lock()
+		done := d.state[name].remindedDay == day
+		d.mu.Unlock()
+		if done {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, readTimeout)
+		st, err := d.cache.Status(rctx, name)
+		cancel()
+		if err != nil {
+			continue // Redis is down (watchRedis alerts it): try again at the next tick
+		}
+		d.mu.Lock()
+		ls := d.state[name]
+		valid := d.validLocked(ls, st)
+		ls.remindedDay = day
+		if !valid {
+			ls.alerted = true
+		}
+		d.mu.Unlock()
+		if valid {
+			continue
+		}
+		ev := alertEvent{Event: eventLoginNeeded, User: name, Broker: u.broker(), Day: day, URL: d.cfg.pageURL,
+			Reminder: d.cfg.remind.String(), Time: now}
+		if st.Token != nil {
+			ev.Version, ev.Expiry = st.Token.Version, st.Token.Expiry
+		}
+		d.log.Warn("brokertoken: reminder: no valid "+u.broker()+" token for today; a human must log in", "user", name,
+			"day", day, "login_page", d.cfg.pageURL)
+		d.alerts.enqueue(ev)
+	}
+}
+
+// validLocked reports whether st is a token that can be served and that the broker has
+// not rejected. d.mu must be held.
+func (d *loginDesk) validLocked(ls *loginState, st tokencache.Status) bool {
+	if st.Token == nil || st.State != tokencache.StateFresh && st.State != tokencache.StateStale {
+		return false
+	}
+	return ls.rejected == 0 || st.Token.Version != ls.rejected
+}
+
+// skipCheck reports whether the daemon's check of user should not ask the cache for a
+// token: only a human login helps and none has been stored since (one GET). Asking
+// would only repeat the same "log in" answer and its log lines every --retry-max.
+func (d *loginDesk) skipCheck(ctx context.Context, user string) bool {
+	if !d.has(user) {
+		return false
+	}
+	d.mu.Lock()
+	ls := d.state[user]
+	needed, at := ls.needed, ls.neededAt
+	d.mu.Unlock()
+	if !needed {
+		return false
+	}
+	rctx, cancel := context.WithTimeout(ctx, readTimeout)
+	st, err := d.cache.Status(rctx, user)
+	cancel()
+	if err != nil {
+		return false // let the check meet the error
+	}
+	return st.Token == nil || st.Token.Version <= at
+}
+
+// succeeded records a token the daemon's check got for user: a newer one than the one
+// the need was learnt with ends the need; after an alert, it is a recovery.
+func (d *loginDesk) succeeded(user string, tok *tokencache.Token) {
+	if !d.has(user) {
+		return
+	}
+	d.mu.Lock()
+	ls := d.state[user]
+	ended := ls.needed && tok.Version > ls.neededAt
+	recovered := ended && ls.alerted
+	if ended {
+		ls.needed, ls.neededAt, ls.since, ls.renewErr = false, 0, time.Time{}, ""
+		ls.alerted = false
+	}
+	cleared := ls.rejected != 0 && tok.Version > ls.rejected
+	if cleared {
+		ls.rejected, ls.rejectedAt = 0, time.Time{}
+	}
+	rec := d.recordLocked(ls)
+	d.mu.Unlock()
+	if ended || cleared {
+		d.changed(user, rec)
+	}
+	if !ended {
+		return
+	}
+	d.log.Info("brokertoken: logged in through the browser", "user", user, "version", tok.Version,
+		"valid_until", tok.Expiry.In(ist).Format(time.RFC3339))
+	if recovered {
+		d.alerts.enqueue(alertEvent{Event: eventRecovered, User: user, Version: tok.Version, Expiry: tok.Expiry, Time: time.Now()})
+	}
+}
+
+// recordLocked is ls as the health record shows it (nil when no login is needed).
+// d.mu must be held.
+func (d *loginDesk) recordLocked(ls *loginState) *loginRecord {
+	if !ls.needed && ls.rejected == 0 {
+		return nil
+	}
+	rec := &loginRecord{Needed: ls.needed, URL: d.cfg.pageURL, Rejected: ls.rejected, Reminder: d.cfg.remind.String(),
+		RenewErr: ls.renewErr}
+	if !ls.since.IsZero() {
+		since := ls.since.UTC()
+		rec.Since = &since
+	}
+	return rec
+}
+
+// judge says how /healthz shows user given its stored token: its state ("rejected" for
+// a token the broker refused before its expiry) and whether it is unhealthy. A missing
+// token is unhealthy only once the day's reminder time has passed.
+func (d *loginDesk) judge(user string, st tokencache.Status) (state string, unhealthy bool, loginURL string) {
+	d.mu.Lock()
+	ls := d.state[user]
+	valid := d.validLocked(ls, st)
+	rejected := ls.rejected != 0 && st.Token != nil && st.Token.Version == ls.rejected
+	d.mu.Unlock()
+	state = string(st.State)
+	if rejected {
+		state = "rejected"
+	}
+	if valid {
+		return state, false, ""
+	}
+	_, due := d.cfg.remind.due(d.now())
+	return state, due, d.cfg.pageURL
+}
+
+// attachDesk gives the desk the daemon's browser-login users, its cache and alerter,
+// and the ways to read the daemon's failures and to publish a user's login record. It
+// says in the log where the page is, and warns when nothing serves it or nothing
+// protects it.
+func (dm *daemon) attachDesk(served bool) {
+	d := dm.desk
+	d.attach(dm.deps.browserUsers(), dm.deps.cache, dm.alerts)
+	d.failure = func(user string) (bool, string, string) {
+		v := dm.view(user)
+		return v.failing, v.lastKind, v.lastErr
+	}
+	d.changed = func(user string, rec *loginRecord) {
+		st := dm.states[user]
+		st.mu.Lock()
+		st.login, st.dirty = rec, true
+		st.mu.Unlock()
+	}
+	if len(d.users) == 0 {
+		return
+	}
+	if !served {
+		dm.log.Warn("brokertoken: no address serves the login page (--listen and --login-listen are empty): the browser logins must go through another daemon's page",
+			"users", len(d.users))
+		return
+	}
+	addr := dm.cfg.login.listen
+	if addr == "" {
+		addr = dm.cfg.listen
+	}
+	if d.cfg.basicUser == "" && d.cfg.secret == "" && !loopbackAddr(addr) {
+		dm.log.Warn("brokertoken: the login page has no authentication and listens beyond this machine: anyone who reaches it can start a broker login; set --login-basic-auth or --login-secret, or put it behind an authenticating proxy",
+			"addr", addr)
+	}
+	dm.log.Info("brokertoken: login page", "url", d.cfg.pageURL, "users", len(d.users), "reminder", d.cfg.remind.String())
+}
+
+// loopbackAddr reports whether a listen address accepts connections from this machine
+// only.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
