@@ -3,7 +3,10 @@
 // It plays both Kite and the human at the keyboard. GET /connect/login?api_key=KEY
 // "logs in" at once as the fake's current user and redirects (HTTP 302) to the app's
 // registered redirect URL with request_token, action, type, status=success and the
-// parameters of redirect_params, as Kite does. POST /session/token exchanges a request
+// parameters of redirect_params, as Kite does. With Options.LoginPassword the human's
+// part is left to a browser instead: GET /connect/login answers an HTML login form
+// (user ID and password) that POSTs back to /connect/login, which redirects the same
+// way once the user ID is the fake's current user and the password is right. POST /session/token exchanges a request
 // token: it requires X-Kite-Version: 3 and checks the checksum (hex SHA-256 of api_key +
 // request_token + api_secret); a request token works once and only for
 // Options.RequestTokenTTL. A successful exchange kills the app's previous access token
@@ -90,6 +93,10 @@ type Options struct {
 	// Now is the fake's clock (default time.Now). Tests move it to expire request
 	// tokens and access tokens without waiting; feeds still end on real timers.
 	Now func() time.Time
+	// LoginPassword, when set, makes GET /connect/login show a login form for a
+	// browser (see the package comment); the current user logs in with this password
+	// (default "": the login completes at once, without a form).
+	LoginPassword string
 }
 
 // Server is a running fake. Its methods are safe for concurrent use.

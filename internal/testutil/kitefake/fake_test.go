@@ -382,3 +382,66 @@ func TestScriptedAnswersAndStrictProfile(t *testing.T) {
 	assert.Equal(t, 1, s.Calls(kitefake.UserProfile, "", http.StatusBadRequest))
 	assert.Equal(t, 2, s.Calls(kitefake.UserProfile, "", http.StatusOK), "scripted answers are counted too")
 }
+
+// With LoginPassword, the login page is a form a browser completes: a wrong password
+// shows the form again with an error and issues nothing; the right one redirects like
+// the formless login, carrying redirect_params back. The form escapes what it echoes.
+func TestLoginFormForABrowser(t *testing.T) {
+	t.Parallel()
+	s := kitefake.New(t, kitefake.Options{UserID: "AB1234", LoginPassword: "pw-0123"})
+	s.AddApp(apiKey, apiSecret, redirect)
+	c := client(t)
+	params := url.Values{"state": {`"><script>x</script>`}}.Encode()
+	q := url.Values{"v": {"3"}, "api_key": {apiKey}, "redirect_params": {params}}
+
+	get := func() (int, string) {
+		resp, err := c.Get(s.LoginURL() + "?" + q.Encode())
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get()
+	require.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, `<form method="post" action="/connect/login">`)
+	assert.NotContains(t, body, "<script>x</script>", "redirect_params is escaped")
+
+	post := func(user, pw string) *http.Response {
+		form := url.Values{"api_key": {apiKey}, "redirect_params": {params}, "v": {"3"}, "user_id": {user}, "password": {pw}}
+		resp, err := c.PostForm(s.LoginURL(), form)
+		require.NoError(t, err)
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	for _, bad := range [][2]string{{"AB1234", "wrong"}, {"ZZ9999", "pw-0123"}, {"", ""}} {
+		resp := post(bad[0], bad[1])
+		b, _ := io.ReadAll(resp.Body)
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Contains(t, string(b), "Invalid `user_id` or `password`.")
+	}
+	resp := post("ab1234", "pw-0123") // Kite's user IDs are not case-sensitive
+	require.Equal(t, http.StatusFound, resp.StatusCode)
+	back, err := url.Parse(resp.Header.Get("Location"))
+	require.NoError(t, err)
+	assert.Equal(t, "app.example.com", back.Host)
+	assert.Equal(t, `"><script>x</script>`, back.Query().Get("state"))
+	assert.Equal(t, "success", back.Query().Get("status"))
+	rt := back.Query().Get("request_token")
+	require.NotEmpty(t, rt)
+	assert.Equal(t, 1, s.Calls(kitefake.ConnectLogin, http.MethodPost, http.StatusFound))
+
+	// The request token it issued is exchangeable once, as from the formless login.
+	form := url.Values{"api_key": {apiKey}, "request_token": {rt}, "checksum": {checksum(apiKey, rt, apiSecret)}}
+	req, _ := http.NewRequest(http.MethodPost, s.URL()+"/session/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Kite-Version", "3")
+	a := do(t, c, req)
+	assert.Equal(t, http.StatusOK, a.Status)
+	assert.Equal(t, "AB1234", a.Data["user_id"])
+
+	// An unknown app gets no form.
+	resp2, err := c.Get(s.LoginURL() + "?v=3&api_key=nope")
+	require.NoError(t, err)
+	resp2.Body.Close()
+	assert.Equal(t, http.StatusBadRequest, resp2.StatusCode)
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/url"
 	"strings"
@@ -25,17 +26,27 @@ func nextMorning(t time.Time) time.Time {
 	return at
 }
 
-// handleLogin is Kite's login page with the human's part done: it issues a request
-// token and redirects to the app's redirect URL.
+// handleLogin is Kite's login page. Without Options.LoginPassword the human's part is
+// done at once: it issues a request token and redirects to the app's redirect URL. With
+// it, GET shows a form and the form's POST logs in.
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+	if s.opts.LoginPassword != "" {
+		s.loginForm(w, r)
+		return
+	}
+	s.completeLogin(w, r, r.URL.Query())
+}
+
+// completeLogin issues a request token for the app q names and redirects the browser
+// to its redirect URL.
+func (s *Server) completeLogin(w http.ResponseWriter, r *http.Request, q url.Values) {
 	s.mu.Lock()
 	a := s.apps[q.Get("api_key")]
 	var target string
 	status := http.StatusFound
 	var problem string
 	switch {
-	case r.Method != http.MethodGet:
+	case r.Method != http.MethodGet && s.opts.LoginPassword == "":
 		status, problem = http.StatusMethodNotAllowed, "GET only"
 	case a == nil:
 		status, problem = http.StatusBadRequest, "Invalid `api_key`."
@@ -67,6 +78,71 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	http.Redirect(w, r, target, http.StatusFound)
 }
+
+// loginForm is Kite's login page for a browser: GET shows the form, POST checks the
+// user ID and password and completes the login.
+func (s *Server) loginForm(w http.ResponseWriter, r *http.Request) {
+	var q url.Values
+	switch r.Method {
+	case http.MethodGet:
+		q = r.URL.Query()
+	case http.MethodPost:
+		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+		if err := r.ParseForm(); err != nil {
+			s.record(r, ConnectLogin, http.StatusBadRequest)
+			http.Error(w, "Invalid form.", http.StatusBadRequest)
+			return
+		}
+		q = r.PostForm
+	default:
+		s.record(r, ConnectLogin, http.StatusMethodNotAllowed)
+		http.Error(w, "GET or POST only", http.StatusMethodNotAllowed)
+		return
+	}
+	s.mu.Lock()
+	a, user := s.apps[q.Get("api_key")], s.user
+	s.mu.Unlock()
+	if a == nil {
+		s.record(r, ConnectLogin, http.StatusBadRequest)
+		http.Error(w, "Invalid `api_key`.", http.StatusBadRequest)
+		return
+	}
+	page := loginPage{APIKey: q.Get("api_key"), RedirectParams: q.Get("redirect_params"), V: q.Get("v")}
+	if r.Method == http.MethodPost {
+		okUser := strings.EqualFold(strings.TrimSpace(q.Get("user_id")), user)
+		okPassword := subtle.ConstantTimeCompare([]byte(q.Get("password")), []byte(s.opts.LoginPassword)) == 1
+		if okUser && okPassword {
+			s.completeLogin(w, r, q)
+			return
+		}
+		page.Error = "Invalid `user_id` or `password`."
+	}
+	s.record(r, ConnectLogin, http.StatusOK)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = loginTemplate.Execute(w, page)
+}
+
+// loginPage is the login form's data.
+type loginPage struct {
+	APIKey, RedirectParams, V string
+	Error                     string
+}
+
+var loginTemplate = template.Must(template.New("login").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Kite (fake) - Login</title></head><body>
+<h1>Login to Kite (fake)</h1>
+{{with .Error}}<p class="error" role="alert">{{.}}</p>{{end}}
+<form method="post" action="/connect/login">
+<input type="hidden" name="api_key" value="{{.APIKey}}">
+<input type="hidden" name="redirect_params" value="{{.RedirectParams}}">
+<input type="hidden" name="v" value="{{.V}}">
+<p><label for="user_id">User ID</label> <input id="user_id" name="user_id" autocomplete="username"></p>
+<p><label for="password">Password</label> <input id="password" type="password" name="password" autocomplete="current-password"></p>
+<p><button type="submit">Login</button></p>
+</form></body></html>
+`))
 
 // handleSession serves POST /session/token (the exchange) and DELETE /session/token
 // (logout).
