@@ -494,15 +494,21 @@ type userView struct {
 	failing  bool
 	lastErr  string
 	lastKind string
+
+	human       bool // a human logs the user in through a browser (Kite)
+	loginNeeded bool // ...and must now: the reminder time passed without a valid token
 }
 
 func (dm *daemon) view(user string) userView {
 	st := dm.states[user]
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	v := userView{user: user, tok: st.tok, failing: st.failing}
 	if st.failing {
 		v.lastErr, v.lastKind = st.lastErr, st.lastKind
+	}
+	st.mu.Unlock()
+	if dm.desk.has(user) {
+		v.human, v.loginNeeded = true, dm.desk.loginDue(user, v.tok)
 	}
 	return v
 }

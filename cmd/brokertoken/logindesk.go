@@ -424,3 +424,17 @@ func loopbackAddr(addr string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
+
+// loginDue reports whether user, a browser-login user, needs a human login now that
+// the day's reminder time has passed: tok, the daemon's newest token, is missing,
+// expired or rejected by the broker. It reads no Redis (for /metrics).
+func (d *loginDesk) loginDue(user string, tok *tokencache.Token) bool {
+	if _, due := d.cfg.remind.due(d.now()); !due {
+		return false
+	}
+	d.mu.Lock()
+	ls := d.state[user]
+	rejected := ls != nil && ls.rejected != 0 && tok != nil && tok.Version == ls.rejected
+	d.mu.Unlock()
+	return tok == nil || !time.Now().Before(tok.Expiry) || rejected
+}

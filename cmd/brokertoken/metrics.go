@@ -40,7 +40,8 @@ func newMetrics(views func() []userView, redisUp func() bool) (*metrics, error) 
 		alertErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "brokertoken_alert_errors_total",
 			Help: "Alerts that could not be delivered to the webhook."}),
 	}
-	for _, ev := range []string{eventFailure, eventCaptcha, eventLockedOut, eventRecovered, eventRedisDown, eventRedisUp, eventForeignWriter} {
+	for _, ev := range []string{eventFailure, eventCaptcha, eventLockedOut, eventRecovered, eventRedisDown, eventRedisUp, eventForeignWriter,
+		eventLoginNeeded, eventTokenRejected} {
 		m.alerts.WithLabelValues(ev)
 	}
 	b := readBuild()
@@ -88,11 +89,14 @@ var (
 	descValid   = prometheus.NewDesc("brokertoken_token_valid", "1 when the user's newest known token has not expired.", []string{"user"}, nil)
 	descFailing = prometheus.NewDesc("brokertoken_user_failing", "1 while the user's refreshes fail (since the last good token).", []string{"user"}, nil)
 	descUsers   = prometheus.NewDesc("brokertoken_users", "Login users in the credentials file.", nil, nil)
-	descRedisUp = prometheus.NewDesc("brokertoken_redis_up", "1 when Redis answered the last pings.", nil, nil)
+
+	descHuman       = prometheus.NewDesc("brokertoken_human_login", "1 for a user a human logs in through a browser (Kite): its token lapses every day by design.", []string{"user"}, nil)
+	descLoginNeeded = prometheus.NewDesc("brokertoken_login_needed", "1 while such a user needs a human login and the day's reminder time has passed.", []string{"user"}, nil)
+	descRedisUp     = prometheus.NewDesc("brokertoken_redis_up", "1 when Redis answered the last pings.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descExpiry, descValid, descFailing, descUsers, descRedisUp} {
+	for _, d := range []*prometheus.Desc{descExpiry, descValid, descFailing, descUsers, descRedisUp, descHuman, descLoginNeeded} {
 		ch <- d
 	}
 }
@@ -107,6 +111,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descValid, prometheus.GaugeValue, b2f(v.tok != nil && now.Before(v.tok.Expiry)), v.user)
 		ch <- prometheus.MustNewConstMetric(descFailing, prometheus.GaugeValue, b2f(v.failing), v.user)
+		ch <- prometheus.MustNewConstMetric(descHuman, prometheus.GaugeValue, b2f(v.human), v.user)
+		ch <- prometheus.MustNewConstMetric(descLoginNeeded, prometheus.GaugeValue, b2f(v.loginNeeded), v.user)
 	}
 	ch <- prometheus.MustNewConstMetric(descUsers, prometheus.GaugeValue, float64(len(views)))
 	ch <- prometheus.MustNewConstMetric(descRedisUp, prometheus.GaugeValue, b2f(c.redisUp()))
