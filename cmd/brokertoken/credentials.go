@@ -70,7 +70,11 @@ type kiteEntry struct {
 
 // String shows the entry without its secret.
 func (e kiteEntry) String() string {
-	s := fmt.Sprintf("kiteEntry{Name:%q APIKey:%q APISecret:%s", e.Name, e.APIKey, tokencache.Redact(e.APISecret))
+	secret := `""`
+	if e.APISecret != "" {
+		secret = "[REDACTED]"
+	}
+	s := fmt.Sprintf("kiteEntry{Name:%q APIKey:%q APISecret:%s", e.Name, e.APIKey, secret)
 	if e.UserID != "" {
 		s += fmt.Sprintf(" UserID:%q", e.UserID)
 	}
@@ -85,6 +89,11 @@ func (e kiteEntry) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, e.Stri
 
 // LogValue makes log/slog record the redacted form.
 func (e kiteEntry) LogValue() slog.Value { return slog.StringValue(e.String()) }
+
+// MarshalJSON writes the redacted form, so no encoder reaches the secret either (a
+// slog JSON handler marshals the entries of a slice itself). The file is decoded with
+// the field tags, never through this.
+func (e kiteEntry) MarshalJSON() ([]byte, error) { return json.Marshal(e.String()) }
 
 // maxCredentialsFile bounds what is read of a credentials file (as the tradovate
 // package's own loader does).
