@@ -337,6 +337,18 @@ func (w *webhook) events() map[string]int {
 	return out
 }
 
+// last returns the body of the last alert of event, or nil.
+func (w *webhook) last(event string) map[string]any {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := len(w.bodies) - 1; i >= 0; i-- {
+		if w.bodies[i]["event"] == event {
+			return w.bodies[i]
+		}
+	}
+	return nil
+}
+
 func (w *webhook) all() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -84,14 +84,19 @@ func (f *flags) loadLogin(c *config) error {
 	switch {
 	case v != "":
 		u, err := url.Parse(v)
+		if err == nil && u.User != nil {
+			secret := optLoginURL
+			secret.secret = true // do not echo a password
+			return usagef("%s: want a URL without user information (see --login-basic-auth)", where(secret, v, src))
+		}
 		if err == nil {
 			err = checkHTTPURL(v)
 		}
 		if err != nil {
 			return usagef("%s: %v", where(optLoginURL, v, src), err)
 		}
-		if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-			return usagef("%s: want a URL without user information, query or fragment (see --login-basic-auth)", where(optLoginURL, v, src))
+		if u.RawQuery != "" || u.Fragment != "" {
+			return usagef("%s: want a URL without a query or fragment", where(optLoginURL, v, src))
 		}
 		l.pagePath = strings.TrimRight(u.EscapedPath(), "/")
 		if !pagePathPattern.MatchString(l.pagePath) {
