@@ -227,6 +227,8 @@ func (d *loginDesk) handle(ctx context.Context, ev loginEvent) {
 			attrs = append(attrs, "renew_error", renewErr)
 		}
 		d.log.Warn("brokertoken: a human must log in to "+u.broker()+" (the token cannot be renewed without one)", attrs...)
+	default:
+		d.log.Debug("brokertoken: a human login is still needed", "user", ev.user, "op", ev.op, "version", stored)
 	}
 }
 
