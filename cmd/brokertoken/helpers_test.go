@@ -43,6 +43,9 @@ func (m cleanupM) Run() int {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(watcherEnv) != "" {
+		os.Exit(watcherMain()) // this binary, re-run as another process's Watch-er
+	}
 	redis.SetLogger(quietRedis{}) // as main does
 	dir, err := os.MkdirTemp("", "brokertoken-test-")
 	if err != nil {

@@ -149,13 +149,15 @@ func (d *loginDesk) unlock(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, d.pagePathOrRoot(), http.StatusSeeOther)
 }
 
-// sameOrigin reports whether a form post comes from a page of the same site: the
-// browser's Sec-Fetch-Site says so, or its Origin is the request's host or the page's
-// public host. Requests without either (not a browser) pass: they carry the page's
-// credentials themselves.
+// sameOrigin reports whether a form post comes from the page itself: the browser's
+// Sec-Fetch-Site says so, or (a browser without it) its Origin is the request's host or
+// the page's public host. Requests with neither (not a browser) pass: they carry the
+// page's credentials themselves.
 func sameOrigin(r *http.Request, pageURL string) bool {
 	switch r.Header.Get("Sec-Fetch-Site") {
-	case "", "same-origin", "none":
+	case "same-origin", "none":
+		return true
+	case "":
 	default:
 		return false
 	}
@@ -197,7 +199,7 @@ func (d *loginDesk) start(w http.ResponseWriter, r *http.Request) {
 	}
 	d.log.Info("brokertoken: login started from the login page", "user", name, "broker", u.broker(), "remote", r.RemoteAddr)
 	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Referrer-Policy", "no-referrer")
+	w.Header().Set("Referrer-Policy", "same-origin")
 	http.Redirect(w, r, link, http.StatusSeeOther)
 }
 
@@ -329,7 +331,9 @@ func (d *loginDesk) render(w http.ResponseWriter, status int, data any) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
-	h.Set("Referrer-Policy", "no-referrer")
+	// same-origin: the page's own forms send their Origin (no-referrer would make it
+	// "null"); no other site is told the page's address.
+	h.Set("Referrer-Policy", "same-origin")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'")
