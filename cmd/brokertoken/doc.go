@@ -9,7 +9,7 @@
 //
 // # Commands
 //
-//	brokertoken run                        keep every login in the credentials file fresh
+//	brokertoken run                        keep every login in the credentials file fresh; the Kite login page
 //	brokertoken token ACCOUNT [--md]       print the bare access token (--md: market-data token)
 //	brokertoken status [USER...] [--json]  table of users, their tokens and the daemons
 //	brokertoken decode [TOKEN|-] [--json]  a JWT's header, claims and expiry, unverified
@@ -198,6 +198,36 @@
 // of the incident key removes it. When Redis cannot be reached the daemons cannot
 // agree, so each one sends its own alert (and redis_down / redis_up are always per
 // daemon). Without a webhook, the same events are log lines at ERROR and INFO.
+//
+// # Kite in the daemon
+//
+// The credentials file may also hold Kite Connect apps, told apart by their broker
+// field (entries without one are Tradovate logins):
+//
+//	{"broker": "kite", "name": "kite_main", "api_key": "...", "api_secret": "...", "user_id": "AB1234"}
+//
+// Each is a zerodha.App whose token is stored under name. Kite needs a human login once
+// a day (tokens lapse at 06:00 IST), so run serves a login page at --login-url's path
+// (default http://<--listen>/login; or on --login-listen alone, for a reverse proxy),
+// optionally behind HTTP basic auth (--login-basic-auth) or a shared secret
+// (--login-secret: typed once into the page, or sent by a proxy in the
+// X-Brokertoken-Login-Secret header). It has one row per Kite user with the token's
+// state and a "Log in with Kite" button; Kite's redirect comes back to
+// <login-url>/<name>/redirect (register it with the app), which checks the single-use
+// state, exchanges the request token and stores the token with the cache, so every
+// Watch channel of every process receives it. Apps that Kite gives a refresh token are
+// renewed by the daemon after each morning expiry.
+//
+// From --kite-reminder (default 08:45 IST) on --kite-reminder-days (default mon-fri) a
+// Kite user without a valid token gets one login_needed alert a day with the page's URL
+// and counts as unhealthy in /healthz; before then a missing Kite token is healthy. A
+// token a service reports after a 403 TokenException is checked with Kite; if Kite
+// refuses it and no refresh token renews it, one token_rejected alert goes out per token
+// version, fleet-wide ({prefix}:{user}:alert-login:<day> and
+// {prefix}:{user}:alert-rejected:<version>, SET NX). A renewal asked before the morning
+// expiry (zerodha.ErrRenewalNotDue) is not a failure. status and /healthz show Kite users
+// with "broker": "kite", "rejected" for a token Kite refused, and the page's URL while a
+// human must log in.
 //
 // # Exit codes
 //
