@@ -274,3 +274,23 @@ func TestMissingKiteTokenBeforeTheReminderIsHealthy(t *testing.T) {
 	assert.Contains(t, text, `brokertoken_login_needed{user="kite_main"} 0`)
 	assert.Contains(t, text, `brokertoken_human_login{user="`+d.apex+`"} 0`)
 }
+
+// With --login-listen the page is served there alone: not beside /healthz and
+// /metrics, which stay on --listen only.
+func TestLoginPageOnItsOwnListener(t *testing.T) {
+	port := testutil.FreePort(t)
+	d := newKiteDaemon(t, kitefake.Options{}, "--login-listen", fmt.Sprintf("127.0.0.1:%d", port))
+	own := fmt.Sprintf("http://127.0.0.1:%d", port)
+	body := waitHTTP(t, own+"/login", http.StatusOK, 30*time.Second)
+	assert.Contains(t, body, "Log in with Kite")
+	assert.Contains(t, body, own+"/login/"+kiteName+"/redirect", "the page's URL follows its listener")
+	code, _ := get(t, own+"/healthz")
+	assert.Equal(t, http.StatusNotFound, code)
+	code, _ = get(t, own+"/metrics")
+	assert.Equal(t, http.StatusNotFound, code)
+	code, _ = get(t, d.base+"/login")
+	assert.Equal(t, http.StatusNotFound, code)
+	code, _ = get(t, d.base+"/metrics")
+	assert.Equal(t, http.StatusOK, code)
+	d.waitLog("brokertoken: login page\" url="+own+"/login", 1)
+}

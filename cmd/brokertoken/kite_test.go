@@ -343,7 +343,15 @@ func TestLoginPageProtection(t *testing.T) {
 		}
 		assert.Equal(t, http.StatusForbidden, unlock("wrong", nil).StatusCode)
 		assert.Equal(t, http.StatusForbidden, unlock(secret, func(r *http.Request) { r.Header.Set("Sec-Fetch-Site", "cross-site") }).StatusCode)
-		resp := unlock(secret, func(r *http.Request) { r.Header.Set("Origin", s.page.URL) })
+		// A browser's own form: Sec-Fetch-Site same-origin (whatever its Origin says).
+		resp := unlock(secret, func(r *http.Request) {
+			r.Header.Set("Sec-Fetch-Site", "same-origin")
+			r.Header.Set("Origin", "null")
+		})
+		require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+		// A browser without fetch metadata: its Origin.
+		assert.Equal(t, http.StatusForbidden, unlock(secret, func(r *http.Request) { r.Header.Set("Origin", "https://evil.example") }).StatusCode)
+		resp = unlock(secret, func(r *http.Request) { r.Header.Set("Origin", s.page.URL) })
 		require.Equal(t, http.StatusSeeOther, resp.StatusCode)
 		assert.Equal(t, "/login", resp.Header.Get("Location"))
 		cookies := resp.Cookies()
