@@ -30,8 +30,9 @@ const (
 	// eventForeignWriter: a legacy key holds a token this fleet did not write (legacy.go).
 	eventForeignWriter = "foreign_writer"
 
-	eventLoginNeeded   = "login_needed"   // reminder: a browser-login user has no valid token for the day
-	eventTokenRejected = "token_rejected" // the broker rejected a browser-login user's token before its expiry
+	eventLoginNeeded    = "login_needed"    // reminder: a browser-login user has no valid token for the day
+	eventTokenRejected  = "token_rejected"  // the broker rejected a browser-login user's token before its expiry
+	eventTokenUnchecked = "token_unchecked" // such a token was reported bad, but the broker could not be asked
 )
 
 // Fleet agreement: how long the keys that make one alert per event live.
@@ -77,6 +78,9 @@ type alertEvent struct {
 //     the login is reported as a recovery.
 //   - token_rejected (a browser-login user's token refused before its expiry): SET
 //     {prefix}:{user}:alert-rejected:<version> NX, for two days, and the incident.
+//   - token_unchecked (such a token reported bad, the broker not reachable to check
+//     it): SET {prefix}:{user}:alert-unchecked:<version> NX, for two days, and the
+//     incident.
 //   - recovery: DEL {prefix}:{user}:alert; only the daemon whose DEL removed the key
 //     sends it, so a recovery is reported once, and only after a failure was.
 //
@@ -163,7 +167,7 @@ func (a *alerter) handle(ctx context.Context, ev alertEvent) {
 			"event", ev.Event, "user", ev.User, "err", a.scrub.scrub(oneLine(err.Error())))
 		send = true
 		if ev.Event == eventFailure || ev.Event == eventCaptcha || ev.Event == eventLockedOut ||
-			ev.Event == eventLoginNeeded || ev.Event == eventTokenRejected {
+			ev.Event == eventLoginNeeded || ev.Event == eventTokenRejected || ev.Event == eventTokenUnchecked {
 			a.mu.Lock()
 			a.unagreed[ev.User] = true
 			a.mu.Unlock()
@@ -196,6 +200,9 @@ func (a *alerter) loginKey(user, day string) string {
 }
 func (a *alerter) rejectedKey(user string, version int64) string {
 	return a.prefix + ":{" + user + "}:alert-rejected:" + strconv.FormatInt(version, 10)
+}
+func (a *alerter) uncheckedKey(user string, version int64) string {
+	return a.prefix + ":{" + user + "}:alert-unchecked:" + strconv.FormatInt(version, 10)
 }
 
 // humanAlertTTL is how long the keys of the daily reminder and of a rejected token
@@ -233,10 +240,13 @@ func (a *alerter) claim(ctx context.Context, ev alertEvent) (bool, error) {
 	case eventForeignWriter:
 		// Once a day per user for the fleet: the other writer runs until a human stops it.
 		return a.rdb.SetNX(ctx, a.foreignKey(ev.User), record, incidentTTL).Result()
-	case eventLoginNeeded, eventTokenRejected:
+	case eventLoginNeeded, eventTokenRejected, eventTokenUnchecked:
 		key := a.loginKey(ev.User, ev.Day)
-		if ev.Event == eventTokenRejected {
+		switch ev.Event {
+		case eventTokenRejected:
 			key = a.rejectedKey(ev.User, ev.Version)
+		case eventTokenUnchecked:
+			key = a.uncheckedKey(ev.User, ev.Version)
 		}
 		won, err := a.rdb.SetNX(ctx, key, record, humanAlertTTL).Result()
 		if err != nil {
@@ -377,16 +387,20 @@ func (a *alerter) alertText(ev alertEvent) (title, text, severity string) {
 			fmt.Sprintf("%s has a new valid token%s.", ev.User, valid), "info"
 	case eventLoginNeeded:
 		return ev.Broker + " login needed: " + ev.User,
-			fmt.Sprintf("%s has no valid %s token for today (reminder %s). Services using it have none until someone logs in: open %s and press \"Log in with %s\".",
-				ev.User, ev.Broker, ev.Reminder, ev.URL, ev.Broker), "error"
+			fmt.Sprintf("%s has no valid %s token for today (reminder %s). Services using it have none until someone logs in: %s.",
+				ev.User, ev.Broker, ev.Reminder, loginHint(ev)), "error"
 	case eventTokenRejected:
 		renew := ""
 		if ev.Error != "" {
 			renew = " Renewing with the refresh token failed: " + ev.Error + "."
 		}
 		return ev.Broker + " token rejected: " + ev.User,
-			fmt.Sprintf("%s rejected the token of %s (version %d) before its expiry: a service met a 403 and the daemon's check confirmed it (a login elsewhere or a logout ends the session).%s Services have no valid token until someone logs in: open %s and press \"Log in with %s\".",
-				ev.Broker, ev.User, ev.Version, renew, ev.URL, ev.Broker), "error"
+			fmt.Sprintf("%s rejected the token of %s (version %d) before its expiry: a service met a 403 and the daemon's check confirmed it (a login elsewhere or a logout ends the session).%s Services have no valid token until someone logs in: %s.",
+				ev.Broker, ev.User, ev.Version, renew, loginHint(ev)), "error"
+	case eventTokenUnchecked:
+		return ev.Broker + " token reported refused, not confirmed: " + ev.User,
+			fmt.Sprintf("A service reported that %s refused the token of %s (version %d), but the daemon could not ask %s whether it still accepts it (%s), and cannot renew it without a human. The token stays in Redis and is checked again while services report it. If services keep failing, log in: %s.",
+				ev.Broker, ev.User, ev.Version, ev.Broker, ev.Error, loginHint(ev)), "warning"
 	case eventRedisDown:
 		return "Redis unreachable",
 			fmt.Sprintf("brokertoken on %s cannot reach Redis: %s. Consumers cannot read tokens and no token is refreshed until it is back.", a.host, ev.Error),
@@ -399,8 +413,17 @@ func (a *alerter) alertText(ev alertEvent) (title, text, severity string) {
 	return ev.Event, ev.Error, "error"
 }
 
-// render returns ev's webhook body: a Discord embed (red for failures, green for
-// recoveries) or a plain JSON object.
+// loginHint says where a human logs in to ev.Broker: the login page, or (a daemon
+// that serves none) the page of another daemon.
+func loginHint(ev alertEvent) string {
+	if ev.URL == "" {
+		return fmt.Sprintf("open the login page of a daemon that serves one (this daemon serves none: see --listen and --login-listen) and press \"Log in with %s\"", ev.Broker)
+	}
+	return fmt.Sprintf("open %s and press \"Log in with %s\"", ev.URL, ev.Broker)
+}
+
+// render returns ev's webhook body: a Discord embed (red for failures, orange for
+// warnings, green for recoveries) or a plain JSON object.
 func (a *alerter) render(ev alertEvent) ([]byte, error) {
 	title, text, severity := a.alertText(ev)
 	title, text = a.scrub.scrub(title), a.scrub.scrub(text)
@@ -410,6 +433,8 @@ func (a *alerter) render(ev alertEvent) ([]byte, error) {
 		switch severity {
 		case "critical":
 			color = 0x992D22 // dark red
+		case "warning":
+			color = 0xE67E22 // orange
 		case "info":
 			color = 0x2ECC71 // green
 		}

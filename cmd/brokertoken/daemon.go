@@ -118,7 +118,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 	}
 
 	deps, err := setup(ctx, cfg, log, scrub, setupOptions{creds: credsRequired,
-		hooks: dm.metrics.cache.Wrap(dm.hooks()), brokerCalls: cfg.concurrency})
+		hooks: dm.metrics.cache.Wrap(dm.hooks()), brokerCalls: cfg.concurrency, checked: dm.desk.checked})
 	if err != nil {
 		return err
 	}

@@ -68,8 +68,10 @@ func (d *deps) kiteUser(user string) *kiteUser {
 // authenticator returns the cache's Authenticator: nil without credentials (read-only),
 // the Tradovate one alone when the file has no Kite app (as before Kite users existed),
 // else a brokerRoutes passing each user's calls to its broker. With brokerCalls > 0 at
-// most that many logins and renewals run at once, whatever the broker.
-func (d *deps) authenticator(brokerCalls int, log *slog.Logger) tokencache.Authenticator {
+// most that many logins and renewals run at once, whatever the broker. checked, when
+// not nil, hears the broker's answer to each check of a reported token (see
+// brokerRoutes.Check).
+func (d *deps) authenticator(brokerCalls int, log *slog.Logger, checked checkListener) tokencache.Authenticator {
 	if len(d.kite) == 0 {
 		if d.auth == nil {
 			return nil
@@ -79,7 +81,7 @@ func (d *deps) authenticator(brokerCalls int, log *slog.Logger) tokencache.Authe
 		}
 		return d.auth
 	}
-	r := &brokerRoutes{byUser: map[string]routedAuth{}}
+	r := &brokerRoutes{byUser: map[string]routedAuth{}, checked: checked}
 	var slots chan struct{}
 	if brokerCalls > 0 {
 		slots = make(chan struct{}, brokerCalls)
@@ -111,7 +113,13 @@ func (d *deps) authenticator(brokerCalls int, log *slog.Logger) tokencache.Authe
 type brokerRoutes struct {
 	byUser   map[string]routedAuth
 	fallback routedAuth
+	checked  checkListener // nil: nobody listens
 }
+
+// checkListener hears what a broker answered when a token reported bad was checked
+// with it (t is the checked token; err is Check's answer: nil, wrapping
+// tokencache.ErrTokenRejected, or a failure that cannot tell). It must not block.
+type checkListener func(user string, t *tokencache.Token, err error)
 
 // routedAuth is one broker's Authenticator, and its Checker when reports of its users'
 // tokens are to be checked with the broker.
@@ -165,7 +173,8 @@ var errNotChecked = fmt.Errorf("%w: the daemon replaces reported tokens of this 
 
 // Check asks user's broker whether t still works, for the brokers whose reports are
 // checked (Kite: GET /user/profile, so a report that is wrong costs no human login and
-// no alert).
+// no alert), and tells r.checked the answer: only a token the broker refused is called
+// rejected, not one it could not be asked about.
 func (r *brokerRoutes) Check(ctx context.Context, user string, t *tokencache.Token) error {
 	a, err := r.route(user)
 	if err != nil {
@@ -174,7 +183,11 @@ func (r *brokerRoutes) Check(ctx context.Context, user string, t *tokencache.Tok
 	if a.checker == nil {
 		return errNotChecked
 	}
-	return a.checker.Check(ctx, user, t)
+	err = a.checker.Check(ctx, user, t)
+	if r.checked != nil {
+		r.checked(user, t, err)
+	}
+	return err
 }
 
 var _ browserUser = (*kiteUser)(nil)

@@ -122,7 +122,7 @@ func newKiteSetup(t *testing.T, o kiteSetupOptions) *kiteSetup {
 	require.NoError(t, err)
 	s.deps = &deps{file: file, kite: kite, rdb: s.rdb}
 	s.desk = newLoginDesk(s.cfg.login, s.prefix, log, scrub, s.clock.Now)
-	s.cache, err = tokencache.New(tokencache.Options{Redis: s.rdb, Prefix: s.prefix, Authenticator: s.deps.authenticator(2, log),
+	s.cache, err = tokencache.New(tokencache.Options{Redis: s.rdb, Prefix: s.prefix, Authenticator: s.deps.authenticator(2, log, s.desk.checked),
 		RetryMin: 50 * time.Millisecond, RetryMax: 200 * time.Millisecond, Logger: log,
 		Hooks: tokencache.Hooks{RefreshFailed: func(user, op string, err error) { s.desk.noteFailure(user, op, err) }}})
 	require.NoError(t, err)
@@ -144,6 +144,25 @@ func newKiteSetup(t *testing.T, o kiteSetupOptions) *kiteSetup {
 	handler = s.desk.handler()
 	hmu.Unlock()
 	return s
+}
+
+// handleEvents runs the desk's event loop (as run does, without the reminder's ticks)
+// until the test ends.
+func (s *kiteSetup) handleEvents() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-s.desk.events:
+				s.desk.handle(ctx, ev)
+			}
+		}
+	}()
+	s.t.Cleanup(func() { cancel(); <-done })
 }
 
 // noRedirects is an HTTP client that shows each redirect instead of following it.

@@ -49,7 +49,8 @@ func renewalNotDue(err error) bool { return errors.Is(err, zerodha.ErrRenewalNot
 // What it knows of each user (loginState) changes only in handle and remind, which run
 // on its own goroutine (run), and in succeeded, called by the daemon's checks; mu
 // guards it. The cache's hooks and the daemon's checks only enqueue events (see
-// noteFailure), so they never wait for Redis.
+// noteFailure), and the broker's answers to the checks of reported tokens are only
+// noted (checked), so they never wait for Redis.
 type loginDesk struct {
 	cfg     loginConfig
 	prefix  string
@@ -64,8 +65,17 @@ type loginDesk struct {
 	failure func(user string) (failing bool, kind, msg string) // the daemon's view of refresh failures
 	changed func(user string, rec *loginRecord)                // publishes the user's login record
 
-	mu    sync.Mutex             // guards state
-	state map[string]*loginState // by user name
+	mu     sync.Mutex              // guards state and checks
+	state  map[string]*loginState  // by user name
+	checks map[string]checkOutcome // by user name: the broker's answer to the last check of a reported token
+}
+
+// checkOutcome is what the broker answered when the cache checked a token a service
+// reported bad (tokencache.Checker), before it refreshed it.
+type checkOutcome struct {
+	version  int64  // the version checked
+	rejected bool   // the broker refused it
+	err      string // why the check could not tell, scrubbed; "" when it could
 }
 
 // loginState is what the desk knows of one user.
@@ -76,6 +86,7 @@ type loginState struct {
 	renewErr    string    // why the refresh token did not do, scrubbed; "" if none was tried
 	rejected    int64     // a version the broker rejected before its expiry (0: none)
 	rejectedAt  time.Time
+	unchecked   int64  // a version reported bad that the broker could not be asked about (0: none)
 	remindedDay string // the last day (IST date) whose reminder was handled
 	alerted     bool   // a reminder or rejection was alerted: the next login is a recovery
 }
@@ -102,6 +113,7 @@ type loginEvent struct {
 func newLoginDesk(cfg loginConfig, prefix string, log *slog.Logger, s *scrubber, now func() time.Time) *loginDesk {
 	return &loginDesk{cfg: cfg, prefix: prefix, log: log, scrub: s, now: now,
 		events: make(chan loginEvent, 256), byName: map[string]browserUser{}, state: map[string]*loginState{},
+		checks:  map[string]checkOutcome{},
 		failure: func(string) (bool, string, string) { return false, "", "" },
 		changed: func(string, *loginRecord) {}}
 }
@@ -146,6 +158,23 @@ func (d *loginDesk) noteFailure(user, op string, err error) bool {
 	return false
 }
 
+// checked notes the broker's answer to the check of t, a token of user that a service
+// reported bad (a checkListener, called by brokerRoutes.Check before the cache acts on
+// the answer): handle calls the token rejected only when the broker refused it, not
+// when it could not be asked (Kite slow or down). It never blocks on I/O.
+func (d *loginDesk) checked(user string, t *tokencache.Token, err error) {
+	if d == nil || t == nil {
+		return
+	}
+	o := checkOutcome{version: t.Version, rejected: errors.Is(err, tokencache.ErrTokenRejected)}
+	if err != nil && !o.rejected {
+		o.err = d.scrub.scrub(oneLine(err.Error()))
+	}
+	d.mu.Lock()
+	d.checks[user] = o
+	d.mu.Unlock()
+}
+
 // run handles events and the reminder until ctx is done.
 func (d *loginDesk) run(ctx context.Context, every time.Duration) {
 	tick := time.NewTicker(every)
@@ -167,10 +196,16 @@ func (d *loginDesk) run(ctx context.Context, every time.Duration) {
 const readTimeout = 2 * time.Second
 
 // handle records that only a human login gives ev.user a token now. When Redis still
-// holds a token that has not expired and the cache nevertheless had to log in, that
-// token was reported to the broker and the broker refused it (a 403 TokenException in
-// some service, checked by the cache with the broker): it lapsed during the day, which
-// is alerted once per token version across the fleet.
+// holds a token that has not expired and the cache nevertheless had to log in, a
+// service reported that token bad (a 403 TokenException) and the cache checked it with
+// the broker first:
+//   - the broker refused it (see checked): it lapsed during the day, which is alerted
+//     (token_rejected) once per token version across the fleet, and shown as rejected;
+//   - the broker could not be asked (slow, down, rate-limited), and the cache refreshed
+//     anyway: nothing says the token is dead, so it is not called rejected; a milder
+//     alert (token_unchecked) says a service met a refusal that could not be
+//     confirmed. The services that still hold the report check again (once per
+//     RetryMin), and a later refusal is alerted as above.
 func (d *loginDesk) handle(ctx context.Context, ev loginEvent) {
 	u := d.byName[ev.user]
 	if u == nil {
@@ -199,14 +234,25 @@ func (d *loginDesk) handle(ctx context.Context, ev loginEvent) {
 
 	d.mu.Lock()
 	ls := d.state[ev.user]
+	chk := d.checks[ev.user]
+	reported := ev.op == "login" && unexpired && stored != ls.rejected
+	refused := chk.version == stored && chk.rejected
+	lapsed := reported && refused
+	unchecked := reported && !refused && stored != ls.unchecked
+	checkErr := "no answer from " + u.broker() + " was recorded"
+	if chk.version == stored && chk.err != "" {
+		checkErr = chk.err
+	}
 	first := !ls.needed || stored > ls.neededAt
-	lapsed := ev.op == "login" && unexpired && stored != ls.rejected
 	if first {
 		ls.needed, ls.neededAt, ls.since = true, stored, now
 	}
 	ls.renewErr = renewErr
 	if lapsed {
 		ls.rejected, ls.rejectedAt, ls.alerted = stored, now, true
+	}
+	if unchecked {
+		ls.unchecked, ls.alerted = stored, true
 	}
 	rec := d.recordLocked(ls)
 	d.mu.Unlock()
@@ -215,9 +261,16 @@ func (d *loginDesk) handle(ctx context.Context, ev loginEvent) {
 	switch {
 	case lapsed:
 		d.log.Error("brokertoken: "+u.broker()+" rejected the token before its expiry; a human must log in", "user", ev.user,
-			"version", stored, "expired_at", st.Token.Expiry.In(ist).Format(time.RFC3339), "login_page", d.cfg.pageURL)
+			"version", stored, "expires_at", st.Token.Expiry.In(ist).Format(time.RFC3339), "login_page", d.cfg.pageURL)
 		d.alerts.enqueue(alertEvent{Event: eventTokenRejected, User: ev.user, Broker: u.broker(), Version: stored,
 			Expiry: st.Token.Expiry, URL: d.cfg.pageURL, Error: renewErr, Time: now})
+	case unchecked:
+		d.log.Warn("brokertoken: a service reported the "+u.broker()+" token as refused, but "+u.broker()+
+			" could not be asked (the check failed); it is not renewed without a human login", "user", ev.user,
+			"version", stored, "check_error", checkErr, "valid_until", st.Token.Expiry.In(ist).Format(time.RFC3339),
+			"login_page", d.cfg.pageURL)
+		d.alerts.enqueue(alertEvent{Event: eventTokenUnchecked, User: ev.user, Broker: u.broker(), Version: stored,
+			Expiry: st.Token.Expiry, URL: d.cfg.pageURL, Error: checkErr, Time: now})
 	case first:
 		attrs := []any{"user", ev.user, "login_page", d.cfg.pageURL, "reminder", d.cfg.remind.String()}
 		if unexpired {
@@ -244,9 +297,10 @@ func (d *loginDesk) remind(ctx context.Context) {
 	for _, u := range d.users {
 		name := u.name()
 		d.mu.Lock()
-		done := d.state[name].remindedDay == day
+		ls := d.state[name]
+		skip := ls.remindedDay == day
 		d.mu.Unlock()
-		if done {
+		if skip {
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, readTimeout)
@@ -256,7 +310,6 @@ func (d *loginDesk) remind(ctx context.Context) {
 			continue // Redis is down (watchRedis alerts it): try again at the next tick
 		}
 		d.mu.Lock()
-		ls := d.state[name]
 		valid := d.validLocked(ls, st)
 		ls.remindedDay = day
 		if !valid {
@@ -326,6 +379,9 @@ func (d *loginDesk) succeeded(user string, tok *tokencache.Token) {
 	cleared := ls.rejected != 0 && tok.Version > ls.rejected
 	if cleared {
 		ls.rejected, ls.rejectedAt = 0, time.Time{}
+	}
+	if ls.unchecked != 0 && tok.Version > ls.unchecked {
+		ls.unchecked = 0
 	}
 	rec := d.recordLocked(ls)
 	d.mu.Unlock()

@@ -256,7 +256,9 @@ func (d *loginDesk) row(ctx context.Context, u browserUser, now time.Time) row {
 	case valid:
 		rw.State, rw.Class = "valid", "ok"
 		rw.Text = fmt.Sprintf("Valid until %s (version %d, %s).", when(st.Token.Expiry), st.Token.Version, obtainedBy(st.ObtainedBy))
-		if ls.needed {
+		if ls.unchecked != 0 && st.Token.Version == ls.unchecked {
+			rw.Text += " A service reported it as refused by " + u.broker() + ", which could not be asked: if services fail, log in again."
+		} else if ls.needed {
 			rw.Text += " It cannot be renewed without a login: log in after it expires."
 		}
 	case ls.rejected != 0 && st.Token != nil && st.Token.Version == ls.rejected:

@@ -86,6 +86,9 @@ type setupOptions struct {
 	// brokerCalls bounds the logins and renewals the cache runs at once (see
 	// boundedAuth); 0: no bound.
 	brokerCalls int
+	// checked hears the broker's answers to the checks of reported tokens (the
+	// daemon's login desk); nil: nobody.
+	checked checkListener
 }
 
 // pingTimeout bounds the start-up check that Redis answers.
@@ -225,7 +228,7 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 	if cfg.retryMax > 0 && cfg.retryMax < time.Second {
 		opts.RetryMin = cfg.retryMax
 	}
-	opts.Authenticator = d.authenticator(so.brokerCalls, log)
+	opts.Authenticator = d.authenticator(so.brokerCalls, log, so.checked)
 	if d.accounts != nil {
 		opts.LookupUser = d.accounts.LookupUser // accounts learned later are followed
 		opts.AccountsFor = d.accounts.AccountsFor
