@@ -86,9 +86,10 @@ type loginState struct {
 	renewErr    string    // why the refresh token did not do, scrubbed; "" if none was tried
 	rejected    int64     // a version the broker rejected before its expiry (0: none)
 	rejectedAt  time.Time
-	unchecked   int64  // a version reported bad that the broker could not be asked about (0: none)
-	remindedDay string // the last day (IST date) whose reminder was handled
-	alerted     bool   // a reminder or rejection was alerted: the next login is a recovery
+	unchecked   int64     // a version reported bad that the broker could not be asked about (0: none)
+	remindedDay string    // the last day (IST date) whose reminder was sent
+	validUntil  time.Time // the reminder found a valid token until then (real clock): no need to look before
+	alerted     bool      // a reminder or rejection was alerted: the next login is a recovery
 }
 
 // loginRecord is the part of a user's health record ({prefix}:{USER}:health) that says
@@ -287,7 +288,9 @@ func (d *loginDesk) handle(ctx context.Context, ev loginEvent) {
 
 // remind sends, once a day from the reminder time on, one alert for each user without
 // a valid token, with the login page's URL. Daemons sharing a Redis agree on who sends
-// it (see alerter.claim).
+// it (see alerter.claim). A user whose token is valid is looked at again when that
+// token expires, not the next day: a reminder time before Kite's 06:00 expiry finds
+// the previous day's token still valid, and must still remind once it lapses.
 func (d *loginDesk) remind(ctx context.Context) {
 	now := d.now()
 	day, due := d.cfg.remind.due(now)
@@ -298,7 +301,7 @@ func (d *loginDesk) remind(ctx context.Context) {
 		name := u.name()
 		d.mu.Lock()
 		ls := d.state[name]
-		skip := ls.remindedDay == day
+		skip := ls.remindedDay == day || time.Now().Before(ls.validUntil)
 		d.mu.Unlock()
 		if skip {
 			continue
@@ -311,9 +314,10 @@ func (d *loginDesk) remind(ctx context.Context) {
 		}
 		d.mu.Lock()
 		valid := d.validLocked(ls, st)
-		ls.remindedDay = day
-		if !valid {
-			ls.alerted = true
+		if valid {
+			ls.validUntil = st.Token.Expiry
+		} else {
+			ls.remindedDay, ls.alerted = day, true
 		}
 		d.mu.Unlock()
 		if valid {

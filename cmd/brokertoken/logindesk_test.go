@@ -92,3 +92,38 @@ func TestUncheckedReportIsNotAlertedAsRejected(t *testing.T) {
 	assert.True(t, unhealthy)
 	assert.True(t, s.desk.loginDue("kite_main", tok))
 }
+
+// A reminder time before Kite's 06:00 expiry finds the previous day's token still
+// valid: the reminder must not count the day as done, and alerts once that token has
+// lapsed (with no new one stored).
+func TestReminderBeforeTheMorningExpiryRemindsOnceTheTokenLapses(t *testing.T) {
+	s := newKiteSetup(t, kiteSetupOptions{names: []string{"kite_early"},
+		login: func(l *loginConfig) { l.remind.at = 5 * time.Hour }})
+	ctx := context.Background()
+	// The previous day's token, lapsing a few seconds from now (on the real clock, which
+	// the token's validity follows); the reminder's clock is moved by hand.
+	now := time.Now()
+	tok, err := s.cache.Set(ctx, "kite_early", &tokencache.Token{AccessToken: "kiteyesterdaytoken0123456789abcd",
+		ObtainedAt: now.Add(-10 * time.Second), Expiry: now.Add(4 * time.Second)})
+	require.NoError(t, err)
+
+	tick := func(at time.Time) map[string]int {
+		s.clock.Set(at)
+		s.desk.remind(ctx)
+		return s.flushAlerts()
+	}
+	assert.Empty(t, tick(istTime(30, 5, 0)), "Monday 05:00: yesterday's token is still valid")
+	assert.Empty(t, tick(istTime(30, 5, 30)))
+
+	time.Sleep(time.Until(tok.Expiry))
+	require.Eventually(t, func() bool {
+		st, err := s.cache.Status(ctx, "kite_early")
+		return err == nil && st.State == tokencache.StateExpired
+	}, 30*time.Second, 20*time.Millisecond)
+	assert.Equal(t, map[string]int{eventLoginNeeded: 1}, tick(istTime(30, 6, 1)), "the token lapsed: one reminder")
+	assert.Equal(t, map[string]int{eventLoginNeeded: 1}, tick(istTime(30, 9, 0)), "once a day")
+	alert := s.hook.last(eventLoginNeeded)
+	require.NotNil(t, alert)
+	assert.Contains(t, alert["message"], "05:00 IST, Mon-Fri")
+	assert.Contains(t, alert["message"], s.cfg.login.pageURL)
+}
