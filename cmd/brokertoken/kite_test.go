@@ -349,6 +349,33 @@ func TestLoginPageProtection(t *testing.T) {
 		code, _ = get(func(r *http.Request) { r.Header.Set(secretHeader, secret+"x") })
 		assert.Equal(t, http.StatusForbidden, code)
 
+		// Starting a login needs the secret too: without it (no header, no cookie, a
+		// wrong one or a forged cookie) nothing is minted in Redis.
+		states := func() []string {
+			keys, err := s.rdb.Keys(context.Background(), s.prefix+":zerodha:*:state:*").Result()
+			require.NoError(t, err)
+			return keys
+		}
+		for i, mod := range []func(*http.Request){
+			nil,
+			func(r *http.Request) { r.Header.Set(secretHeader, secret+"x") },
+			func(r *http.Request) { r.AddCookie(&http.Cookie{Name: secretCookie, Value: "0123456789abcdef"}) },
+			func(r *http.Request) {
+				r.Header.Set("Sec-Fetch-Site", "same-origin")
+				r.Header.Set("Origin", s.page.URL)
+			},
+		} {
+			req, _ := http.NewRequest(http.MethodPost, s.page.URL+"/login/kite_main/start", nil)
+			if mod != nil {
+				mod(req)
+			}
+			code, loc, body := fetch(t, c, req)
+			assert.Equal(t, http.StatusForbidden, code, "start %d", i)
+			assert.Empty(t, loc, "start %d", i)
+			assert.Contains(t, body, `name="secret"`, "start %d", i)
+		}
+		assert.Empty(t, states(), "no login state minted without the secret")
+
 		unlock := func(value string, mod func(*http.Request)) *http.Response {
 			req, _ := http.NewRequest(http.MethodPost, s.page.URL+"/login/unlock", strings.NewReader(url.Values{"secret": {value}}.Encode()))
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
