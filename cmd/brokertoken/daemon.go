@@ -497,6 +497,7 @@ type userView struct {
 
 	human       bool // a human logs the user in through a browser (Kite)
 	loginNeeded bool // ...and must now: the reminder time passed without a valid token
+	rejected    bool // tok is a version the broker refused before its expiry
 }
 
 func (dm *daemon) view(user string) userView {
@@ -508,7 +509,7 @@ func (dm *daemon) view(user string) userView {
 	}
 	st.mu.Unlock()
 	if dm.desk.has(user) {
-		v.human, v.loginNeeded = true, dm.desk.loginDue(user, v.tok)
+		v.human, v.loginNeeded, v.rejected = true, dm.desk.loginDue(user, v.tok), dm.desk.rejectedToken(user, v.tok)
 	}
 	return v
 }

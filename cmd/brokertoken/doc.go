@@ -159,7 +159,7 @@
 //	brokertoken_renewals_total{user}               successful renewals by this process
 //	brokertoken_refresh_failures_total{user,op,kind}  failed refreshes (op login|renew|redis)
 //	brokertoken_token_expiry_seconds{user}         seconds to expiry of the newest known token
-//	brokertoken_token_valid{user}                  1 while that token has not expired
+//	brokertoken_token_valid{user}                  1 while that token has not expired (nor been refused)
 //	brokertoken_user_failing{user}                 1 while the user's refreshes fail
 //	brokertoken_lease_waits_total{user}            waits for another process's refresh
 //	brokertoken_lease_wait_seconds_total{user}     time spent in those waits

@@ -226,6 +226,15 @@ func TestKiteInTheDaemon(t *testing.T) {
 		return code == http.StatusServiceUnavailable && userHealthOf(a, kiteName).State == "rejected"
 	}, 30*time.Second, 50*time.Millisecond, "healthz: %+v", ans)
 	assert.Equal(t, d.pageURL, userHealthOf(ans, kiteName).LoginURL)
+	// /metrics: the rejected token is no valid token although it has not expired, so
+	// the LoginNeeded rule fires (the reminder time has passed).
+	require.Eventually(t, func() bool {
+		_, text := get(t, d.base+"/metrics")
+		return strings.Contains(text, `brokertoken_token_valid{user="kite_main"} 0`) &&
+			strings.Contains(text, `brokertoken_login_needed{user="kite_main"} 1`)
+	}, 30*time.Second, 50*time.Millisecond, "metrics of the rejected token")
+	_, text := get(t, d.base+"/metrics")
+	assert.Regexp(t, `brokertoken_token_expiry_seconds\{user="kite_main"\} [0-9]`, text, "not expired")
 	require.Eventually(t, func() bool {
 		code, out, _ := inProcess(t, ctx, d.env, "", "status", kiteName, "--json")
 		return code == 0 && strings.Contains(out, `"state": "rejected"`) && strings.Contains(out, `"login_url": "`+d.pageURL+`"`)

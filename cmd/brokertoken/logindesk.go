@@ -494,9 +494,18 @@ func (d *loginDesk) loginDue(user string, tok *tokencache.Token) bool {
 	if _, due := d.cfg.remind.due(d.now()); !due {
 		return false
 	}
+	return tok == nil || !time.Now().Before(tok.Expiry) || d.rejectedToken(user, tok)
+}
+
+// rejectedToken reports whether tok is a version of user's token that the broker
+// refused before its expiry (as the daemon's check of a report learnt). It reads no
+// Redis (for /metrics).
+func (d *loginDesk) rejectedToken(user string, tok *tokencache.Token) bool {
+	if !d.has(user) || tok == nil {
+		return false
+	}
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	ls := d.state[user]
-	rejected := ls != nil && ls.rejected != 0 && tok != nil && tok.Version == ls.rejected
-	d.mu.Unlock()
-	return tok == nil || !time.Now().Before(tok.Expiry) || rejected
+	return ls != nil && ls.rejected != 0 && tok.Version == ls.rejected
 }

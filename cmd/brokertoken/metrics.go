@@ -86,7 +86,7 @@ type stateCollector struct {
 
 var (
 	descExpiry  = prometheus.NewDesc("brokertoken_token_expiry_seconds", "Seconds until the user's newest known token expires (negative once expired); absent while no token is known.", []string{"user"}, nil)
-	descValid   = prometheus.NewDesc("brokertoken_token_valid", "1 when the user's newest known token has not expired.", []string{"user"}, nil)
+	descValid   = prometheus.NewDesc("brokertoken_token_valid", "1 when the user's newest known token has not expired and its broker has not refused it.", []string{"user"}, nil)
 	descFailing = prometheus.NewDesc("brokertoken_user_failing", "1 while the user's refreshes fail (since the last good token).", []string{"user"}, nil)
 	descUsers   = prometheus.NewDesc("brokertoken_users", "Login users in the credentials file.", nil, nil)
 
@@ -109,7 +109,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			secs := math.Round(v.tok.Expiry.Sub(now).Seconds()*1000) / 1000
 			ch <- prometheus.MustNewConstMetric(descExpiry, prometheus.GaugeValue, secs, v.user)
 		}
-		ch <- prometheus.MustNewConstMetric(descValid, prometheus.GaugeValue, b2f(v.tok != nil && now.Before(v.tok.Expiry)), v.user)
+		ch <- prometheus.MustNewConstMetric(descValid, prometheus.GaugeValue, b2f(v.tok != nil && now.Before(v.tok.Expiry) && !v.rejected), v.user)
 		ch <- prometheus.MustNewConstMetric(descFailing, prometheus.GaugeValue, b2f(v.failing), v.user)
 		ch <- prometheus.MustNewConstMetric(descHuman, prometheus.GaugeValue, b2f(v.human), v.user)
 		ch <- prometheus.MustNewConstMetric(descLoginNeeded, prometheus.GaugeValue, b2f(v.loginNeeded), v.user)
