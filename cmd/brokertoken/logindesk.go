@@ -236,14 +236,19 @@ func (d *loginDesk) handle(ctx context.Context, ev loginEvent) {
 	d.mu.Lock()
 	ls := d.state[ev.user]
 	chk := d.checks[ev.user]
-	reported := ev.op == "login" && unexpired && stored != ls.rejected
-	refused := chk.version == stored && chk.rejected
-	lapsed := reported && refused
-	unchecked := reported && !refused && stored != ls.unchecked
-	checkErr := "no answer from " + u.broker() + " was recorded"
-	if chk.version == stored && chk.err != "" {
-		checkErr = chk.err
+	// The cache logged in although Redis holds a token that has not expired: either a
+	// report of that token was checked first (refused, or the broker could not say),
+	// or the login began before the token was stored (a human logged in meanwhile),
+	// which teaches nothing.
+	overToken := ev.op == "login" && unexpired
+	if overToken && (chk.version != stored || !chk.rejected && chk.err == "") {
+		d.mu.Unlock()
+		d.log.Debug("brokertoken: a failed login began before the stored token came; ignored", "user", ev.user, "version", stored)
+		return
 	}
+	lapsed := overToken && chk.rejected && stored != ls.rejected
+	unchecked := overToken && !chk.rejected && stored != ls.unchecked && stored != ls.rejected
+	checkErr := chk.err
 	first := !ls.needed || stored > ls.neededAt
 	if first {
 		ls.needed, ls.neededAt, ls.since = true, stored, now
@@ -344,15 +349,18 @@ func (d *loginDesk) validLocked(ls *loginState, st tokencache.Status) bool {
 }
 
 // skipCheck reports whether the daemon's check of user should not ask the cache for a
-// token: only a human login helps and none has been stored since (one GET). Asking
-// would only repeat the same "log in" answer and its log lines every --retry-max.
+// token: a human login is needed (the cache's last try said so), and Redis holds no
+// token the cache could serve: none, an expired one, or one reported bad that the
+// broker refused or could not check (one GET). Asking would only repeat the same "log
+// in" answer and its log lines every --retry-max. A token that has not expired is
+// always checked, so the daemon learns of a login however the need was learnt.
 func (d *loginDesk) skipCheck(ctx context.Context, user string) bool {
 	if !d.has(user) {
 		return false
 	}
 	d.mu.Lock()
 	ls := d.state[user]
-	needed, at := ls.needed, ls.neededAt
+	needed, rejected, unchecked := ls.needed, ls.rejected, ls.unchecked
 	d.mu.Unlock()
 	if !needed {
 		return false
@@ -363,7 +371,10 @@ func (d *loginDesk) skipCheck(ctx context.Context, user string) bool {
 	if err != nil {
 		return false // let the check meet the error
 	}
-	return st.Token == nil || st.Token.Version <= at
+	if st.Token == nil || st.State != tokencache.StateFresh && st.State != tokencache.StateStale {
+		return true
+	}
+	return st.Token.Version == rejected || st.Token.Version == unchecked
 }
 
 // succeeded records a token the daemon's check got for user: a newer one than the one
@@ -456,6 +467,12 @@ func (dm *daemon) attachDesk(served bool) {
 	}
 	if len(d.users) == 0 {
 		return
+	}
+	for _, k := range dm.deps.kite {
+		if k.entry.UserID == "" {
+			dm.log.Warn("brokertoken: the Kite app has no user_id in the credentials file: a login of any Kite account the app allows is stored as this user's token; set user_id to the client ID whose logins to accept",
+				"user", k.entry.Name, "entry", k.entry.index)
+		}
 	}
 	if !served {
 		dm.log.Warn("brokertoken: no address serves the login page (--listen and --login-listen are empty): the browser logins must go through another daemon's page",
