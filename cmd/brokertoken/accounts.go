@@ -140,7 +140,7 @@ func (dm *daemon) newAccountSync() error {
 		Authenticator: dm.deps.auth,
 		Cache:         dm.deps.cache,
 		Map:           dm.deps.accounts,
-		Users:         dm.users,
+		Users:         dm.deps.tradovateUsers(),
 		Every:         dm.cfg.accountsEvery,
 		LegacyKeys:    dm.cfg.legacyKeys,
 		OnSync:        dm.accountsSynced,

@@ -130,10 +130,10 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 	}
 	dm.metrics.setUsers(dm.users)
 	dm.acct = &accountsRun{unregistered: map[string]bool{}}
-	if dm.acct.metrics, err = newAccountMetrics(dm.metrics.reg, dm.users, deps.accountsOf); err != nil {
+	if dm.acct.metrics, err = newAccountMetrics(dm.metrics.reg, deps.tradovateUsers(), deps.accountsOf); err != nil {
 		return err
 	}
-	if cfg.discoverAccounts {
+	if cfg.discoverAccounts && deps.auth != nil { // Tradovate's account lists: none for Kite users
 		if err := dm.newAccountSync(); err != nil {
 			return err
 		}

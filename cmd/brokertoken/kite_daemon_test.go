@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -257,6 +258,15 @@ func TestKiteInTheDaemon(t *testing.T) {
 	for _, at := range d.kite.AccessTokens() {
 		assert.NotContains(t, d.proc.stderr.String()+d.hook.all(), at)
 	}
+	assert.NotContains(t, d.proc.stderr.String(), "cannot list the user's accounts")
+	// No Kite token ever went to Tradovate (the account lists are asked for the
+	// Tradovate users only).
+	for _, r := range d.tradovate.Requests() {
+		assert.NotEqual(t, kiteName, r.User)
+		for _, at := range d.kite.AccessTokens() {
+			assert.NotContains(t, r.Header.Get("Authorization"), at, "a Kite token sent to Tradovate's %s", r.Endpoint)
+		}
+	}
 	code, _ := d.proc.stop(20 * time.Second)
 	assert.Equal(t, 0, code)
 }
@@ -302,4 +312,94 @@ func TestLoginPageOnItsOwnListener(t *testing.T) {
 	code, _ = get(t, d.base+"/metrics")
 	assert.Equal(t, http.StatusOK, code)
 	d.waitLog("brokertoken: login page\" url="+own+"/login", 1)
+}
+
+// A credentials file with a Kite app alone (no Tradovate login, no user_id): the daemon
+// starts, warns that any Kite account's login would be stored, asks no broker for
+// account lists, and on a normal night without a refresh token (the token lapses, only
+// a human can log in) writes the log lines the README describes, and no alert (the
+// reminder is off here).
+func TestKiteOnlyDaemonThroughTheNight(t *testing.T) {
+	srv := testutil.Redis(t)
+	rdb := srv.Client(t)
+	kite := kitefake.New(t, kitefake.Options{})
+	hook := newWebhook(t)
+	port := testutil.FreePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	kite.AddApp("kitekey", kiteSecretOf(kiteName), base+"/login/"+kiteName+"/redirect")
+	path := filepath.Join(t.TempDir(), "credentials.json")
+	require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf(`[{"broker":"kite","name":%q,"api_key":"kitekey","api_secret":%q}]`,
+		kiteName, kiteSecretOf(kiteName))), 0o600))
+	env := map[string]string{
+		"REDIS_URL":                  (&fixture{redis: srv}).redisURL(),
+		"BROKERTOKEN_CREDENTIALS":    path,
+		"BROKERTOKEN_PREFIX":         srv.Prefix,
+		"KITE_API_URL":               kite.URL(),
+		"KITE_LOGIN_URL":             kite.LoginURL(),
+		"BROKERTOKEN_LISTEN":         fmt.Sprintf("127.0.0.1:%d", port),
+		"BROKERTOKEN_ALERT_WEBHOOK":  hook.srv.URL,
+		"BROKERTOKEN_CHECK_INTERVAL": "200ms",
+		"BROKERTOKEN_RETRY_MAX":      "500ms",
+		"BROKERTOKEN_REFRESH_BEFORE": "4s", // Kite's night in seconds: 15m before 06:00 by default
+		"BROKERTOKEN_KITE_REMINDER":  "off",
+	}
+	p := start(t, "daemon", env, "run")
+	logs := func() string { return p.stderr.String() }
+	body := waitHTTP(t, base+"/login", http.StatusOK, 30*time.Second)
+	assert.Contains(t, body, "Log in with Kite")
+	assert.Contains(t, logs(), `msg="brokertoken: the Kite app has no user_id in the credentials file`)
+	assert.Contains(t, logs(), `user_id to the client ID whose logins to accept" user=`+kiteName)
+	baseRE := regexp.QuoteMeta(base)
+	needsHuman := `level=WARN msg="brokertoken: a human must log in to Kite (the token cannot be renewed without one)" user=` + kiteName + ` login_page=` + base + `/login`
+	loginFailed := regexp.MustCompile(`level=ERROR msg="tokencache: refresh failed" user=` + kiteName + ` failures=1 err="tokencache: login ` + kiteName + `: zerodha: a human must log in to Kite for ` + kiteName + `: open ` + baseRE + `/login"`)
+	// No token at start: the cache's one failure (ERROR), zerodha's line, the daemon's
+	// line; then the checks wait for a login instead of repeating them.
+	require.Eventually(t, func() bool { return strings.Contains(logs(), needsHuman) }, 30*time.Second, 20*time.Millisecond, "no token yet")
+	time.Sleep(time.Second) // several checks
+	start := logs()
+	assert.Regexp(t, loginFailed, start)
+	assert.Equal(t, 1, strings.Count(start, `msg="zerodha: a human must log in to Kite"`), "the checks wait")
+	assert.Equal(t, 1, strings.Count(start, needsHuman))
+	before := len(start)
+
+	// The day's token (a human logged in, here through another process), lapsing in a
+	// few seconds; Kite gave the app no refresh token. The daemon serves it, and from
+	// --refresh-before ahead of its end tries to renew it.
+	writer, err := tokencache.New(tokencache.Options{Redis: rdb, Prefix: srv.Prefix})
+	require.NoError(t, err)
+	defer writer.Close()
+	now := time.Now()
+	tok, err := writer.Set(context.Background(), kiteName, &tokencache.Token{AccessToken: "kitelasttoken0123456789abcdefghi",
+		ObtainedAt: now, Expiry: now.Add(12 * time.Second)})
+	require.NoError(t, err)
+	served := `level=INFO msg="brokertoken: logged in through the browser" user=` + kiteName + ` version=` + fmt.Sprint(tok.Version)
+	require.Eventually(t, func() bool { return strings.Contains(logs(), served) }, 30*time.Second, 20*time.Millisecond, "the daemon has the token")
+
+	// The night: renewals fail while the token is served, then it lapses.
+	time.Sleep(time.Until(tok.Expiry) + time.Second)
+	lapse := len(logs())
+	time.Sleep(2 * time.Second) // several checks after the lapse
+	text := logs()[before:]
+	serving := regexp.MustCompile(`level=WARN msg="tokencache: refresh failed; serving the current token" user=` + kiteName +
+		` failures=[0-9]+ retry_in=500ms err="tokencache: renew ` + kiteName + `: zerodha: a human must log in to Kite for ` + kiteName + `: open ` + baseRE + `/login"`)
+	assert.Regexp(t, serving, text, "each try inside the refresh window, once per --retry-max")
+	assert.Contains(t, text, `level=WARN msg="zerodha: a human must log in to Kite" user=`+kiteName+` url=`+base+`/login`)
+	assert.Equal(t, 1, strings.Count(text, needsHuman+` reminder=off valid_until=`), "the daemon's line, once per token")
+	assert.NotContains(t, text, "level=ERROR", "the token was served until it lapsed")
+	assert.Equal(t, "", logs()[lapse:], "after the lapse the checks wait for a login")
+	all := logs()
+	assert.NotContains(t, all, "cannot list the user's accounts", "no account list is asked for a Kite user")
+	assert.NotContains(t, all, "reported the Kite token")
+	assert.NotContains(t, all, kiteSecretOf(kiteName))
+	assert.NotContains(t, all, tok.AccessToken)
+	code, health := get(t, base+"/healthz")
+	assert.Equal(t, http.StatusOK, code, "the reminder is off: a lapsed Kite token is no outage")
+	assert.Contains(t, health, `"state": "expired"`)
+	code, metrics := get(t, base+"/metrics")
+	require.Equal(t, http.StatusOK, code)
+	assert.NotContains(t, metrics, `brokertoken_account_syncs_total{result="error",user="`+kiteName+`"}`)
+	assert.Contains(t, metrics, `brokertoken_token_valid{user="`+kiteName+`"} 0`)
+	assert.Empty(t, hook.events(), "a lapse overnight is no failure; the reminder is off")
+	code, _ = p.stop(20 * time.Second)
+	assert.Equal(t, 0, code)
 }

@@ -49,6 +49,15 @@ func (d *deps) users() []string {
 	return d.file.users()
 }
 
+// tradovateUsers returns the Tradovate logins of the credentials file, in file order
+// (the users whose accounts the broker lists).
+func (d *deps) tradovateUsers() []string {
+	if d.creds == nil {
+		return nil
+	}
+	return d.creds.Users()
+}
+
 // accountsOf returns user's trading sub-accounts.
 func (d *deps) accountsOf(user string) []string {
 	if d.accounts == nil {
