@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -103,7 +104,7 @@ func newKiteSetup(t *testing.T, o kiteSetupOptions) *kiteSetup {
 	require.NoError(t, os.WriteFile(path, raw, 0o600))
 
 	s.cfg = &config{cmd: "run", prefix: s.prefix, credentials: path, alertWebhook: s.hook.srv.URL, alertFormat: "json",
-		login: loginConfig{pageURL: s.page.URL + "/login", pagePath: "/login", remind: defaultReminder,
+		login: loginConfig{pageURL: s.page.URL + "/login", pagePath: "/login", served: s.page.Listener.Addr().String(), remind: defaultReminder,
 			kiteAPIURL: s.fake.URL(), kiteLoginURL: s.fake.LoginURL()}}
 	if o.noHook {
 		s.cfg.alertWebhook = ""
@@ -429,6 +430,82 @@ func TestLoginPageProtection(t *testing.T) {
 		assert.Equal(t, http.StatusOK, code, body)
 		assert.Contains(t, body, "Logged in to Kite")
 	})
+}
+
+// The page answers only at its own names: a browser sent to it under another name (DNS
+// rebinding makes an attacker's name point at the daemon's address, and the browser
+// then treats the page as the attacker's site, same-origin) gets 421 and no login
+// starts; the redirect refuses it too.
+func TestLoginPageRefusesUnknownHostNames(t *testing.T) {
+	s := newKiteSetup(t, kiteSetupOptions{names: []string{"kite_main"}, noHook: true})
+	c := noRedirects(t)
+	_, port, err := net.SplitHostPort(s.page.Listener.Addr().String())
+	require.NoError(t, err)
+	send := func(method, path, host string) (int, string) {
+		req, _ := http.NewRequest(method, s.page.URL+path, nil)
+		req.Host = host
+		if method == http.MethodPost {
+			// What a browser sends for the attacker's page: to it, the same origin.
+			req.Header.Set("Sec-Fetch-Site", "same-origin")
+			req.Header.Set("Origin", "http://"+host)
+		}
+		code, _, body := fetch(t, c, req)
+		return code, body
+	}
+	for _, host := range []string{"rebound.example:" + port, "rebound.example", "127.0.0.1.nip.example:" + port, "localhost.example:" + port} {
+		code, body := send(http.MethodGet, "/login", host)
+		assert.Equal(t, http.StatusMisdirectedRequest, code, host)
+		assert.NotContains(t, body, "Log in with Kite", host)
+		assert.NotContains(t, body, "rebound.example", "the page does not echo the name")
+		code, _ = send(http.MethodPost, "/login/kite_main/start", host)
+		assert.Equal(t, http.StatusMisdirectedRequest, code, host)
+		code, _ = send(http.MethodGet, "/login/kite_main/redirect?status=success&request_token=x&state=y", host)
+		assert.Equal(t, http.StatusMisdirectedRequest, code, host)
+	}
+	keys, err := s.rdb.Keys(context.Background(), s.prefix+":zerodha:*:state:*").Result()
+	require.NoError(t, err)
+	assert.Empty(t, keys, "no login state minted")
+	assert.Contains(t, s.logs.String(), "refused a request for an unknown host name")
+
+	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "LOCALHOST", "[::1]:" + port} {
+		code, body := send(http.MethodGet, "/login", host)
+		assert.Equal(t, http.StatusOK, code, host)
+		assert.Contains(t, body, "Log in with Kite", host)
+	}
+}
+
+func TestLoginPageHostNames(t *testing.T) {
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	tests := []struct {
+		name            string
+		pageURL, served string
+		allowed, denied []string
+	}{
+		{"behind a proxy, on loopback", "https://ops.example.com/brokertoken", "127.0.0.1:9465",
+			[]string{"ops.example.com", "OPS.Example.com:443", "ops.example.com.", "127.0.0.1:9465", "localhost:9465", "10.1.2.3", "[::1]:9465"},
+			[]string{"", "evil.example", "ops.example.com.evil.example", "example.com", host + ":9465"}},
+		{"on every address", "http://" + host + ":9464/login", ":9464",
+			[]string{host + ":9464", "localhost:9464", "192.168.1.20:9464", "[fe80::1]:9464"},
+			[]string{"evil.example:9464", "attacker.localhost:9464"}},
+		{"on a named address", "http://box.lan:9464/login", "box.lan:9464",
+			[]string{"box.lan:9464", "BOX.LAN"},
+			[]string{"localhost:9464", "other.lan:9464"}},
+		{"on 0.0.0.0", "https://ops.example.com/login", "0.0.0.0:9464",
+			[]string{"ops.example.com", "localhost", host},
+			[]string{"evil.example"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := loginConfig{pageURL: tt.pageURL, served: tt.served}
+			for _, h := range tt.allowed {
+				assert.True(t, l.hostAllowed(h), "%q should be allowed", h)
+			}
+			for _, h := range tt.denied {
+				assert.False(t, l.hostAllowed(h), "%q should be refused", h)
+			}
+		})
+	}
 }
 
 // hostileName is a user name every process accepts (tokencache.CheckName) that is

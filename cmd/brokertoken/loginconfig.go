@@ -26,6 +26,7 @@ var (
 // loginConfig is the resolved configuration of the login page and the reminder.
 type loginConfig struct {
 	listen   string // --login-listen; "" serves the page on --listen
+	served   string // the address that serves the page (--login-listen, else --listen); "" for none
 	pageURL  string // the page's public URL; "" when no listener serves it
 	pagePath string // the path the page is served at, without a trailing slash
 
@@ -79,6 +80,7 @@ func (f *flags) loadLogin(c *config) error {
 	if serving == "" {
 		serving = c.listen
 	}
+	l.served = serving
 
 	v, src = f.lookup(optLoginURL)
 	switch {
@@ -211,4 +213,47 @@ func parseWeekdays(s string) ([7]bool, error) {
 		}
 	}
 	return days, nil
+}
+
+// hostAllowed reports whether host, a request's Host header, names the page: the host
+// of its public URL, an IP address, or a name of the address it listens on
+// ("localhost" for a loopback or wildcard address, this machine's name for a wildcard
+// one). Any other name is refused: a browser sent there by a name the page does not
+// know (DNS rebinding: an attacker's name made to point at this address) would treat
+// the page as the attacker's own site. An IP address cannot be rebound. The port is
+// not compared: a reverse proxy may forward another.
+func (l *loginConfig) hostAllowed(host string) bool {
+	name := strings.ToLower(strings.TrimSuffix(hostOnly(host), "."))
+	if name == "" {
+		return false
+	}
+	if net.ParseIP(name) != nil {
+		return true
+	}
+	if u, err := url.Parse(l.pageURL); err == nil && strings.EqualFold(strings.TrimSuffix(u.Hostname(), "."), name) {
+		return true
+	}
+	listenHost := strings.ToLower(hostOnly(l.served))
+	if listenHost == name {
+		return true
+	}
+	ip := net.ParseIP(listenHost)
+	wildcard := listenHost == "" || ip != nil && ip.IsUnspecified()
+	if name == "localhost" && (wildcard || listenHost == "localhost" || ip != nil && ip.IsLoopback()) {
+		return true
+	}
+	if wildcard {
+		if h, err := os.Hostname(); err == nil && strings.EqualFold(h, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// hostOnly is the host of a host[:port] (an IPv6 address without its brackets).
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
 }

@@ -56,7 +56,22 @@ func (d *loginDesk) handler() http.Handler {
 		}
 		u.redirect(d.cache).ServeHTTP(w, r)
 	})
-	return mux
+	return d.knownHost(mux)
+}
+
+// knownHost serves next only to requests whose Host names the page (see
+// loginConfig.hostAllowed); others get 421 Misdirected Request.
+func (d *loginDesk) knownHost(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !d.cfg.hostAllowed(r.Host) {
+			d.log.Warn("brokertoken: login page: refused a request for an unknown host name (set --login-url to the name humans use)",
+				"host", clip(r.Host, 100), "remote", r.RemoteAddr)
+			d.render(w, http.StatusMisdirectedRequest, messagePage{Title: "Unknown address",
+				Message: "This page answers only at its own address. Open the address the daemon's operator gave you (see --login-url)."})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // startPath and redirectURL are where a user's login starts and where its broker sends
