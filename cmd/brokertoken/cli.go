@@ -76,13 +76,7 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		return fail(err, nil)
 	}
 
-	s := &scrubber{}
-	if pw, ok := env("REDIS_PASSWORD"); ok {
-		s.add(pw)
-	}
-	if cfg.redis != nil {
-		s.add(cfg.redis.passwords()...)
-	}
+	s := newScrubber(cfg, env)
 	log := newLogger(stderr, cfg.logFormat, cfg.logLevel, s, cmd != "run")
 
 	switch cmd {
@@ -107,6 +101,21 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		return fail(err, s)
 	}
 	return exitOK
+}
+
+// newScrubber returns a command's scrubber, knowing the secrets of its configuration:
+// the Redis passwords and the login page's basic auth password and shared secret
+// (setup adds the credentials file's).
+func newScrubber(cfg *config, env func(string) (string, bool)) *scrubber {
+	s := &scrubber{}
+	if pw, ok := env("REDIS_PASSWORD"); ok {
+		s.add(pw)
+	}
+	if cfg.redis != nil {
+		s.add(cfg.redis.passwords()...)
+	}
+	s.add(cfg.login.basicPassword, cfg.login.secret)
+	return s
 }
 
 func printUsage(w io.Writer) {

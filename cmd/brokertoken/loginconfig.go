@@ -61,7 +61,7 @@ func (f *flags) loadLogin(c *config) error {
 			continue
 		}
 		if err := checkHTTPURL(v); err != nil {
-			return usagef("%s: %v", where(u.o, v, src), err)
+			return usagef("%s: %v", where(urlOption(u.o, v), v, src), err)
 		}
 		*u.dst = v
 	}
@@ -85,27 +85,26 @@ func (f *flags) loadLogin(c *config) error {
 	v, src = f.lookup(optLoginURL)
 	switch {
 	case v != "":
+		shown := urlOption(optLoginURL, v)
 		u, err := url.Parse(v)
-		if err == nil && u.User != nil {
-			secret := optLoginURL
-			secret.secret = true // do not echo a password
-			return usagef("%s: want a URL without user information (see --login-basic-auth)", where(secret, v, src))
+		switch {
+		case err != nil && shown.secret:
+			return usagef("%s: not a valid URL; it seems to hold a user name or password, not shown (see --login-basic-auth)", where(shown, v, src))
+		case err == nil && u.User != nil:
+			return usagef("%s: want a URL without user information (see --login-basic-auth)", where(shown, v, src))
 		}
-		if err == nil {
-			err = checkHTTPURL(v)
-		}
-		if err != nil {
-			return usagef("%s: %v", where(optLoginURL, v, src), err)
+		if err := checkHTTPURL(v); err != nil {
+			return usagef("%s: %v", where(shown, v, src), err)
 		}
 		if u.RawQuery != "" || u.Fragment != "" {
-			return usagef("%s: want a URL without a query or fragment", where(optLoginURL, v, src))
+			return usagef("%s: want a URL without a query or fragment", where(shown, v, src))
 		}
 		l.pagePath = strings.TrimRight(u.EscapedPath(), "/")
 		if !pagePathPattern.MatchString(l.pagePath) {
-			return usagef("%s: want a path of letters, digits and . _ ~ - between slashes", where(optLoginURL, v, src))
+			return usagef("%s: want a path of letters, digits and . _ ~ - between slashes", where(shown, v, src))
 		}
 		if l.pagePath == "" && l.listen == "" {
-			return usagef("%s: give the page a path (e.g. /login) when it shares --listen with /healthz and /metrics", where(optLoginURL, v, src))
+			return usagef("%s: give the page a path (e.g. /login) when it shares --listen with /healthz and /metrics", where(shown, v, src))
 		}
 		l.pageURL = strings.TrimRight(v, "/")
 	case serving != "":
@@ -139,6 +138,15 @@ func (f *flags) loadLogin(c *config) error {
 	}
 	l.remind = reminder{at: at, days: days, off: at < 0}
 	return nil
+}
+
+// urlOption is o as errors name it for the URL v: without the value when v may hold a
+// user name and password (an '@' anywhere), so that no error echoes a password.
+func urlOption(o option, v string) option {
+	if strings.Contains(v, "@") {
+		o.secret = true
+	}
+	return o
 }
 
 // publicHostPort is addr as a browser on another machine would reach it: a listen

@@ -106,6 +106,13 @@ func TestLoginOptions(t *testing.T) {
 		{[]string{"--kite-reminder", "8am"}, `--kite-reminder "8am": want a time such as 08:45`},
 		{[]string{"--kite-reminder-days", "weekdays"}, `--kite-reminder-days "weekdays": want days such as mon-fri`},
 		{[]string{"--kite-api-url", "ftp://x"}, `--kite-api-url "ftp://x": want an http:// or https:// URL`},
+		// A URL with a password that does not parse: the password is never echoed.
+		{[]string{"--login-url", "https://admin:hunter2pw@ops.example.com:badport/login"}, "--login-url: not a valid URL; it seems to hold a user name or password, not shown"},
+		{[]string{"--login-url", "https://admin:hunter2pw@ops example.com/login"}, "--login-url: not a valid URL"},
+		{[]string{"--login-url", "https://ops.example.com/hunter2pw@x?y=1"}, "--login-url: want a URL without a query"},
+		{[]string{"--login-url", "ftp://admin:hunter2pw@ops.example.com/login"}, "--login-url: want a URL without user information"},
+		{[]string{"--kite-api-url", "http://admin:hunter2pw@127.0.0.1:badport"}, "--kite-api-url: not a valid URL"},
+		{[]string{"--kite-login-url", "ftp://admin:hunter2pw@kite.example"}, "--kite-login-url: want an http:// or https:// URL"},
 	} {
 		_, _, err := load(t, "run", nil, tt.args...)
 		require.Error(t, err, tt.args)
@@ -113,5 +120,17 @@ func TestLoginOptions(t *testing.T) {
 		assert.Contains(t, err.Error(), tt.want)
 		assert.NotContains(t, err.Error(), "SECRET")
 		assert.NotContains(t, err.Error(), "nopassword")
+		assert.NotContains(t, err.Error(), "hunter2pw")
 	}
+}
+
+// The login page's basic auth password and shared secret are scrubbed from whatever a
+// command writes, like the Redis password.
+func TestScrubberKnowsTheLoginPageSecrets(t *testing.T) {
+	env := map[string]string{"BROKERTOKEN_LOGIN_BASIC_AUTH": "ops:pw-basic-S3cr3t", "REDIS_PASSWORD": "redis-pw-S3cr3t"}
+	cfg, _, err := load(t, "run", env, "--login-secret", "shared-secret-0123456789")
+	require.NoError(t, err)
+	s := newScrubber(cfg, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	out := s.scrub("basic pw-basic-S3cr3t, secret shared-secret-0123456789, redis redis-pw-S3cr3t")
+	assert.Equal(t, "basic [REDACTED], secret [REDACTED], redis [REDACTED]", out)
 }
