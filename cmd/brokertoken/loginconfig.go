@@ -106,6 +106,9 @@ func (f *flags) loadLogin(c *config) error {
 		if l.pagePath == "" && l.listen == "" {
 			return usagef("%s: give the page a path (e.g. /login) when it shares --listen with /healthz and /metrics", where(shown, v, src))
 		}
+		if (l.pagePath == "/healthz" || l.pagePath == "/metrics") && l.listen == "" {
+			return usagef("%s: %s is the daemon's own path on --listen; give the page another (e.g. /login), or serve it on --login-listen", where(shown, v, src), l.pagePath)
+		}
 		l.pageURL = strings.TrimRight(v, "/")
 	case serving != "":
 		l.pagePath = "/login"

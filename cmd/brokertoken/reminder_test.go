@@ -86,6 +86,9 @@ func TestLoginOptions(t *testing.T) {
 	c, _, err = load(t, "run", nil, "--login-listen", ":9465", "--login-url", "https://kite.example.com")
 	require.NoError(t, err)
 	assert.Equal(t, "", c.login.pagePath, "a listener of its own may serve the page at /")
+	c, _, err = load(t, "run", nil, "--login-listen", ":9465", "--login-url", "https://kite.example.com/metrics")
+	require.NoError(t, err)
+	assert.Equal(t, "/metrics", c.login.pagePath, "a listener of its own may serve the page at any path")
 
 	c, _, err = load(t, "token", map[string]string{"KITE_API_URL": "http://127.0.0.1:1"})
 	require.NoError(t, err)
@@ -101,6 +104,8 @@ func TestLoginOptions(t *testing.T) {
 		{[]string{"--login-url", "https://ops.example.com/a?b=c"}, `--login-url "https://ops.example.com/a?b=c": want a URL without a query or fragment`},
 		{[]string{"--login-url", "https://u:SECRET@ops.example.com/a"}, "--login-url: want a URL without user information"},
 		{[]string{"--login-url", "https://ops.example.com"}, "give the page a path"},
+		{[]string{"--login-url", "https://ops.example.com/healthz/"}, `--login-url "https://ops.example.com/healthz/": /healthz is the daemon's own path on --listen`},
+		{[]string{"--login-url", "http://127.0.0.1:9464/metrics"}, "/metrics is the daemon's own path on --listen; give the page another (e.g. /login), or serve it on --login-listen"},
 		{[]string{"--login-url", "https://ops.example.com/a%20b"}, "want a path of letters"},
 		{[]string{"--login-listen", "nonsense"}, `--login-listen "nonsense": want host:port`},
 		{[]string{"--kite-reminder", "8am"}, `--kite-reminder "8am": want a time such as 08:45`},
