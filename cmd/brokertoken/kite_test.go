@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -407,6 +410,7 @@ func TestLoginPageProtection(t *testing.T) {
 		assert.Equal(t, secretCookie, ck.Name)
 		assert.True(t, ck.HttpOnly)
 		assert.Equal(t, http.SameSiteLaxMode, ck.SameSite)
+		assert.False(t, ck.Secure, "the page is served over http here")
 		assert.NotContains(t, ck.Value, secret, "the cookie is not the secret")
 		withCookie := func(r *http.Request) { r.AddCookie(ck) }
 		code, body = get(withCookie)
@@ -430,6 +434,57 @@ func TestLoginPageProtection(t *testing.T) {
 		assert.Equal(t, http.StatusOK, code, body)
 		assert.Contains(t, body, "Logged in to Kite")
 	})
+}
+
+// The unlock cookie of an https page is Secure (whatever the scheme's case), and it
+// carries its issue time under the MAC: the page refuses it after 30 days, or with a
+// forged time, whatever the browser kept.
+func TestUnlockCookieIsSecureAndLapses(t *testing.T) {
+	const secret = "shared-secret-0123456789"
+	s := newKiteSetup(t, kiteSetupOptions{names: []string{"kite_main"}, noHook: true,
+		login: func(l *loginConfig) { l.secret, l.pageURL = secret, "HTTPS://ops.example.com/login" }})
+	c := noRedirects(t)
+	req, _ := http.NewRequest(http.MethodPost, s.page.URL+"/login/unlock", strings.NewReader(url.Values{"secret": {secret}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Len(t, resp.Cookies(), 1)
+	ck := resp.Cookies()[0]
+	assert.True(t, ck.Secure, "an https page's cookie goes over https only")
+	assert.True(t, ck.HttpOnly)
+	assert.Equal(t, 30*24*60*60, ck.MaxAge)
+	assert.NotContains(t, ck.Value, secret)
+
+	page := func(value string) int {
+		req, _ := http.NewRequest(http.MethodGet, s.page.URL+"/login", nil)
+		req.AddCookie(&http.Cookie{Name: secretCookie, Value: value})
+		code, _, _ := fetch(t, c, req)
+		return code
+	}
+	now := time.Now()
+	assert.Equal(t, http.StatusOK, page(ck.Value))
+	assert.Equal(t, http.StatusOK, page(s.desk.cookieValue(now.Add(-29*24*time.Hour))), "29 days old")
+	assert.Equal(t, http.StatusForbidden, page(s.desk.cookieValue(now.Add(-31*24*time.Hour))), "31 days old")
+	assert.Equal(t, http.StatusForbidden, page(s.desk.cookieValue(now.Add(time.Hour))), "issued in the future")
+	old := s.desk.cookieValue(now.Add(-31 * 24 * time.Hour))
+	parts := strings.Split(old, ".")
+	require.Len(t, parts, 3)
+	forged := parts[0] + "." + fmt.Sprint(now.Unix()) + "." + parts[2]
+	assert.Equal(t, http.StatusForbidden, page(forged), "an old cookie with a new time")
+	other := &loginDesk{cfg: loginConfig{secret: "another-secret-0123456789"}}
+	assert.Equal(t, http.StatusForbidden, page(other.cookieValue(now)), "another secret's cookie")
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte("brokertoken login page v1"))
+	assert.Equal(t, http.StatusForbidden, page(hex.EncodeToString(m.Sum(nil))), "the old cookie without a time")
+	for _, junk := range []string{"", "v2", "v2..", "v2.x." + parts[2], "v2." + fmt.Sprint(now.Unix()) + ".", "v3." + parts[1] + "." + parts[2]} {
+		assert.Equal(t, http.StatusForbidden, page(junk), junk)
+	}
+	assert.True(t, equalSecret("a", "a"))
+	assert.False(t, equalSecret("a", "ab"))
+	assert.False(t, equalSecret("", "a"))
 }
 
 // The page answers only at its own names: a browser sent to it under another name (DNS

@@ -10,6 +10,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -98,7 +99,8 @@ func (d *loginDesk) authenticated(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if d.cfg.basicUser != "" {
 			user, pw, ok := r.BasicAuth()
-			if !ok || !equalSecret(user, d.cfg.basicUser) || !equalSecret(pw, d.cfg.basicPassword) {
+			// Both fields are compared, in constant time, before either decides.
+			if match := secretMatch(user, d.cfg.basicUser) & secretMatch(pw, d.cfg.basicPassword); !ok || match != 1 {
 				if ok {
 					d.log.Warn("brokertoken: login page: wrong basic auth credentials", "remote", r.RemoteAddr)
 				}
@@ -123,24 +125,61 @@ func (d *loginDesk) secretGiven(r *http.Request) bool {
 		return true
 	}
 	c, err := r.Cookie(secretCookie)
-	return err == nil && equalSecret(c.Value, d.cookieValue())
+	return err == nil && d.cookieValid(c.Value, time.Now())
 }
 
-// cookieValue is the unlock cookie: an HMAC of a fixed text keyed with the secret, so
-// the cookie proves the secret was given without holding it.
-func (d *loginDesk) cookieValue() string {
+// cookieValue is the unlock cookie issued at issued: "v2.<unix seconds>.<HMAC>", the
+// HMAC (keyed with the secret) of the issue time, so the cookie proves the secret was
+// given without holding it, and lapses after unlockCookieAge whatever the browser
+// keeps.
+func (d *loginDesk) cookieValue(issued time.Time) string {
+	at := strconv.FormatInt(issued.Unix(), 10)
+	return "v2." + at + "." + d.cookieMAC(at)
+}
+
+func (d *loginDesk) cookieMAC(at string) string {
 	m := hmac.New(sha256.New, []byte(d.cfg.secret))
-	m.Write([]byte("brokertoken login page v1"))
+	m.Write([]byte("brokertoken login page v2\n" + at))
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-// equalSecret compares two secrets in constant time (for equal lengths).
-func equalSecret(a, b string) bool {
-	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+// cookieValid reports whether v is an unlock cookie this secret issued, less than
+// unlockCookieAge before now (a minute ahead is allowed for the clocks of other
+// daemons).
+func (d *loginDesk) cookieValid(v string, now time.Time) bool {
+	version, rest, ok := strings.Cut(v, ".")
+	at, mac, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 || version != "v2" {
+		return false
+	}
+	secs, err := strconv.ParseInt(at, 10, 64)
+	if err != nil || secretMatch(mac, d.cookieMAC(at)) != 1 {
+		return false
+	}
+	issued := time.Unix(secs, 0)
+	return issued.Before(now.Add(time.Minute)) && now.Sub(issued) < unlockCookieAge
 }
 
-// unlockCookieAge is how long a browser keeps the unlock cookie.
+// secretMatch compares two secrets in constant time whatever their lengths (it compares
+// their SHA-256 digests): 1 when equal, else 0, to be combined without short-circuit.
+func secretMatch(a, b string) int {
+	da, db := sha256.Sum256([]byte(a)), sha256.Sum256([]byte(b))
+	return subtle.ConstantTimeCompare(da[:], db[:])
+}
+
+// equalSecret reports whether two secrets are equal, in constant time.
+func equalSecret(a, b string) bool { return secretMatch(a, b) == 1 }
+
+// unlockCookieAge is how long the unlock cookie is good for (the browser keeps it as
+// long, and the page refuses it after).
 const unlockCookieAge = 30 * 24 * time.Hour
+
+// pageSecure reports whether the page's public URL is https (its cookie is then sent
+// over HTTPS only).
+func (d *loginDesk) pageSecure() bool {
+	u, err := url.Parse(d.cfg.pageURL)
+	return err == nil && strings.EqualFold(u.Scheme, "https")
+}
 
 // unlock checks the shared secret typed into the page's form and sets the cookie.
 func (d *loginDesk) unlock(w http.ResponseWriter, r *http.Request) {
@@ -158,9 +197,9 @@ func (d *loginDesk) unlock(w http.ResponseWriter, r *http.Request) {
 		d.renderUnlock(w, http.StatusForbidden, "Wrong access code. Try again.")
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: secretCookie, Value: d.cookieValue(), Path: d.pagePathOrRoot(),
+	http.SetCookie(w, &http.Cookie{Name: secretCookie, Value: d.cookieValue(time.Now()), Path: d.pagePathOrRoot(),
 		MaxAge: int(unlockCookieAge / time.Second), HttpOnly: true, SameSite: http.SameSiteLaxMode,
-		Secure: strings.HasPrefix(d.cfg.pageURL, "https:")})
+		Secure: d.pageSecure()})
 	http.Redirect(w, r, d.pagePathOrRoot(), http.StatusSeeOther)
 }
 
