@@ -176,3 +176,28 @@ func TestCooldownOf(t *testing.T) {
 	got, _ = cooldownOf(errors.New("x"))
 	assert.True(t, got.IsZero())
 }
+
+// The Kite alerts say where to log in: the page's URL, or, from a daemon that serves
+// no page, that another daemon's page is the place (never "open  and press"). The
+// unconfirmed report is a warning (orange on Discord).
+func TestKiteAlertTextsSayWhereToLogIn(t *testing.T) {
+	a := &alerter{host: "box1", scrub: &scrubber{}}
+	for _, ev := range []alertEvent{
+		{Event: eventLoginNeeded, User: "kite_main", Broker: "Kite", Reminder: "08:45 IST, Mon-Fri", Day: "2026-11-30"},
+		{Event: eventTokenRejected, User: "kite_main", Broker: "Kite", Version: 3, Expiry: time.Now().Add(time.Hour)},
+		{Event: eventTokenUnchecked, User: "kite_main", Broker: "Kite", Version: 3, Expiry: time.Now().Add(time.Hour), Error: "HTTP 503"},
+	} {
+		_, text, _ := a.alertText(ev)
+		assert.NotContains(t, text, "open  and", ev.Event)
+		assert.Contains(t, text, `open the login page of a daemon that serves one (this daemon serves none: see --listen and --login-listen) and press "Log in with Kite"`, ev.Event)
+		ev.URL = "https://ops.example.com/login"
+		_, text, _ = a.alertText(ev)
+		assert.Contains(t, text, `open https://ops.example.com/login and press "Log in with Kite"`, ev.Event)
+	}
+	a.format = "discord"
+	raw, err := a.render(alertEvent{Event: eventTokenUnchecked, User: "kite_main", Broker: "Kite", Version: 3, Error: "HTTP 503"})
+	require.NoError(t, err)
+	assert.Contains(t, string(raw), `"color":15105570`, "orange")
+	_, _, severity := a.alertText(alertEvent{Event: eventTokenUnchecked})
+	assert.Equal(t, "warning", severity)
+}

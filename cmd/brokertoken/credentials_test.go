@@ -138,10 +138,13 @@ func FuzzParseCredentials(f *testing.F) {
 		`[{"broker":"KITE ","api_key":"k","api_secret":"s"}]`,
 		`[{"broker":null,"username":"u","password":"p"}]`,
 		`[{"broker":"kite","api_key":"k","api_secret":"s"},{"broker":"kite","api_key":"k","api_secret":"s"}]`,
+		`[{"username":"u","password":"p","sec":"s","cid":7,"app_id":"a"},{"username":"u","Password":"q"}]`,
+		`[{"broker":"kite","API_SECRET":"s","api_key":"k k"}]`,
 	} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		checkSecretsNotShown(t, data)
 		cf, err := parseCredentials("fuzz.json", data)
 		if err != nil {
 			if strings.Contains(err.Error(), "\n") {
@@ -162,4 +165,46 @@ func FuzzParseCredentials(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkSecretsNotShown parses data again with every secret field (a Kite api_secret, a
+// Tradovate password or sec, whatever the case of the key) set to a distinctive value,
+// and fails if an error shows one of them. Values found elsewhere in the input (an
+// api_key equal to a marker, say) are not checked: quoting them is fine.
+func checkSecretsNotShown(t *testing.T, data []byte) {
+	var entries []any
+	if json.Unmarshal(data, &entries) != nil {
+		return
+	}
+	var markers []string
+	for i, e := range entries {
+		obj, ok := e.(map[string]any)
+		if !ok {
+			continue
+		}
+		for k := range obj {
+			switch strings.ToLower(k) {
+			case "api_secret", "password", "sec":
+				m := fmt.Sprintf("Zq9SecretMarker%dx%dQ", i, len(markers))
+				obj[k] = m
+				markers = append(markers, m)
+			}
+		}
+	}
+	if len(markers) == 0 {
+		return
+	}
+	marked, err := json.Marshal(entries)
+	if err != nil {
+		return
+	}
+	_, perr := parseCredentials("fuzz.json", marked)
+	if perr == nil {
+		return
+	}
+	for _, m := range markers {
+		if strings.Count(string(marked), m) == 1 && strings.Contains(perr.Error(), m) {
+			t.Fatalf("an error shows a secret field's value: %v", perr)
+		}
+	}
 }

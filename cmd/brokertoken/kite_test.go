@@ -563,6 +563,24 @@ func TestLoginPageHostNames(t *testing.T) {
 	}
 }
 
+// A page served at the root of its own listener links back to "/" from its error
+// pages (an unknown user's start or redirect).
+func TestLoginPageAtTheRootLinksBackToIt(t *testing.T) {
+	s := newKiteSetup(t, kiteSetupOptions{names: []string{"kite_main"}, noHook: true,
+		login: func(l *loginConfig) { l.pagePath, l.pageURL = "", strings.TrimSuffix(l.pageURL, "/login") }})
+	c := noRedirects(t)
+	req, _ := http.NewRequest(http.MethodGet, s.page.URL+"/", nil)
+	code, _, body := fetch(t, c, req)
+	assert.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, `action="/kite_main/start"`)
+	for _, r := range []struct{ method, path string }{{http.MethodGet, "/nobody/redirect"}, {http.MethodPost, "/nobody/start"}} {
+		req, _ := http.NewRequest(r.method, s.page.URL+r.path, nil)
+		code, _, body := fetch(t, c, req)
+		assert.Equal(t, http.StatusNotFound, code, r.path)
+		assert.Contains(t, body, `<a href="/">Back to the logins</a>`, r.path)
+	}
+}
+
 // hostileName is a user name every process accepts (tokencache.CheckName) that is
 // also HTML.
 const hostileName = `<script>alert("n")</script>&'`

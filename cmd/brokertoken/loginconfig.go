@@ -179,7 +179,8 @@ func parseTimeOfDay(s string) (time.Duration, error) {
 	hh, mm, ok := strings.Cut(s, ":")
 	h, herr := strconv.Atoi(hh)
 	m, merr := strconv.Atoi(mm)
-	if !ok || herr != nil || merr != nil || len(mm) != 2 || h < 0 || h > 23 || m < 0 || m > 59 {
+	digits := func(v string) bool { return v != "" && strings.Trim(v, "0123456789") == "" }
+	if !ok || !digits(hh) || len(hh) > 2 || !digits(mm) || herr != nil || merr != nil || len(mm) != 2 || h > 23 || m > 59 {
 		return 0, fmt.Errorf("want a time such as 08:45 (IST, 24-hour clock) or off")
 	}
 	return time.Duration(h)*time.Hour + time.Duration(m)*time.Minute, nil

@@ -52,7 +52,7 @@ func (d *loginDesk) handler() http.Handler {
 	mux.HandleFunc("GET "+p+"/{user}/redirect", func(w http.ResponseWriter, r *http.Request) {
 		u := d.byName[r.PathValue("user")]
 		if u == nil {
-			d.render(w, http.StatusNotFound, messagePage{Title: "No such user", Message: "This daemon logs no such user in.", Back: d.cfg.pagePath})
+			d.render(w, http.StatusNotFound, messagePage{Title: "No such user", Message: "This daemon logs no such user in.", Back: d.pagePathOrRoot()})
 			return
 		}
 		u.redirect(d.cache).ServeHTTP(w, r)

@@ -44,7 +44,12 @@ func TestReminderOptions(t *testing.T) {
 		require.NoError(t, err, in)
 		assert.Equal(t, want, got, in)
 	}
-	for _, bad := range []string{"8:5", "24:00", "08:60", "0845", "8h45", ""} {
+	for in, want := range map[string]time.Duration{"8:45": 8*time.Hour + 45*time.Minute, " 07:05 ": 7*time.Hour + 5*time.Minute} {
+		got, err := parseTimeOfDay(in)
+		require.NoError(t, err, in)
+		assert.Equal(t, want, got, in)
+	}
+	for _, bad := range []string{"8:5", "24:00", "08:60", "0845", "8h45", "", "+8:45", "08:+5", "-0:30", "008:45", "08:4 5", "٠٨:٤٥", ":45", "08:"} {
 		_, err := parseTimeOfDay(bad)
 		assert.Error(t, err, bad)
 	}
