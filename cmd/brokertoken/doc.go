@@ -187,9 +187,11 @@
 // 429/423: one alert for the whole fleet, since every login is paused), and when the
 // user has a new valid token again. Retries send nothing. Discord webhook URLs
 // (discord.com, discordapp.com) get an embed, red for failures, dark red for captcha
-// and lockout, green for recovery; any other URL gets a JSON object with source, event
-// (failure, captcha, locked_out, recovered, redis_down, redis_up), severity, title,
-// message, user, accounts, kind, error, version, expires_at, until, host and time.
+// and lockout, orange for warnings, green for recovery; any other URL gets a JSON
+// object with source, event (failure, captcha, locked_out, recovered, redis_down,
+// redis_up, foreign_writer, and for Kite users login_needed, token_rejected,
+// token_unchecked), severity, title, message, user, accounts, kind, error, version,
+// expires_at, until, url, broker, host and time.
 //
 // Daemons sharing a Redis send each alert once: the first failure opens the user's
 // incident with SET {prefix}:{user}:alert NX (24 h), a captcha takes
@@ -211,23 +213,30 @@
 // (default http://<--listen>/login; or on --login-listen alone, for a reverse proxy),
 // optionally behind HTTP basic auth (--login-basic-auth) or a shared secret
 // (--login-secret: typed once into the page, or sent by a proxy in the
-// X-Brokertoken-Login-Secret header). It has one row per Kite user with the token's
+// X-Brokertoken-Login-Secret header; the form's cookie is good for 30 days). It
+// answers only at its own host names (--login-url's host, IP addresses, the names of
+// its listen address; others get 421), and starts logins only from its own forms. It
+// has one row per Kite user with the token's
 // state and a "Log in with Kite" button; Kite's redirect comes back to
 // <login-url>/<name>/redirect (register it with the app), which checks the single-use
 // state, exchanges the request token and stores the token with the cache, so every
 // Watch channel of every process receives it. Apps that Kite gives a refresh token are
-// renewed by the daemon after each morning expiry.
+// renewed by the daemon after each morning expiry. An entry without user_id stores a
+// login of any Kite account the app allows: run warns about it at start.
 //
 // From --kite-reminder (default 08:45 IST) on --kite-reminder-days (default mon-fri) a
 // Kite user without a valid token gets one login_needed alert a day with the page's URL
-// and counts as unhealthy in /healthz; before then a missing Kite token is healthy. A
-// token a service reports after a 403 TokenException is checked with Kite; if Kite
-// refuses it and no refresh token renews it, one token_rejected alert goes out per token
-// version, fleet-wide ({prefix}:{user}:alert-login:<day> and
-// {prefix}:{user}:alert-rejected:<version>, SET NX). A renewal asked before the morning
-// expiry (zerodha.ErrRenewalNotDue) is not a failure. status and /healthz show Kite users
-// with "broker": "kite", "rejected" for a token Kite refused, and the page's URL while a
-// human must log in.
+// and counts as unhealthy in /healthz; before then a missing Kite token is healthy (a
+// reminder time before 06:00 reminds once the previous day's token lapses). A token a
+// service reports after a 403 TokenException is checked with Kite; if Kite refuses it
+// and no refresh token renews it, one token_rejected alert goes out per token version,
+// fleet-wide, and brokertoken_token_valid is 0 for it; if Kite cannot be asked, one
+// token_unchecked warning, and the token is not called rejected
+// ({prefix}:{user}:alert-login:<day>, {prefix}:{user}:alert-rejected:<version>,
+// {prefix}:{user}:alert-unchecked:<version>, SET NX). A renewal asked before the
+// morning expiry (zerodha.ErrRenewalNotDue) is not a failure. status and /healthz show
+// Kite users with "broker": "kite", "rejected" for a token Kite refused, and the page's
+// URL while a human must log in.
 //
 // # Exit codes
 //

@@ -399,6 +399,7 @@ func TestKiteOnlyDaemonThroughTheNight(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	assert.NotContains(t, metrics, `brokertoken_account_syncs_total{result="error",user="`+kiteName+`"}`)
 	assert.Contains(t, metrics, `brokertoken_token_valid{user="`+kiteName+`"} 0`)
+	assert.Regexp(t, `brokertoken_refresh_failures_total\{kind="login_required",op="renew",user="`+kiteName+`"\} [1-9]`, metrics)
 	assert.Empty(t, hook.events(), "a lapse overnight is no failure; the reminder is off")
 	code, _ = p.stop(20 * time.Second)
 	assert.Equal(t, 0, code)
