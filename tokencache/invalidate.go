@@ -144,10 +144,15 @@ func (c *Cache) kept(payload string) {
 	if !ok {
 		return
 	}
-	if e := c.names.user(user); e != nil {
-		e.mu.Lock()
-		c.apply(e, event{kind: evKept, version: v}, time.Now())
-		e.mu.Unlock()
+	e := c.names.user(user)
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	c.apply(e, event{kind: evKept, version: v}, time.Now())
+	e.mu.Unlock()
+	if c.opts.Hooks.ReportKept != nil {
+		c.opts.Hooks.ReportKept(user, v)
 	}
 }
 

@@ -114,6 +114,11 @@ type Hooks struct {
 	// that this cache held an older copy of (usually another process's write; also
 	// this cache's own Set when its message arrives before the Set's reply).
 	Invalidated func(user string, version int64)
+	// ReportKept is called when a writer answers a report of user's token: the
+	// broker still accepts that version (a [Checker] said so), so the writers keep it
+	// and the caches that reported it serve it again. `brokertoken invalidate` uses it
+	// to say the token was kept rather than wait for a new one.
+	ReportKept func(user string, version int64)
 	// BrokerCall is called as this cache sends a login or a renewal (op "login" or
 	// "renew") of user to the Authenticator. The context it returns is the one the
 	// Authenticator gets (a tracer starts a span in it); done, when not nil, is called

@@ -564,12 +564,26 @@ func TestAReporterServesAgainWhatTheBrokerAccepts(t *testing.T) {
 	user := e.user("U")
 	b := &checkingBroker{broker: &broker{}}
 	writer := e.cache(b, func(o *tokencache.Options) { o.RetryMin = 200 * time.Millisecond })
-	reader := e.cache(nil, func(o *tokencache.Options) { o.RetryMin = 200 * time.Millisecond })
+	kept := make(chan int64, 1)
+	reader := e.cache(nil, func(o *tokencache.Options) {
+		o.RetryMin = 200 * time.Millisecond
+		o.Hooks.ReportKept = func(u string, v int64) {
+			if u == user {
+				kept <- v
+			}
+		}
+	})
 	tok, err := writer.Token(ctx, user)
 	require.NoError(t, err)
 	_, err = reader.Token(ctx, user)
 	require.NoError(t, err)
 	require.NoError(t, reader.Invalidate(ctx, user, tok.AccessToken))
+	select {
+	case v := <-kept:
+		assert.Equal(t, tok.Version, v, "Hooks.ReportKept names the version kept")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Hooks.ReportKept was never called")
+	}
 	require.Eventually(t, func() bool {
 		got, err := reader.Token(ctx, user)
 		return err == nil && got.Version == tok.Version

@@ -32,10 +32,11 @@ var (
 	_ tokencache.Renewer       = (*boundedRenewer)(nil)
 )
 
-// boundAuth returns auth limited to n broker calls at once (n > 0); log hears of waits
-// for a slot that last over a second.
-func boundAuth(auth tokencache.Authenticator, n int, log *slog.Logger) tokencache.Authenticator {
-	b := &boundedAuth{auth: auth, slots: make(chan struct{}, n), log: log}
+// boundAuth returns auth limited to cap(slots) broker calls at once, slots shared with
+// the other brokers' Authenticators; log hears of waits for a slot that last over a
+// second.
+func boundAuth(auth tokencache.Authenticator, slots chan struct{}, log *slog.Logger) tokencache.Authenticator {
+	b := &boundedAuth{auth: auth, slots: slots, log: log}
 	if r, ok := auth.(tokencache.Renewer); ok {
 		return &boundedRenewer{boundedAuth: b, renewer: r}
 	}

@@ -31,10 +31,10 @@ func (loginAndRenew) Renew(context.Context, string, *tokencache.Token) (*tokenca
 // The cache renews only through an Authenticator that is a Renewer: the bound must
 // neither hide that nor claim it for one that cannot renew.
 func TestBoundAuthIsARenewerExactlyWhenTheWrappedOneIs(t *testing.T) {
-	_, ok := boundAuth(loginOnly{}, 1, discardLog).(tokencache.Renewer)
+	_, ok := boundAuth(loginOnly{}, make(chan struct{}, 1), discardLog).(tokencache.Renewer)
 	assert.False(t, ok, "a login-only Authenticator became a Renewer")
 
-	a := boundAuth(loginAndRenew{}, 1, discardLog)
+	a := boundAuth(loginAndRenew{}, make(chan struct{}, 1), discardLog)
 	r, ok := a.(tokencache.Renewer)
 	if assert.True(t, ok, "the Renewer was hidden") {
 		tok, err := r.Renew(context.Background(), "u", &tokencache.Token{})
@@ -49,7 +49,7 @@ func TestBoundAuthIsARenewerExactlyWhenTheWrappedOneIs(t *testing.T) {
 // A call that cannot get a slot before its context ends fails with the context's
 // error, and a slot is freed when a call returns.
 func TestBoundAuthWaitsForASlotWithinTheContext(t *testing.T) {
-	a := boundAuth(loginAndRenew{}, 1, discardLog).(*boundedRenewer)
+	a := boundAuth(loginAndRenew{}, make(chan struct{}, 1), discardLog).(*boundedRenewer)
 	a.slots <- struct{}{} // a call in flight
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -71,7 +71,7 @@ var discardLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 // A call that waits over a second for a slot says so at INFO, as a wait of its user.
 func TestBoundAuthSaysWhenItWaitsForASlot(t *testing.T) {
 	var logs testutil.Buffer
-	a := boundAuth(loginAndRenew{}, 1, slog.New(slog.NewJSONHandler(&logs, nil))).(*boundedRenewer)
+	a := boundAuth(loginAndRenew{}, make(chan struct{}, 1), slog.New(slog.NewJSONHandler(&logs, nil))).(*boundedRenewer)
 	a.slots <- struct{}{} // a call in flight
 	done := make(chan error, 1)
 	go func() {

@@ -84,7 +84,18 @@ func cmdInvalidate(ctx context.Context, cfg *config, log *slog.Logger, s *scrubb
 		return usagef("invalidate: want one ACCOUNT: brokertoken invalidate ACCOUNT")
 	}
 	account := args[0]
-	d, err := setup(ctx, cfg, log, s, setupOptions{creds: credsNone})
+	type keptVersion struct {
+		user    string
+		version int64
+	}
+	kept := make(chan keptVersion, 16) // the daemons' "the broker still accepts it" answers
+	hooks := tokencache.Hooks{ReportKept: func(user string, v int64) {
+		select {
+		case kept <- keptVersion{user, v}:
+		default:
+		}
+	}}
+	d, err := setup(ctx, cfg, log, s, setupOptions{creds: credsNone, hooks: hooks})
 	if err != nil {
 		return err
 	}
@@ -147,6 +158,11 @@ func cmdInvalidate(ctx context.Context, cfg *config, log *slog.Logger, s *scrubb
 			}
 			if newer(t) {
 				tok = t
+			}
+		case k := <-kept:
+			if k.user == user && k.version == old && before.Token != nil {
+				return fail(fmt.Errorf("%w: %s still accepts version %d (token %s); the daemons checked it and kept it",
+					errTokenKept, user, old, tokencache.Redact(bad)))
 			}
 		case <-tick.C:
 			// The announcement may have come before the subscription: look in Redis too.

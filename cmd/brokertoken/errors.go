@@ -19,6 +19,10 @@ const (
 	exitUsage   = 2 // usage or configuration error; nothing was written to Redis
 )
 
+// errTokenKept is invalidate's failure when the daemons checked the reported token with
+// the broker, which still accepts it: they keep it, and nothing replaces it (exit 1).
+var errTokenKept = errors.New("not replaced: the broker still accepts the token")
+
 // usageError is a usage or configuration error: the command did not start (exit 2).
 type usageError struct{ msg string }
 

@@ -66,20 +66,13 @@ func (d *deps) kiteUser(user string) *kiteUser {
 }
 
 // authenticator returns the cache's Authenticator: nil without credentials (read-only),
-// the Tradovate one alone when the file has no Kite app (as before Kite users existed),
-// else a brokerRoutes passing each user's calls to its broker. With brokerCalls > 0 at
-// most that many logins and renewals run at once, whatever the broker. checked, when
-// not nil, hears the broker's answer to each check of a reported token (see
-// brokerRoutes.Check).
+// else a brokerRoutes passing each user's calls to its broker (a Kite app's, or the
+// Tradovate one for every other user). With brokerCalls > 0 at most that many logins
+// and renewals run at once, whatever the broker. Reports of bad tokens are checked with
+// the user's broker (brokerRoutes.Check); checked, when not nil, hears each answer.
 func (d *deps) authenticator(brokerCalls int, log *slog.Logger, checked checkListener) tokencache.Authenticator {
-	if len(d.kite) == 0 {
-		if d.auth == nil {
-			return nil
-		}
-		if brokerCalls > 0 {
-			return boundAuth(d.auth, brokerCalls, log)
-		}
-		return d.auth
+	if d.auth == nil && len(d.kite) == 0 {
+		return nil
 	}
 	r := &brokerRoutes{byUser: map[string]routedAuth{}, checked: checked}
 	var slots chan struct{}
@@ -90,14 +83,10 @@ func (d *deps) authenticator(brokerCalls int, log *slog.Logger, checked checkLis
 		if slots == nil {
 			return a
 		}
-		b := &boundedAuth{auth: a, slots: slots, log: log}
-		if rn, ok := a.(tokencache.Renewer); ok {
-			return &boundedRenewer{boundedAuth: b, renewer: rn}
-		}
-		return b
+		return boundAuth(a, slots, log)
 	}
 	if d.auth != nil {
-		r.fallback = routedAuth{auth: bound(d.auth)} // no checker: see brokerRoutes.Check
+		r.fallback = routedAuth{auth: bound(d.auth), checker: d.auth}
 	}
 	for _, k := range d.kite {
 		a := k.app.Authenticator()
@@ -121,8 +110,8 @@ type brokerRoutes struct {
 // tokencache.ErrTokenRejected, or a failure that cannot tell). It must not block.
 type checkListener func(user string, t *tokencache.Token, err error)
 
-// routedAuth is one broker's Authenticator, and its Checker when reports of its users'
-// tokens are to be checked with the broker.
+// routedAuth is one broker's Authenticator (bounded by the broker slots) and the
+// Checker that asks the same broker about a reported token.
 type routedAuth struct {
 	auth    tokencache.Authenticator
 	checker tokencache.Checker
@@ -165,23 +154,16 @@ func (r *brokerRoutes) Renew(ctx context.Context, user string, current *tokencac
 	return a.auth.Login(ctx, user)
 }
 
-// errNotChecked answers Check for a broker whose reported tokens the daemon replaces
-// without asking the broker. The Tradovate users keep the daemon's behaviour from
-// before Kite users: a reported token is refreshed at once (what `brokertoken
-// invalidate` relies on).
-var errNotChecked = fmt.Errorf("%w: the daemon replaces reported tokens of this broker without checking them", tokencache.ErrTokenRejected)
-
-// Check asks user's broker whether t still works, for the brokers whose reports are
-// checked (Kite: GET /user/profile, so a report that is wrong costs no human login and
-// no alert), and tells r.checked the answer: only a token the broker refused is called
-// rejected, not one it could not be asked about.
+// Check asks user's broker whether t, a token some service reported bad, still works
+// (Tradovate: GET /auth/me; Kite: GET /user/profile), so a report that is wrong or
+// forged costs no login, no human and no alert; and tells r.checked the answer: only a
+// token the broker refused is called rejected, not one it could not be asked about.
+// Checks take no broker slot: they are cheap, and the cache runs at most one per user
+// per RetryMin.
 func (r *brokerRoutes) Check(ctx context.Context, user string, t *tokencache.Token) error {
 	a, err := r.route(user)
 	if err != nil {
 		return err
-	}
-	if a.checker == nil {
-		return errNotChecked
 	}
 	err = a.checker.Check(ctx, user, t)
 	if r.checked != nil {

@@ -32,8 +32,9 @@ func (f *fixture) aclUser(name string, report bool) string {
 
 // An operator without the credentials file, with only reader (or reporter) rights on
 // Redis, sees every user the daemon keeps (token, accounts, last error, the daemon),
-// gets a sub-account's token, and invalidates one: the daemon logs the user in again,
-// the CLI logs in nobody and prints what it waits for. Once no daemon runs, invalidate
+// gets a sub-account's token, and invalidates one: the daemon checks the token with the
+// broker and keeps it if the broker accepts it, else logs the user in again; the CLI
+// logs in nobody and prints what it waits for. Once no daemon runs, invalidate
 // says so and reports nothing.
 func TestLookAndActWithoutSecrets(t *testing.T) {
 	srv := testutil.StartRedis(t)
@@ -97,7 +98,25 @@ func TestLookAndActWithoutSecrets(t *testing.T) {
 	assert.Contains(t, stderr, "NOPERM")
 	oneLineError(t, stderr)
 
-	// A reporter reports; the daemon logs in again.
+	// A reporter reports a token Tradovate still accepts: the daemon checks it
+	// (GET /auth/me), keeps it, and invalidate says so (exit 1); nobody logs in.
+	me := f.fake.Calls(tradovatefake.AuthMe, a)
+	code, stdout, stderr = inProcess(t, ctx, reporter, "", "invalidate", a1, "--timeout", "60s")
+	assert.Equal(t, 1, code, stderr)
+	assert.Empty(t, stdout)
+	assert.Contains(t, stderr, fmt.Sprintf("not replaced: the broker still accepts the token: %s still accepts version %d (token eyJhbG", a, v1))
+	oneLineError(t, stderr[strings.Index(stderr, "brokertoken: invalidate"):])
+	assert.Equal(t, me+1, f.fake.Calls(tradovatefake.AuthMe, a), "checked once")
+	assert.Equal(t, 1, f.fake.Logins(a), "a token the broker accepts costs no login")
+	kept, vk := f.stored(a)
+	assert.Equal(t, before, kept)
+	assert.Equal(t, v1, vk)
+	out.WriteString(stdout + stderr)
+
+	// A reporter reports a token Tradovate refuses; the daemon logs in again. (A writer
+	// acts on one report of a version per RetryMin, here 200 ms.)
+	time.Sleep(300 * time.Millisecond)
+	f.fake.Revoke(before)
 	code, stdout, stderr = inProcess(t, ctx, reporter, "", "invalidate", a1, "--timeout", "60s")
 	require.Equal(t, 0, code, stderr)
 	t.Logf("invalidate:\n%s%s", stderr, stdout)
