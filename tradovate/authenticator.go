@@ -2,6 +2,7 @@ package tradovate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -70,11 +71,28 @@ func newAuthenticator(opts Options, machine func() (string, error)) (*Authentica
 // that user, and the hold after a login answer that was not understood
 // ([ErrUnknownLoginAnswer]), for every process sharing the Redis. Call it once a human
 // has solved the captcha, the lockout has passed, or the library has been updated.
+// Without an Authenticator (an operator's `brokertoken clear-cooldown`), use the
+// function [ClearCooldown].
 func (a *Authenticator) ClearCooldown(ctx context.Context, user string) error {
-	if err := a.cooldown.clear(ctx, user); err != nil {
+	return clearCooldown(ctx, a.cooldown, a.holds, user)
+}
+
+// ClearCooldown is [Authenticator.ClearCooldown] for a process that has no
+// Authenticator (no credentials): it needs opts.Redis and what selects the keys
+// (Namespace, else Environment or RESTURL), and the right to delete them.
+func ClearCooldown(ctx context.Context, opts Options, user string) error {
+	opts.init()
+	if opts.Redis == nil {
+		return errors.New("tradovate: ClearCooldown needs Options.Redis")
+	}
+	return clearCooldown(ctx, newCooldowns(&opts), newHolds(&opts), user)
+}
+
+func clearCooldown(ctx context.Context, c *cooldowns, h *holds, user string) error {
+	if err := c.clear(ctx, user); err != nil {
 		return err
 	}
-	return a.holds.clear(ctx, user)
+	return h.clear(ctx, user)
 }
 
 // credential returns user's credential from the source.

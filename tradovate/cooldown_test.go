@@ -137,6 +137,38 @@ func TestClearCooldownLetsTheUserLogInAgain(t *testing.T) {
 	require.NoError(t, err)
 }
 
+// An operator without credentials (brokertoken clear-cooldown) ends a lockout's
+// fleet-wide pause with Redis alone; every Authenticator then logs in again.
+func TestClearCooldownWithoutAnAuthenticator(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, tradovatefake.Options{}, 1)
+	user := f.users[0]
+	f.fake.Script(tradovatefake.AccessTokenRequest, user, tradovatefake.Lockout())
+	a := f.auth(t, f.credentials(t, official), nil)
+	ctx := context.Background()
+	_, err := a.Login(ctx, user)
+	require.ErrorIs(t, err, tradovate.ErrLockedOut)
+	opts := tradovate.Options{Redis: f.redis.Client(t), Namespace: f.redis.Prefix + ":tradovate"}
+	cd, err := tradovate.ReadCooldown(ctx, opts, user)
+	require.NoError(t, err)
+	require.NotNil(t, cd)
+	cd, err = tradovate.ReadCooldown(ctx, opts, "someone-else")
+	require.NoError(t, err)
+	require.NotNil(t, cd)
+	assert.True(t, cd.AllUsers, "the lockout paused every user")
+
+	f.fake.ClearLockout()
+	require.NoError(t, tradovate.ClearCooldown(ctx, opts, user))
+	for _, u := range []string{user, "someone-else"} {
+		cd, err = tradovate.ReadCooldown(ctx, opts, u)
+		require.NoError(t, err)
+		assert.Nil(t, cd, u)
+	}
+	_, err = a.Login(ctx, user)
+	require.NoError(t, err)
+	require.ErrorContains(t, tradovate.ClearCooldown(ctx, tradovate.Options{}, user), "needs Options.Redis")
+}
+
 func TestCooldownEnds(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, tradovatefake.Options{}, 1)

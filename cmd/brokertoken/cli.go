@@ -18,6 +18,7 @@ var commands = []struct{ name, args, about string }{
 	{"status", "[USER...] [--json]", "table of users, accounts, token state, expiry, version, last refresh, lease, cool-down, last error; the daemons"},
 	{"decode", "[TOKEN|-] [--json]", "print a JWT's header, claims and expiry, without verifying it"},
 	{"invalidate", "ACCOUNT", "report ACCOUNT's stored token as bad to the fleet and wait until a daemon stores a newer one"},
+	{"clear-cooldown", "USER", "end USER's Tradovate cool-down (captcha, lockout, unread login answer) for the whole fleet, once the cause is dealt with"},
 	{"version", "", "print the version"},
 }
 
@@ -31,7 +32,7 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		return exitCode(err)
 	}
 	if len(args) == 0 {
-		return fail(usagef("missing command: one of run, token, status, decode, invalidate (see brokertoken -h)"), nil)
+		return fail(usagef("missing command: one of run, token, status, decode, invalidate, clear-cooldown (see brokertoken -h)"), nil)
 	}
 	cmd := args[0]
 	switch cmd {
@@ -52,7 +53,7 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		return fail(usagef("flags go after the command: brokertoken COMMAND [flags] (see brokertoken -h)"), nil)
 	}
 	if _, ok := commandOptions[cmd]; !ok {
-		return fail(usagef("unknown command %q: want run, token, status, decode or invalidate (see brokertoken -h)", cmd), nil)
+		return fail(usagef("unknown command %q: want run, token, status, decode, invalidate or clear-cooldown (see brokertoken -h)", cmd), nil)
 	}
 
 	f := newFlags(cmd, env)
@@ -93,6 +94,8 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		err = cmdDecode(pos, asJSON, stdin, stdout, time.Now())
 	case "invalidate":
 		err = cmdInvalidate(ctx, cfg, log, s, pos, stdout, stderr)
+	case "clear-cooldown":
+		err = cmdClearCooldown(ctx, cfg, log, s, pos, stdout)
 	}
 	if err != nil {
 		if cmd != "run" && ctx.Err() != nil && exitCode(err) != exitUsage {

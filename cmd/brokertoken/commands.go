@@ -185,6 +185,48 @@ func cmdInvalidate(ctx context.Context, cfg *config, log *slog.Logger, s *scrubb
 	return err
 }
 
+// cmdClearCooldown ends a user's cool-down (and the fleet-wide pause the user started,
+// and a hold after an unread login answer) in Redis, for every daemon at once, and says
+// what it ended. The broker's keys are found as the daemon that registered the user
+// finds them (its environment), unless --env or --tradovate-url is given.
+func cmdClearCooldown(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, args []string, stdout io.Writer) error {
+	if len(args) != 1 || strings.TrimSpace(args[0]) == "" {
+		return usagef("clear-cooldown: want one USER: brokertoken clear-cooldown USER")
+	}
+	user := args[0]
+	d, err := setup(ctx, cfg, log, s, setupOptions{creds: credsNone, noCache: true})
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+	fail := func(err error) error { return fmt.Errorf("clear-cooldown %s: %w", user, err) }
+	f := fleet{rdb: d.rdb, prefix: cfg.prefix}
+	registered, err := f.users(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	ucfg := cfg.forUser(registered[user])
+	cd, err := readCooldown(ctx, d.rdb, ucfg, user)
+	if err != nil {
+		return fail(err)
+	}
+	opts := tradovate.Options{Redis: d.rdb, Environment: ucfg.environment, RESTURL: ucfg.restURL}
+	if err := tradovate.ClearCooldown(ctx, opts, user); err != nil {
+		return fail(err)
+	}
+	was := "no cool-down was set"
+	if cd != nil {
+		was = fmt.Sprintf("ended the %s cool-down that lasted until %s", cd.Reason, cd.Until.Local().Format("15:04:05"))
+		if cd.AllUsers {
+			was += " (every user's logins were paused)"
+		}
+	}
+	_, err = fmt.Fprintf(stdout, "%s: %s; the daemons may log it in again\n", user, was)
+	return err
+}
+
 // waitWatcher looks, once a second, at what the daemons are doing for a user while
 // invalidate waits, and says what changed: a lease taken, a wait, a failure, a
 // cool-down, the daemons gone.

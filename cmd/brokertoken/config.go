@@ -72,6 +72,9 @@ var commandOptions = map[string][]option{
 	"status": {optRedis, optRedisCA, optCredentials, optEnv, optTradovateURL, optPrefix, optLogFormat, optLogLevel,
 		optRefreshBefore, optLeeway, optTimeout},
 	"decode": {},
+	// clear-cooldown deletes the broker's cool-down keys: the writer's Redis rights,
+	// no credentials.
+	"clear-cooldown": {optRedis, optRedisCA, optEnv, optTradovateURL, optPrefix, optLogFormat, optLogLevel, optTimeout},
 }
 
 // defaultFor returns o's default for command cmd.

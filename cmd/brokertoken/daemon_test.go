@@ -291,9 +291,26 @@ func TestRunAlertsACaptchaOnce(t *testing.T) {
 	assert.Contains(t, metrics, fmt.Sprintf(`brokertoken_refresh_failures_total{kind="captcha",op="login",user=%q}`, user))
 	assert.Contains(t, body, `"kind": "captcha"`)
 
+	// A human solved the captcha: the operator ends the cool-down without the
+	// credentials file, and the daemon logs the user in.
+	f.fake.ClearCaptcha(user)
+	ops := f.env()
+	delete(ops, "BROKERTOKEN_CREDENTIALS")
+	code, out, stderr := inProcess(t, context.Background(), ops, "", "clear-cooldown", user)
+	require.Equal(t, 0, code, stderr)
+	assert.Regexp(t, `^`+user+`: ended the captcha cool-down that lasted until \d\d:\d\d:\d\d; the daemons may log it in again\n$`, out)
+	require.Eventually(t, func() bool { tok, _ := f.stored(user); return tok != "" }, 20*time.Second, 20*time.Millisecond,
+		"the daemon never logged the user in after the cool-down ended")
+	code, out, stderr = inProcess(t, context.Background(), ops, "", "clear-cooldown", user)
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, user+": no cool-down was set; the daemons may log it in again\n", out)
+	code, _, stderr = inProcess(t, context.Background(), ops, "", "clear-cooldown")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "want one USER")
+
 	r := stop()
 	assert.Equal(t, 0, r.code)
-	f.assertNoSecrets("captcha scenario", r.stderr+hook.all()+metrics+body)
+	f.assertNoSecrets("captcha scenario", r.stderr+hook.all()+metrics+body+out)
 }
 
 // --concurrency bounds every request to the broker, including the renewals the cache
