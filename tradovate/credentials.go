@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"runtime"
+
+	"github.com/brokertoken/brokertoken/internal/secretfile"
 )
 
 // Credentials is a set of logins keyed by user name. It implements [CredentialSource]
@@ -55,29 +55,16 @@ func (c *Credentials) add(cr Credential) error {
 // rejected. Errors name the file and the entry index, never a password. A file that
 // group or others may read loads with a warning in Credentials.Warnings.
 func LoadCredentials(path string) (*Credentials, error) {
-	f, err := os.Open(path)
+	data, warning, err := secretfile.Read(path, maxCredentialsFile)
 	if err != nil {
 		return nil, fmt.Errorf("tradovate: credentials: %w", err)
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("tradovate: credentials: %w", err)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxCredentialsFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("tradovate: credentials file %s: %w", path, err)
-	}
-	if len(data) > maxCredentialsFile {
-		return nil, fmt.Errorf("tradovate: credentials file %s: larger than %d bytes", path, maxCredentialsFile)
 	}
 	c, err := ParseCredentials(path, data)
 	if err != nil {
 		return nil, err
 	}
-	if perm := info.Mode().Perm(); runtime.GOOS != "windows" && perm&0o044 != 0 {
-		c.Warnings = append(c.Warnings, fmt.Sprintf(
-			"tradovate: credentials file %s is readable by group or others (mode %04o); run chmod 600 on it", path, perm))
+	if warning != "" {
+		c.Warnings = append(c.Warnings, "tradovate: "+warning)
 	}
 	return c, nil
 }

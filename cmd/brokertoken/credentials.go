@@ -8,10 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"runtime"
 	"strings"
 
+	"github.com/brokertoken/brokertoken/internal/secretfile"
 	"github.com/brokertoken/brokertoken/tokencache"
 	"github.com/brokertoken/brokertoken/tradovate"
 )
@@ -103,29 +102,16 @@ const maxCredentialsFile = 4 << 20
 // file and the entry index, never a secret; a missing file's error wraps
 // fs.ErrNotExist.
 func loadCredentials(path string) (*credentialsFile, error) {
-	f, err := os.Open(path)
+	data, warning, err := secretfile.Read(path, maxCredentialsFile)
 	if err != nil {
 		return nil, fmt.Errorf("credentials: %w", err)
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("credentials: %w", err)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxCredentialsFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("credentials file %s: %w", path, err)
-	}
-	if len(data) > maxCredentialsFile {
-		return nil, fmt.Errorf("credentials file %s: larger than %d bytes", path, maxCredentialsFile)
 	}
 	cf, err := parseCredentials(path, data)
 	if err != nil {
 		return nil, err
 	}
-	if perm := info.Mode().Perm(); runtime.GOOS != "windows" && perm&0o044 != 0 {
-		cf.warnings = append(cf.warnings, fmt.Sprintf(
-			"credentials file %s is readable by group or others (mode %04o); run chmod 600 on it", path, perm))
+	if warning != "" {
+		cf.warnings = append(cf.warnings, warning)
 	}
 	return cf, nil
 }

@@ -1,0 +1,37 @@
+// Package secretfile reads the small files that hold secrets (credentials files): with a
+// bound on their size, and a warning when others than the owner may read them.
+package secretfile
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+)
+
+// Read returns the contents of the file at path, refusing one of more than limit
+// bytes, and a warning (else "") when group or others may read it. Errors from
+// opening or reading the file are the os package's, which name the path (a missing
+// file's wraps fs.ErrNotExist).
+func Read(path string, limit int64) (data []byte, warning string, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, "", err
+	}
+	data, err = io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", path, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, "", fmt.Errorf("%s: larger than %d bytes", path, limit)
+	}
+	if perm := info.Mode().Perm(); runtime.GOOS != "windows" && perm&0o044 != 0 {
+		warning = fmt.Sprintf("credentials file %s is readable by group or others (mode %04o); run chmod 600 on it", path, perm)
+	}
+	return data, warning, nil
+}
