@@ -367,6 +367,12 @@ func (a *alerter) alertText(ev alertEvent) (title, text, severity string) {
 	}
 	switch ev.Event {
 	case eventFailure:
+		if ev.Kind == "unknown_login_answer" {
+			return "Tradovate login answer not understood: " + ev.User,
+				fmt.Sprintf("Tradovate accepted a login of %s but this version of brokertoken cannot read its answer (%s). The login opened a session, so no process sends it again%s: update brokertoken, then run `brokertoken clear-cooldown %s`.%s",
+					ev.User, ev.Error, until, ev.User, left),
+				"critical"
+		}
 		return "Token refresh failing: " + ev.User,
 			fmt.Sprintf("Refreshing the token of %s failed (%s): %s.%s Retries continue with backoff; no further alert until it recovers.", ev.User, ev.Kind, ev.Error, left),
 			"error"

@@ -313,6 +313,40 @@ func TestRunAlertsACaptchaOnce(t *testing.T) {
 	f.assertNoSecrets("captcha scenario", r.stderr+hook.all()+metrics+body+out)
 }
 
+// A login Tradovate accepted but whose answer this version cannot read is sent once,
+// alerted once as critical with what to do (update, then clear-cooldown), and the
+// retries during the hold send nothing; the token in the answer shows nowhere.
+func TestRunAlertsAnUnreadableLoginAnswerOnce(t *testing.T) {
+	f := newFixture(t, tradovatefake.Options{}, userSpec{"u", nil})
+	user := f.users[0]
+	const secret = "eyJunreadableAnswerSecret0123456789"
+	f.fake.Script(tradovatefake.Authorize, user, tradovatefake.Response{Body: `{"s":"ok","d":{"token":"` + secret + `","ttl":4800}}`})
+	hook := newWebhook(t)
+	env := f.env()
+	env["BROKERTOKEN_ALERT_WEBHOOK"] = hook.srv.URL
+	port := testutil.FreePort(t)
+	stop := runInProcess(t, env, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--check-interval", "50ms", "--retry-max", "100ms")
+
+	require.Eventually(t, func() bool { return hook.events()[eventFailure] == 1 }, 10*time.Second, 20*time.Millisecond)
+	time.Sleep(500 * time.Millisecond) // several checks, each refused by the hold
+	assert.Equal(t, map[string]int{eventFailure: 1}, hook.events())
+	assert.Equal(t, 1, f.fake.Calls(tradovatefake.Authorize, user), "an accepted login is never sent again")
+	alert := hook.last(eventFailure)
+	require.NotNil(t, alert)
+	assert.Equal(t, "critical", alert["severity"])
+	assert.Equal(t, "unknown_login_answer", alert["kind"])
+	assert.Contains(t, fmt.Sprint(alert["message"]), "update brokertoken, then run `brokertoken clear-cooldown "+user+"`")
+	assert.Equal(t, "Tradovate login answer not understood: "+user, alert["title"])
+	_, metrics := get(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	assert.Contains(t, metrics, fmt.Sprintf(`brokertoken_refresh_failures_total{kind="unknown_login_answer",op="login",user=%q}`, user))
+
+	r := stop()
+	assert.Equal(t, 0, r.code)
+	all := r.stderr + hook.all() + metrics
+	assert.NotContains(t, all, secret)
+	f.assertNoSecrets("unreadable login answer", all)
+}
+
 // --concurrency bounds every request to the broker, including the renewals the cache
 // runs in the background when tokens it holds turn stale, and the bound is used in full
 // (renewals are not serialized). Twelve users log in at start and turn stale within

@@ -50,7 +50,7 @@ func oneLine(s string) string {
 }
 
 // failureKind classifies a refresh failure for metrics and alerts. The kinds are stable
-// label values: redis, captcha, locked_out, bad_credentials, login_budget, penalty,
+// label values: redis, unknown_login_answer, captcha, locked_out, bad_credentials, login_budget, penalty,
 // inactive_user, unavailable, malformed_response, unexpected_status, unknown_user,
 // token_rejected, login_required, renewal_not_due (Kite), no_token, timeout, canceled,
 // other.
@@ -58,6 +58,8 @@ func failureKind(err error) string {
 	switch {
 	case errors.Is(err, tokencache.ErrRedisUnavailable):
 		return "redis"
+	case errors.Is(err, tradovate.ErrUnknownLoginAnswer):
+		return "unknown_login_answer"
 	case errors.Is(err, tradovate.ErrCaptchaRequired):
 		return "captcha"
 	case errors.Is(err, tradovate.ErrLockedOut):
