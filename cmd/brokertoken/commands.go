@@ -361,6 +361,10 @@ type userStatus struct {
 	LeaseSeconds *float64      `json:"lease_seconds,omitempty"` // a refresh runs: its lease's time left
 	Health       *healthRecord `json:"health,omitempty"`        // as the daemon that last wrote it sees it
 	Registered   bool          `json:"registered"`              // a daemon keeps it fresh ({prefix}:users)
+	// DeviceID is the deviceId every process presents in the user's Tradovate logins
+	// (pinned by the credentials file, else the fleet's, stored once in Redis); "" for
+	// other brokers and before the first login.
+	DeviceID string `json:"device_id,omitempty"`
 
 	// Broker is "kite" for a user a human logs in through a browser; LoginURL is the
 	// page where that human logs in, while no valid token is stored.
@@ -470,6 +474,20 @@ func cmdStatus(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, 
 			}
 		}
 		d.browserStatus(&row, entry)
+		if row.Broker == "" {
+			ucfg := cfg.forUser(entry)
+			opts := tradovate.Options{Redis: d.rdb, Environment: ucfg.environment, RESTURL: ucfg.restURL}
+			if d.creds != nil {
+				opts.Credentials = d.creds
+			}
+			id, err := tradovate.ReadDeviceID(ctx, opts, u)
+			switch {
+			case err == nil:
+				row.DeviceID = id
+			case !errors.Is(err, tradovate.ErrNoDeviceID):
+				return fmt.Errorf("status of %s: reading the deviceId: %w", u, err)
+			}
+		}
 		rows = append(rows, row)
 	}
 	if asJSON {
@@ -482,9 +500,12 @@ func cmdStatus(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, 
 		return enc.Encode(map[string]any{"users": rows, "daemons": out})
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "USER\tACCOUNTS\tSTATE\tEXPIRES IN\tVERSION\tLAST REFRESH\tBY\tTOKEN\tNOTE")
+	fmt.Fprintln(tw, "USER\tACCOUNTS\tSTATE\tEXPIRES IN\tVERSION\tLAST REFRESH\tBY\tTOKEN\tDEVICE\tNOTE")
 	for _, r := range rows {
-		expires, version, last, by, token := "-", "-", "-", "-", "-"
+		expires, version, last, by, token, device := "-", "-", "-", "-", "-", "-"
+		if r.DeviceID != "" {
+			device = r.DeviceID
+		}
 		if r.ExpiresAt != nil {
 			d := r.ExpiresAt.Sub(now)
 			expires = shortDuration(d)
@@ -500,8 +521,8 @@ func cmdStatus(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, 
 		if r.ObtainedBy != "" {
 			by = r.ObtainedBy
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.User, accountsCell(r.Accounts), r.State, expires,
-			version, last, by, token, statusNote(r, now))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.User, accountsCell(r.Accounts), r.State, expires,
+			version, last, by, token, device, statusNote(r, now))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +47,15 @@ func TestLookAndActWithoutSecrets(t *testing.T) {
 		}
 		return tradovatefake.Response{}, false
 	})
+	// a logs in with the official method, which presents the fleet's deviceId.
+	var entries []map[string]any
+	raw, err := os.ReadFile(f.creds)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(raw, &entries))
+	entries[0]["method"], entries[0]["cid"], entries[0]["sec"] = "official", 7, "app-secret"
+	raw, err = json.Marshal(entries)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(f.creds, raw, 0o600))
 	stop := runInProcess(t, f.env(), "--listen", "", "--check-interval", "100ms", "--retry-max", "200ms")
 	require.Eventually(t, func() bool { tok, _ := f.stored(a); return tok != "" }, 20*time.Second, 20*time.Millisecond)
 
@@ -71,6 +81,8 @@ func TestLookAndActWithoutSecrets(t *testing.T) {
 	assert.Equal(t, []string{a1, a2}, st.Users[0].Accounts)
 	assert.Equal(t, "fresh", st.Users[0].State)
 	assert.True(t, st.Users[0].Registered)
+	assert.Regexp(t, `^[0-9a-f]{32}$`, st.Users[0].DeviceID, "the fleet's deviceId of a logged-in user, read with reader rights")
+	assert.Empty(t, st.Users[1].DeviceID, "no login of b was accepted: no deviceId stored yet")
 	assert.Equal(t, "bad_credentials", st.Users[1].Health.Kind)
 	assert.Contains(t, st.Users[1].Health.Error, "Incorrect username or password")
 	assert.Equal(t, "missing", st.Users[1].State)
@@ -81,7 +93,7 @@ func TestLookAndActWithoutSecrets(t *testing.T) {
 	code, stdout, stderr := inProcess(t, ctx, reader, "", "status")
 	require.Equal(t, 0, code, stderr)
 	t.Logf("status:\n%s", stdout)
-	assert.Regexp(t, fmt.Sprintf(`(?m)^%s\s+%s \(\+1\)\s+fresh\s`, a, a1), stdout)
+	assert.Regexp(t, fmt.Sprintf(`(?m)^%s\s+%s \(\+1\)\s+fresh\s.*\s%s\s`, a, a1, st.Users[0].DeviceID), stdout)
 	assert.Regexp(t, fmt.Sprintf(`(?m)^%s\s+-\s+missing\s.*failing since \d\d:\d\d:\d\d \(bad_credentials\): .*Incorrect username`, b), stdout)
 	assert.Regexp(t, `(?m)^daemons: 1 running: \S+ \(pid \d+, `, stdout)
 	out.WriteString(stdout + stderr)
