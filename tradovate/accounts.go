@@ -60,9 +60,10 @@ type accountLayout struct {
 
 // userAccounts are one login user's accounts.
 type userAccounts struct {
-	fixed []string // the credential's accounts and the naming rule's, in that order
-	found []string // the broker's last answer (or the legacy list before the first one)
-	all   []string // fixed, then found, each once; never the user itself
+	fixed  []string // the credential's accounts and the naming rule's, in that order
+	listed []string // the broker's last answer (or the legacy list before the first one), each name once
+	found  []string // the names of listed the user has: its share of the broker's answer
+	all    []string // fixed, then found, each once; never the user itself
 }
 
 // NewAccountMap builds the account map of every user in creds. It fails when one
@@ -96,14 +97,15 @@ func NewAccountMap(ctx context.Context, creds *Credentials, opts AccountOptions)
 		}
 		l.of[cr.Username] = ua
 	}
-	for _, cr := range creds.list {
+	for _, cr := range creds.list { // in credentials order: see claim
 		ua := l.of[cr.Username]
 		if opts.LegacyRedis != nil {
 			legacy, err := legacyAccounts(ctx, opts.LegacyRedis, cr.Username)
 			if err != nil {
 				return nil, err
 			}
-			ua.found, _ = l.claim(cr.Username, legacy)
+			ua.listed = union(nil, legacy)
+			ua.found, _, _ = l.claim(cr.Username, ua.listed)
 		}
 		ua.all = union(ua.fixed, ua.found)
 	}
@@ -113,26 +115,40 @@ func NewAccountMap(ctx context.Context, creds *Credentials, opts AccountOptions)
 }
 
 // claim returns the names of accounts that user may take from names: valid names, once
-// each, that are neither a login user nor another user's account; the others are
-// described in ignored. It records the taken ones in l.owner, which must be l's own.
-func (l *accountLayout) claim(user string, names []string) (taken, ignored []string) {
+// each, that are neither a login user nor another user's fixed account, nor an account
+// the broker lists for a user before user in the credentials (an account listed for
+// two users belongs to the one first in the credentials, whichever list was read
+// first, so every process that reads the same lists agrees). An account it takes from
+// a user after user in the credentials is also returned in taken from, by that user;
+// the other names are described in ignored. It records the taken ones in l.owner, and
+// must be given a layout of its own whose of entries for the users in from it may then
+// replace.
+func (l *accountLayout) claim(user string, names []string) (found, ignored []string, from map[string][]string) {
+	rank := slices.Index(l.users, user)
 	for _, a := range names {
 		owner, has := l.owner[a]
 		switch {
-		case a == user || slices.Contains(taken, a) || (has && owner == user):
+		case a == user || slices.Contains(found, a) || (has && owner == user):
 			// the user itself, a name given twice, or one of the user's fixed accounts
 		case tokencache.CheckName(a) != nil:
 			ignored = append(ignored, fmt.Sprintf("%q: %v", a, tokencache.CheckName(a)))
 		case has && owner == a:
 			ignored = append(ignored, fmt.Sprintf("%q: a login user of its own", a))
-		case has:
+		case has && (slices.Contains(l.of[owner].fixed, a) || slices.Index(l.users, owner) < rank):
 			ignored = append(ignored, fmt.Sprintf("%q: already an account of user %q", a, owner))
+		case has: // listed for a user after this one in the credentials: this one's
+			if from == nil {
+				from = map[string][]string{}
+			}
+			from[owner] = append(from[owner], a)
+			l.owner[a] = user
+			found = append(found, a)
 		default:
 			l.owner[a] = user
-			taken = append(taken, a)
+			found = append(found, a)
 		}
 	}
-	return taken, ignored
+	return found, ignored, from
 }
 
 // union returns a then the names of b not in a, each once.
@@ -186,13 +202,34 @@ type AccountChange struct {
 	// Removed are the accounts the user had and no longer has.
 	Removed []string
 	// Ignored describes each name of the broker's list that was not taken: a name
-	// [tokencache.CheckName] refuses, a login user's name, or an account of another
-	// user (the first user to have an account keeps it).
+	// [tokencache.CheckName] refuses, a login user's name, another user's fixed account,
+	// or an account the broker also lists for a user before this one in the credentials
+	// (an account listed for two users belongs to the one first in the credentials, on
+	// every process, whichever list was read first).
 	Ignored []string
+	// Others are the changes this one brought to other users: an account the broker
+	// lists for two users moves to the one first in the credentials when its list
+	// names it, and (through an [AccountSync]) to the next user that lists it when that
+	// list no longer does. Nil when no other user's accounts changed.
+	Others []AccountChange
+	// Shared is true when the change follows another process's answer (see
+	// AccountSyncOptions.Shared) rather than an ask of this process.
+	Shared bool
 }
 
-// Changed reports whether the update added or removed an account.
-func (c AccountChange) Changed() bool { return len(c.Added) > 0 || len(c.Removed) > 0 }
+// Changed reports whether the update added or removed an account, for the user or for
+// another one (Others).
+func (c AccountChange) Changed() bool {
+	if len(c.Added) > 0 || len(c.Removed) > 0 {
+		return true
+	}
+	for _, o := range c.Others {
+		if o.Changed() {
+			return true
+		}
+	}
+	return false
+}
 
 // ErrUnknownAccountUser is returned by [AccountMap.Update] for a user the map does not
 // have.
@@ -200,11 +237,42 @@ var ErrUnknownAccountUser = errors.New("tradovate: not a login user of the accou
 
 // Update makes names the accounts the broker lists for user, replacing the previous
 // list (the user's fixed accounts stay), and says what changed. Names are taken as
-// [AccountChange] describes; an error wraps [ErrUnknownAccountUser] for a user the map
-// does not have. Readers see the new map at once.
+// [AccountChange] describes: an account of the list that a user after user in the
+// credentials had is taken from that user (reported in Others); an account user no
+// longer lists is free until a user's list is applied again (an [AccountSync] does
+// that at once for the users whose lists name it). An error wraps
+// [ErrUnknownAccountUser] for a user the map does not have. Readers see the new map at
+// once.
 func (m *AccountMap) Update(user string, names []string) (AccountChange, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.update(user, union(nil, names))
+}
+
+// reapply applies user's last list again: after another user's list stopped naming an
+// account, user may take it now. It is Update with the names the map holds, read
+// under the same lock.
+func (m *AccountMap) reapply(user string) (AccountChange, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ua := m.cur.Load().of[user]
+	if ua == nil {
+		return AccountChange{}, fmt.Errorf("%w: %q", ErrUnknownAccountUser, user)
+	}
+	return m.update(user, ua.listed)
+}
+
+// listed returns the names the broker last listed for user (each once), as the map
+// applied them; the caller must not modify the slice.
+func (m *AccountMap) listed(user string) []string {
+	if ua := m.cur.Load().of[user]; ua != nil {
+		return ua.listed
+	}
+	return nil
+}
+
+// update is Update with m.mu held and names given once each.
+func (m *AccountMap) update(user string, names []string) (AccountChange, error) {
 	old := m.cur.Load()
 	ua := old.of[user]
 	if ua == nil {
@@ -220,24 +288,47 @@ func (m *AccountMap) Update(user string, names []string) (AccountChange, error) 
 			next.owner[a] = u // everything but user's found accounts
 		}
 	}
-	nu := &userAccounts{fixed: ua.fixed}
+	nu := &userAccounts{fixed: ua.fixed, listed: names}
 	next.of[user] = nu
-	var ignored []string
-	nu.found, ignored = next.claim(user, names)
+	found, ignored, from := next.claim(user, names)
+	nu.found = found
 	nu.all = union(nu.fixed, nu.found)
-	change := AccountChange{User: user, Ignored: ignored}
-	for _, a := range nu.all {
-		if !slices.Contains(ua.all, a) {
-			change.Added = append(change.Added, a)
+	change := diff(user, ua.all, nu.all)
+	change.Ignored = ignored
+	for _, u := range next.users { // in credentials order
+		lost := from[u]
+		if len(lost) == 0 {
+			continue
 		}
-	}
-	for _, a := range ua.all {
-		if !slices.Contains(nu.all, a) {
-			change.Removed = append(change.Removed, a)
+		ou := next.of[u]
+		left := &userAccounts{fixed: ou.fixed, listed: ou.listed}
+		for _, a := range ou.found {
+			if !slices.Contains(lost, a) {
+				left.found = append(left.found, a)
+			}
 		}
+		left.all = union(left.fixed, left.found)
+		next.of[u] = left
+		change.Others = append(change.Others, diff(u, ou.all, left.all))
 	}
 	m.cur.Store(next)
 	return change, nil
+}
+
+// diff is what changed for user when its accounts went from before to after.
+func diff(user string, before, after []string) AccountChange {
+	c := AccountChange{User: user}
+	for _, a := range after {
+		if !slices.Contains(before, a) {
+			c.Added = append(c.Added, a)
+		}
+	}
+	for _, a := range before {
+		if !slices.Contains(after, a) {
+			c.Removed = append(c.Removed, a)
+		}
+	}
+	return c
 }
 
 // namingRule matches the user names the original system derives accounts from.

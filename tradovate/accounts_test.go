@@ -171,3 +171,37 @@ func TestAccountMapIsSafeForConcurrentUpdates(t *testing.T) {
 		assert.NotContains(t, b, x, "an account belongs to one user")
 	}
 }
+
+// An account the broker lists for two users belongs to the one first in the
+// credentials, whichever list is applied first, so every process agrees; the other
+// user's loss is reported with the change that caused it.
+func TestAccountMapSharedAccountGoesToTheFirstUser(t *testing.T) {
+	t.Parallel()
+	creds, err := tradovate.NewCredentials(
+		tradovate.Credential{Username: "A", Password: "p"},
+		tradovate.Credential{Username: "B", Password: "p", Accounts: []string{"BFIX"}},
+	)
+	require.NoError(t, err)
+	orders := [][]string{{"A", "B"}, {"B", "A"}}
+	lists := map[string][]string{"A": {"X", "A1", "BFIX"}, "B": {"X", "B1"}}
+	for _, order := range orders {
+		m, err := tradovate.NewAccountMap(context.Background(), creds, tradovate.AccountOptions{})
+		require.NoError(t, err)
+		var last tradovate.AccountChange
+		for _, u := range order {
+			last, err = m.Update(u, lists[u])
+			require.NoError(t, err)
+		}
+		assert.Equal(t, "A", m.UserFor("X"), "order %v", order)
+		assert.Equal(t, []string{"X", "A1"}, m.AccountsFor("A"), "order %v: another user's fixed account is not taken", order)
+		assert.Equal(t, []string{"BFIX", "B1"}, m.AccountsFor("B"), "order %v", order)
+		if order[0] == "B" {
+			assert.Equal(t, []string{"X", "A1"}, last.Added)
+			assert.Equal(t, []tradovate.AccountChange{{User: "B", Removed: []string{"X"}}}, last.Others, "B's loss is reported")
+			assert.True(t, tradovate.AccountChange{User: "A", Others: last.Others}.Changed())
+		} else {
+			assert.Nil(t, last.Others)
+			assert.Contains(t, last.Ignored[0], `"X": already an account of user "A"`)
+		}
+	}
+}
