@@ -25,9 +25,10 @@ type Cache struct {
 
 	names names // login users and accounts -> entries (UserFor remembered)
 
-	legacyOwner atomic.Pointer[string] // another prefix owning the legacy keys, "" if ours (LegacyKeys)
-	cells       cells                  // the entries' fresh pointers, in shared blocks
-	timers      timers                 // wakes entries at their armed times
+	legacyOwner    atomic.Pointer[string] // another prefix owning the legacy keys, "" if ours (LegacyKeys)
+	legacyListSaid sync.Map               // users whose {user} list was left alone, logged once (legacy.go)
+	cells          cells                  // the entries' fresh pointers, in shared blocks
+	timers         timers                 // wakes entries at their armed times
 
 	// base is the lifetime of the cache's background work (refreshes, the invalidation
 	// listener, watchers); it is not a request context. Close cancels it.

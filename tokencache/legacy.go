@@ -23,6 +23,9 @@ func init() {
 	legacykeys.CheckKeys = func(c any, ctx context.Context, user string) (legacykeys.Check, error) {
 		return c.(*Cache).checkLegacy(ctx, user)
 	}
+	legacykeys.Drop = func(c any, ctx context.Context, user string, accounts []string) ([]string, error) {
+		return c.(*Cache).dropLegacy(ctx, user, accounts)
+	}
 }
 
 // The legacy layout: the keys services predating this library read (see
@@ -33,7 +36,11 @@ func init() {
 //	{user}                LIST of the token keys above; no TTL
 //	token_expiry:{user}   the expiry, naive ISO-8601 in Options.LegacyLocation
 //
-// Every key but the list expires with the token.
+// Every key but the list expires with the token. A write never shrinks the list nor
+// deletes a key: processes may know different accounts for a moment (one learned an
+// account from the broker before another), and the one that knows fewer must not undo
+// the other's keys. The process that saw the broker drop an account removes it
+// (dropLegacy, called by tradovate's AccountSync).
 
 var (
 	//go:embed scripts/legacylist.lua
@@ -60,7 +67,8 @@ func (c *Cache) legacyTokenKeys(user string) []string {
 }
 
 // writeLegacy writes the legacy keys of t when Options.LegacyKeys is on. Failures are
-// logged, not returned: the versioned record is the source of truth.
+// logged, not returned: the versioned record is the source of truth. A {user} key that
+// is not a list, or that the client may not touch, is said once per user.
 func (c *Cache) writeLegacy(ctx context.Context, user string, t *Token) {
 	if !c.opts.LegacyKeys {
 		return
@@ -74,7 +82,13 @@ func (c *Cache) writeLegacy(ctx context.Context, user string, t *Token) {
 	if owner := c.legacyOwnedElsewhere(); owner != "" {
 		return // logged by ClaimLegacyKeys's caller
 	}
-	if err := c.legacy(ctx, user, t); err != nil {
+	err := c.legacy(ctx, user, t)
+	switch {
+	case errors.Is(err, legacykeys.ErrList):
+		if _, said := c.legacyListSaid.LoadOrStore(user, true); !said {
+			c.log.Warn("tokencache: the legacy list is left alone; the token keys are written", "user", user, "err", err)
+		}
+	case err != nil:
 		c.log.Warn("tokencache: writing legacy keys failed", "user", user, "err", err)
 	}
 }
@@ -82,10 +96,10 @@ func (c *Cache) writeLegacy(ctx context.Context, user string, t *Token) {
 // syncLegacy writes the keys that services predating this library read (see
 // Options.LegacyKeys) for the token stored in Redis for user, unless they are in step
 // with it already (every token key and auth:{user} hold it, and the {user} list names
-// exactly the token keys of the user's accounts, Options.AccountsFor), and reports
-// whether it wrote them. Token keys of accounts the user no longer has are deleted
-// from Redis and from the list. It claims the legacy keys for this prefix first (see
-// [Cache.ClaimLegacyKeys]) and fails if another prefix owns them.
+// every token key of the user's accounts, Options.AccountsFor), and reports whether it
+// wrote them. It never removes a list entry nor deletes a key (see dropLegacy). It
+// claims the legacy keys for this prefix first (see [Cache.ClaimLegacyKeys]) and fails
+// if another prefix owns them.
 //
 // The cache writes the legacy keys whenever it stores a token itself; this call covers
 // a token stored by a process that did not (a daemon started with legacy keys off, a
@@ -159,7 +173,7 @@ type legacyView struct {
 	values []string // their values, "" for a missing key
 	tokens int      // how many of keys are token:{account} keys
 	list   []string // the {user} list's entries
-	other  bool     // the {user} key is not a list: not ours to compare
+	other  string   // why the {user} list is not compared ("" when it is): not a list, or no right to it
 }
 
 // readLegacy reads the legacy keys of user, in one round trip.
@@ -175,7 +189,7 @@ func (c *Cache) readLegacy(ctx context.Context, user string) (*legacyView, error
 		list = p.LRange(ctx, user, 0, -1)
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) && !isWrongType(err) {
+	if err != nil && !errors.Is(err, redis.Nil) && !isWrongType(err) && !isNoPerm(err) {
 		return nil, redisErr("read legacy keys of "+user, err)
 	}
 	v.values = make([]string, len(gets))
@@ -187,7 +201,9 @@ func (c *Cache) readLegacy(ctx context.Context, user string) (*legacyView, error
 	}
 	switch err := list.Err(); {
 	case isWrongType(err):
-		v.other = true
+		v.other = "the key " + user + " is not a list: left alone"
+	case isNoPerm(err):
+		v.other = "no right to the key " + user + ": " + err.Error()
 	case err != nil && !errors.Is(err, redis.Nil):
 		return nil, redisErr("read legacy list "+user, err)
 	}
@@ -197,7 +213,7 @@ func (c *Cache) readLegacy(ctx context.Context, user string) (*legacyView, error
 
 // check compares v with the stored token (nil or expired: nothing to compare with).
 func (v *legacyView) check(stored *Token) legacykeys.Check {
-	var chk legacykeys.Check
+	chk := legacykeys.Check{List: v.other}
 	if !stored.Valid(time.Now()) {
 		return chk
 	}
@@ -212,8 +228,11 @@ func (v *legacyView) check(stored *Token) legacykeys.Check {
 			chk.Foreign = append(chk.Foreign, legacykeys.ForeignKey{Key: k, Token: Redact(val), Fingerprint: hex.EncodeToString(sum[:6])})
 		}
 	}
-	listInStep := v.other || slices.Equal(v.list, v.keys[:v.tokens])
-	chk.OutOfStep = len(chk.Missing) > 0 || len(chk.Foreign) > 0 || !listInStep
+	listLacks := false // a token key the list does not name (other entries are no reason to write)
+	for _, k := range v.keys[:v.tokens] {
+		listLacks = listLacks || v.other == "" && !slices.Contains(v.list, k)
+	}
+	chk.OutOfStep = len(chk.Missing) > 0 || len(chk.Foreign) > 0 || listLacks
 	return chk
 }
 
@@ -224,9 +243,10 @@ func isWrongType(err error) bool {
 }
 
 // legacy writes the legacy keys of t: the token keys, auth:{user} and token_expiry with
-// a TTL equal to the time to expiry, then the {user} list without one, and deletes the
-// token keys the list named that the user no longer has. A {user} key that is not a
-// list is left alone (the error says so, after the other keys were written).
+// a TTL equal to the time to expiry, then adds the token keys the {user} list lacks
+// (the list has no TTL; nothing is removed from it). A {user} key that is not a list,
+// or that the client may not touch, is left alone: the error wraps
+// legacykeys.ErrList, after the other keys were written.
 //
 // Two writers may finish in either order, so after writing it reads the record again
 // and rewrites the keys if a newer token was stored meanwhile, and does the same if the
@@ -252,16 +272,12 @@ func (c *Cache) legacy(ctx context.Context, user string, t *Token) error {
 		if err != nil {
 			return redisErr("write legacy keys of "+user, err)
 		}
-		old, err := legacyListScript.Run(ctx, rdb, []string{user}, toAny(keys)...).StringSlice()
+		err = legacyListScript.Run(ctx, rdb, []string{user}, toAny(keys)...).Err()
 		switch {
-		case isWrongType(err):
-			listErr = fmt.Errorf("tokencache: legacy list %q: %w", user, err)
+		case isWrongType(err) || isNoPerm(err):
+			listErr = fmt.Errorf("tokencache: %w %q: %w", legacykeys.ErrList, user, err)
 		case err != nil:
 			return redisErr("write legacy list "+user, err)
-		default:
-			if err := c.dropLegacy(ctx, user, old, keys); err != nil {
-				return err
-			}
 		}
 		stored, _, err := c.store.get(ctx, user, time.Now())
 		if err != nil || stored == nil {
@@ -278,37 +294,57 @@ func (c *Cache) legacy(ctx context.Context, user string, t *Token) error {
 	return listErr
 }
 
-// dropLegacy deletes the token keys old named that keys does not: accounts user no
-// longer has. An account the user has again by now (keys was read before a change), a
-// key of an account another user has now, and an entry that is not a token key of a
-// valid name are never deleted.
-func (c *Cache) dropLegacy(ctx context.Context, user string, old, keys []string) error {
-	var gone []string
-	current := c.legacyTokenKeys(user)
-	for _, k := range old {
-		account, ok := strings.CutPrefix(k, "token:")
-		if !ok || slices.Contains(keys, k) || slices.Contains(current, k) || CheckName(account) != nil {
+// dropLegacy removes accounts user no longer has from the legacy layout (see
+// legacykeys.Drop): their entries leave the {user} list, and their token keys are
+// deleted unless the account is the user's again or another user's now, or the name
+// is not a valid account name (never the user's own key). A {user} key that is not a
+// list, or that the client may not touch, is left alone.
+func (c *Cache) dropLegacy(ctx context.Context, user string, accounts []string) ([]string, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	if err := CheckName(user); err != nil {
+		return nil, err
+	}
+	if err := c.ClaimLegacyKeys(ctx); err != nil {
+		return nil, err
+	}
+	current := c.opts.AccountsFor(user)
+	var unlist, gone []string
+	for _, a := range accounts {
+		if a == user || CheckName(a) != nil || slices.Contains(current, a) || slices.Contains(unlist, "token:"+a) {
 			continue
 		}
-		if owner, known := c.opts.LookupUser(account); known && owner != user {
-			continue
+		unlist = append(unlist, "token:"+a)
+		if owner, known := c.opts.LookupUser(a); known && owner != user {
+			continue // another user's now: its key holds that user's token
 		}
-		gone = append(gone, k)
+		gone = append(gone, "token:"+a)
 	}
-	if len(gone) == 0 {
-		return nil
+	if len(unlist) == 0 {
+		return nil, nil
 	}
-	_, err := c.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, k := range gone {
-			p.Del(ctx, k)
+	lrems, dels := make([]*redis.IntCmd, len(unlist)), make([]*redis.IntCmd, len(gone))
+	_, _ = c.opts.Redis.Pipelined(ctx, func(p redis.Pipeliner) error { // each command's error is read below
+		for i, k := range unlist {
+			lrems[i] = p.LRem(ctx, user, 0, k)
+		}
+		for i, k := range gone {
+			dels[i] = p.Del(ctx, k)
 		}
 		return nil
 	})
-	if err != nil {
-		return redisErr("delete legacy keys of "+user, err)
+	for _, cmd := range append(lrems, dels...) {
+		err := cmd.Err()
+		if err != nil && !(slices.Contains(lrems, cmd) && (isWrongType(err) || isNoPerm(err))) {
+			// a list that is not ours, or not ours to touch, is left alone
+			return nil, redisErr("remove legacy keys of "+user, err)
+		}
 	}
-	c.log.Info("tokencache: legacy keys of accounts the user no longer has deleted", "user", user, "keys", gone)
-	return nil
+	if len(gone) > 0 {
+		c.log.Info("tokencache: legacy keys of accounts the user no longer has deleted", "user", user, "keys", gone)
+	}
+	return gone, nil
 }
 
 func toAny(ss []string) []any {

@@ -3,6 +3,7 @@ package tokencache_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -140,7 +141,12 @@ type legacyEnv struct {
 }
 
 func newLegacyEnv(t *testing.T, tweak ...func(*tokencache.Options)) *legacyEnv {
-	e := &env{t: t, srv: testutil.Redis(t)}
+	return newLegacyEnvOn(t, testutil.Redis(t), tweak...)
+}
+
+// newLegacyEnvOn is newLegacyEnv on srv.
+func newLegacyEnvOn(t *testing.T, srv *testutil.Server, tweak ...func(*tokencache.Options)) *legacyEnv {
+	e := &env{t: t, srv: srv}
 	le := &legacyEnv{env: e, user: e.user("APEX")}
 	le.m = newAccountMap(le.user)
 	le.writer = e.cache(nil, append([]func(*tokencache.Options){func(o *tokencache.Options) {
@@ -174,9 +180,10 @@ func TestLegacyExpiryIsNaiveInTheChosenZone(t *testing.T) {
 	assert.InDelta(t, time.Until(expiry).Seconds(), ttl.Seconds(), 5, "token keys expire with the token")
 }
 
-// Accounts come and go: a new one gets its key at the next sync, a removed one loses
-// its key and its place in the list; a key of an account now another user's is left to
-// that user; the user's own keys stay.
+// Accounts come and go: a new one gets its key at the next sync; a removed one loses
+// its key and its place in the list when the process that saw the broker drop it says
+// so (Drop), never because a sync's map lacks it; a key of an account now another
+// user's is left to that user; the user's own keys stay.
 func TestSyncLegacyFollowsTheAccounts(t *testing.T) {
 	le := newLegacyEnv(t)
 	ctx := context.Background()
@@ -200,8 +207,19 @@ func TestSyncLegacyFollowsTheAccounts(t *testing.T) {
 	written, err = legacykeys.Sync(le.writer, ctx, le.user)
 	require.NoError(t, err)
 	assert.True(t, written)
-	assert.Equal(t, []string{"token:" + le.user, "token:" + le.user + "-3", "token:" + le.user + "-4"}, rdb.LRange(ctx, le.user, 0, -1).Val())
 	assert.Equal(t, tok.AccessToken, rdb.Get(ctx, "token:"+le.user+"-4").Val(), "the new account's key")
+	assert.Equal(t, tok.AccessToken, rdb.Get(ctx, "token:"+le.user+"-1").Val(), "a sync deletes nothing")
+	assert.Equal(t, []string{"token:" + le.user, "token:" + le.user + "-1", "token:" + le.user + "-2", "token:" + le.user + "-3",
+		"token:" + le.user + "-4"}, rdb.LRange(ctx, le.user, 0, -1).Val(), "a sync only adds to the list")
+	written, err = legacykeys.Sync(le.writer, ctx, le.user)
+	require.NoError(t, err)
+	assert.False(t, written, "entries the map does not name are no reason to write")
+
+	// The broker's list dropped -1 and -2 (an AccountSync saw it twice): they go.
+	deleted, err := legacykeys.Drop(le.writer, ctx, le.user, []string{le.user + "-1", le.user + "-2", le.user + "-3", le.user})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"token:" + le.user + "-1"}, deleted, "not -2 (another user's now), -3 (the user's again), nor the user's own")
+	assert.Equal(t, []string{"token:" + le.user, "token:" + le.user + "-3", "token:" + le.user + "-4"}, rdb.LRange(ctx, le.user, 0, -1).Val())
 	assert.Zero(t, rdb.Exists(ctx, "token:"+le.user+"-1").Val(), "the closed account's key is deleted")
 	assert.Equal(t, "the-other-users-token", rdb.Get(ctx, "token:"+le.user+"-2").Val(), "another user's account is left alone")
 	assert.Equal(t, tok.AccessToken, rdb.Get(ctx, "auth:"+le.user).Val())
@@ -276,14 +294,71 @@ func TestCheckLegacyFindsForeignTokens(t *testing.T) {
 	assert.Equal(t, legacykeys.Check{User: nobody}, chk)
 }
 
+// deletions records every DEL of keys on srv, a redis-server of the test's own, through
+// keyspace notifications; the returned function lists the keys deleted so far (each
+// time it was). A test that passes only because a later write repaired a deletion
+// fails here.
+func deletions(t *testing.T, srv *testutil.Server, keys ...string) func() []string {
+	t.Helper()
+	ctx := context.Background()
+	admin := srv.Client(t)
+	require.NoError(t, admin.ConfigSet(ctx, "notify-keyspace-events", "Kg").Err())
+	marker := srv.Name("deletions-marker")
+	channels := []string{"__keyspace@0__:" + marker}
+	for _, k := range keys {
+		channels = append(channels, "__keyspace@0__:"+k)
+	}
+	sub := admin.Subscribe(ctx, channels...)
+	_, err := sub.Receive(ctx) // subscribed before anything is written
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var deleted []string
+	markers, asked := 0, 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for m := range sub.Channel() {
+			if m.Payload != "del" {
+				continue
+			}
+			mu.Lock()
+			if k := strings.TrimPrefix(m.Channel, "__keyspace@0__:"); k == marker {
+				markers++
+			} else {
+				deleted = append(deleted, k)
+			}
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { _ = sub.Close(); <-done })
+	return func() []string {
+		// Notifications arrive in the order of the commands: once the marker's DEL,
+		// sent now, is heard, every DEL before it has been.
+		asked++
+		require.NoError(t, admin.Set(ctx, marker, "x", 0).Err())
+		require.NoError(t, admin.Del(ctx, marker).Err())
+		require.Eventually(t, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return markers >= asked
+		}, 10*time.Second, time.Millisecond)
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(deleted)
+	}
+}
+
 // A write of the legacy keys that read the accounts before they changed (a renewal
-// racing an AccountSync's change) never deletes the key of the account added meanwhile,
-// and leaves the keys as the last accounts say.
+// racing an AccountSync's change) never deletes the key of the account added meanwhile
+// (not even for a moment: every DEL is observed), and leaves the keys as the last
+// accounts say.
 func TestALegacyWriteWithStaleAccountsKeepsTheNewOnes(t *testing.T) {
-	le := newLegacyEnv(t)
+	srv := testutil.StartRedis(t)
+	le := newLegacyEnvOn(t, srv)
 	ctx := context.Background()
 	rdb := le.client()
 	a1, a2 := le.user+"-1", le.user+"-2"
+	deleted := deletions(t, srv, "token:"+a1, "token:"+a2, le.user)
 	le.m.set(le.user, a1)
 	set(t, le.writer, le.user, "before-the-change")
 
@@ -318,6 +393,48 @@ func TestALegacyWriteWithStaleAccountsKeepsTheNewOnes(t *testing.T) {
 	chk, err := legacykeys.CheckKeys(le.writer, ctx, le.user)
 	require.NoError(t, err)
 	assert.False(t, chk.OutOfStep, "%+v", chk)
+	assert.Empty(t, deleted(), "no key, nor the list, was ever deleted")
+}
+
+// Two writers whose maps differ (one learned an account from the broker, the other not
+// yet): whatever the one that knows less writes, syncs or restores, it never deletes
+// the other's key nor takes it off the list, and adds its own.
+func TestAWriterThatKnowsFewerAccountsDeletesNothing(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	le := newLegacyEnvOn(t, srv)
+	ctx := context.Background()
+	rdb := le.client()
+	a1, a2 := le.user+"-1", le.user+"-2"
+	deleted := deletions(t, srv, "token:"+le.user, "token:"+a1, "token:"+a2, le.user)
+	le.m.set(le.user, a1, a2)
+	tok := set(t, le.writer, le.user, "the-first-token")
+	require.Equal(t, tok.AccessToken, rdb.Get(ctx, "token:"+a2).Val())
+
+	behind := newAccountMap(le.user)
+	behind.set(le.user, a1)
+	other := le.cache(nil, func(o *tokencache.Options) {
+		o.LegacyKeys = true
+		o.LookupUser = behind.lookup
+		o.AccountsFor = behind.accountsFor
+	})
+	chk, err := legacykeys.CheckKeys(other, ctx, le.user)
+	require.NoError(t, err)
+	assert.False(t, chk.OutOfStep, "a list naming more than it knows is in step: %+v", chk)
+	next := set(t, other, le.user, "the-next-token") // its write
+	require.NoError(t, rdb.Del(ctx, "token:"+a1).Err())
+	written, err := legacykeys.Sync(other, ctx, le.user) // its restore
+	require.NoError(t, err)
+	assert.True(t, written)
+	assert.Equal(t, next.AccessToken, rdb.Get(ctx, "token:"+a1).Val())
+	assert.Equal(t, tok.AccessToken, rdb.Get(ctx, "token:"+a2).Val(), "left as it was (the writer that knows it writes it)")
+	assert.Equal(t, []string{"token:" + le.user, "token:" + a1, "token:" + a2}, rdb.LRange(ctx, le.user, 0, -1).Val())
+	assert.Equal(t, []string{"token:" + a1}, deleted(), "only the test's own DEL")
+
+	behind.set(le.user, a1, a2, le.user+"-3") // it learns more than the other: it adds
+	written, err = legacykeys.Sync(other, ctx, le.user)
+	require.NoError(t, err)
+	assert.True(t, written)
+	assert.Equal(t, []string{"token:" + le.user, "token:" + a1, "token:" + a2, "token:" + le.user + "-3"}, rdb.LRange(ctx, le.user, 0, -1).Val())
 }
 
 // writerAskingFirst returns a second writer of le's legacy keys whose AccountsFor asks

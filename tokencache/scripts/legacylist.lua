@@ -1,10 +1,13 @@
--- legacylist.lua: replace the legacy layout's list of a user's token keys, the Redis
--- LIST named after the user, as the original refresher kept it: no TTL. A key of that
--- name holding anything but a list belongs to someone else and is left alone.
+-- legacylist.lua: add the token keys of a user to the legacy layout's list of them, the
+-- Redis LIST named after the user, as the original refresher kept it: no TTL. Entries
+-- already there stay, in their order, and the missing ones are appended: a write never
+-- shrinks the list (another process may know accounts this one does not yet; removals
+-- are made by the one that saw the broker drop an account). A key of that name holding
+-- anything but a list belongs to someone else and is left alone.
 -- KEYS[1]  the list, named after the user
 -- ARGV     the token keys, in order ("token:USER", "token:ACCOUNT", ...)
--- Returns the entries the list held before (empty when there was none), or an error
--- reply: WRONGTYPE when the key is not a list, Redis's own otherwise (NOPERM...).
+-- Returns how many entries were appended, or an error reply: WRONGTYPE when the key is
+-- not a list, Redis's own otherwise.
 local old = redis.pcall('LRANGE', KEYS[1], 0, -1)
 if type(old) == 'table' and old.err then
   if string.sub(old.err, 1, 9) == 'WRONGTYPE' then
@@ -12,9 +15,28 @@ if type(old) == 'table' and old.err then
   end
   return old
 end
-redis.call('DEL', KEYS[1])
--- RPUSH in slices: Lua's unpack has a small stack.
-for i = 1, #ARGV, 500 do
-  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 499, #ARGV)))
+local have = {}
+for _, k in ipairs(old) do
+  have[k] = true
 end
-return old
+local add = {}
+for _, k in ipairs(ARGV) do
+  if not have[k] then
+    have[k] = true
+    add[#add + 1] = k
+  end
+end
+local push = add
+if #old > 0 and redis.call('PTTL', KEYS[1]) >= 0 then
+  -- written with a TTL (by an earlier version): written again without one
+  redis.call('DEL', KEYS[1])
+  push = old
+  for _, k in ipairs(add) do
+    push[#push + 1] = k
+  end
+end
+-- RPUSH in slices: Lua's unpack has a small stack.
+for i = 1, #push, 500 do
+  redis.call('RPUSH', KEYS[1], unpack(push, i, math.min(i + 499, #push)))
+end
+return #add
