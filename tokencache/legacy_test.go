@@ -451,3 +451,47 @@ func writerAskingFirst(le *legacyEnv, first func() []string) *tokencache.Cache {
 		}
 	})
 }
+
+// A writer with the README's writer role whose ACL does not name a user's {user} list
+// (its name is outside the list pattern) still compares and restores the user's token
+// keys; the list is left alone, CheckKeys says why, and Sync's error says so too.
+func TestLegacyKeysOfAUserWhoseListTheWriterMayNotTouch(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	writerRules := readmeRoles(t, srv.Prefix)["writer"]
+	user := "X" + srv.Name("outside") // not matched by the list pattern (prefix-*)
+	account := srv.Name("PA1")
+	m := newAccountMap(user)
+	m.set(user, account)
+	e := &env{t: t, srv: srv}
+	w := newCache(t, srv.ACLClient(t, writerRules...), srv.Prefix, nil, func(o *tokencache.Options) {
+		o.LegacyKeys = true
+		o.LookupUser = m.lookup
+		o.AccountsFor = m.accountsFor
+	})
+	ctx := context.Background()
+	rdb := e.client()
+	tok := set(t, w, user, "a-token-for-a-user-outside-the-pattern")
+	assert.Equal(t, tok.AccessToken, rdb.Get(ctx, "token:"+account).Val(), "the token keys are written")
+	assert.Zero(t, rdb.Exists(ctx, user).Val(), "the list could not be")
+
+	require.NoError(t, rdb.Del(ctx, "token:"+user, "token:"+account).Err()) // expired
+	chk, err := legacykeys.CheckKeys(w, ctx, user)
+	require.NoError(t, err)
+	assert.Contains(t, chk.List, "NOPERM")
+	assert.Equal(t, []string{"token:" + user, "token:" + account}, chk.Missing)
+	assert.True(t, chk.OutOfStep)
+	written, err := legacykeys.Sync(w, ctx, user)
+	assert.True(t, written)
+	require.ErrorIs(t, err, legacykeys.ErrList)
+	assert.ErrorContains(t, err, "NOPERM")
+	assert.Equal(t, tok.AccessToken, rdb.Get(ctx, "token:"+user).Val(), "restored")
+	assert.Equal(t, tok.AccessToken, rdb.Get(ctx, "token:"+account).Val(), "restored")
+	chk, err = legacykeys.CheckKeys(w, ctx, user)
+	require.NoError(t, err)
+	assert.False(t, chk.OutOfStep, "%+v", chk)
+
+	gone := srv.Name("gone")
+	deleted, err := legacykeys.Drop(w, ctx, user, []string{gone})
+	require.NoError(t, err, "the list is left alone, the key deleted")
+	assert.Equal(t, []string{"token:" + gone}, deleted)
+}
