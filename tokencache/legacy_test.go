@@ -3,7 +3,6 @@ package tokencache_test
 import (
 	"context"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -294,60 +293,6 @@ func TestCheckLegacyFindsForeignTokens(t *testing.T) {
 	assert.Equal(t, legacykeys.Check{User: nobody}, chk)
 }
 
-// deletions records every DEL of keys on srv, a redis-server of the test's own, through
-// keyspace notifications; the returned function lists the keys deleted so far (each
-// time it was). A test that passes only because a later write repaired a deletion
-// fails here.
-func deletions(t *testing.T, srv *testutil.Server, keys ...string) func() []string {
-	t.Helper()
-	ctx := context.Background()
-	admin := srv.Client(t)
-	require.NoError(t, admin.ConfigSet(ctx, "notify-keyspace-events", "Kg").Err())
-	marker := srv.Name("deletions-marker")
-	channels := []string{"__keyspace@0__:" + marker}
-	for _, k := range keys {
-		channels = append(channels, "__keyspace@0__:"+k)
-	}
-	sub := admin.Subscribe(ctx, channels...)
-	_, err := sub.Receive(ctx) // subscribed before anything is written
-	require.NoError(t, err)
-	var mu sync.Mutex
-	var deleted []string
-	markers, asked := 0, 0
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for m := range sub.Channel() {
-			if m.Payload != "del" {
-				continue
-			}
-			mu.Lock()
-			if k := strings.TrimPrefix(m.Channel, "__keyspace@0__:"); k == marker {
-				markers++
-			} else {
-				deleted = append(deleted, k)
-			}
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { _ = sub.Close(); <-done })
-	return func() []string {
-		// Notifications arrive in the order of the commands: once the marker's DEL,
-		// sent now, is heard, every DEL before it has been.
-		asked++
-		require.NoError(t, admin.Set(ctx, marker, "x", 0).Err())
-		require.NoError(t, admin.Del(ctx, marker).Err())
-		require.Eventually(t, func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return markers >= asked
-		}, 10*time.Second, time.Millisecond)
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(deleted)
-	}
-}
-
 // A write of the legacy keys that read the accounts before they changed (a renewal
 // racing an AccountSync's change) never deletes the key of the account added meanwhile
 // (not even for a moment: every DEL is observed), and leaves the keys as the last
@@ -358,7 +303,7 @@ func TestALegacyWriteWithStaleAccountsKeepsTheNewOnes(t *testing.T) {
 	ctx := context.Background()
 	rdb := le.client()
 	a1, a2 := le.user+"-1", le.user+"-2"
-	deleted := deletions(t, srv, "token:"+a1, "token:"+a2, le.user)
+	deleted := srv.WatchDeletes(t, "token:"+a1, "token:"+a2, le.user)
 	le.m.set(le.user, a1)
 	set(t, le.writer, le.user, "before-the-change")
 
@@ -405,7 +350,7 @@ func TestAWriterThatKnowsFewerAccountsDeletesNothing(t *testing.T) {
 	ctx := context.Background()
 	rdb := le.client()
 	a1, a2 := le.user+"-1", le.user+"-2"
-	deleted := deletions(t, srv, "token:"+le.user, "token:"+a1, "token:"+a2, le.user)
+	deleted := srv.WatchDeletes(t, "token:"+le.user, "token:"+a1, "token:"+a2, le.user)
 	le.m.set(le.user, a1, a2)
 	tok := set(t, le.writer, le.user, "the-first-token")
 	require.Equal(t, tok.AccessToken, rdb.Get(ctx, "token:"+a2).Val())
