@@ -271,6 +271,15 @@ func (m *AccountMap) listed(user string) []string {
 	return nil
 }
 
+// found returns the accounts user has from the broker's last list (not its fixed
+// ones); the caller must not modify the slice.
+func (m *AccountMap) found(user string) []string {
+	if ua := m.cur.Load().of[user]; ua != nil {
+		return ua.found
+	}
+	return nil
+}
+
 // update is Update with m.mu held and names given once each.
 func (m *AccountMap) update(user string, names []string) (AccountChange, error) {
 	old := m.cur.Load()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,12 +38,30 @@ type AccountSyncOptions struct {
 	// token (default one minute, or Every when that is shorter). A token the broker
 	// refuses is not used again: the next ask waits for the next token.
 	RetryAfter time.Duration
+	// ConfirmAfter is how long after an answer that lacks accounts the user has the
+	// next ask is made to confirm it (default RetryAfter). Such an answer is held: it
+	// is applied, with whatever it adds, only when the next answer agrees; an account
+	// missing from one answer only is kept. One empty or short answer (a broker
+	// glitch) removes nothing.
+	ConfirmAfter time.Duration
 	// LegacyKeys brings the legacy keys (token:{account} and the {user} list, see
 	// tokencache.Options.LegacyKeys) in step after each change: a new account gets its
-	// key, a removed one loses it. Default false.
+	// key, and one the broker no longer lists loses it. Only the process whose ask saw
+	// the broker drop an account deletes its key (one that merely does not know an
+	// account never does). Default false.
 	LegacyKeys bool
+	// Shared, when set, shares the broker's answers with the other processes that keep
+	// the same users' accounts (the daemons of a fleet share them through their Redis
+	// registry): each applied answer is stored with the time it was asked for, and the
+	// newest one stored is adopted, at each look (at least every 10 seconds) and by
+	// [AccountSync.Adopt], so every process follows the account list of the latest ask
+	// in the fleet, whichever process made it. Default nil: each process follows its
+	// own asks only.
+	Shared AccountStore
 	// OnSync, when set, is called after each ask with what changed and its error (nil
-	// on success), on the goroutine that asked, before the next ask for that user.
+	// on success), and after each adoption of another process's answer that changed
+	// something (AccountChange.Shared), on the goroutine that asked, before the next
+	// ask for that user.
 	OnSync func(ctx context.Context, change AccountChange, err error)
 	// Logger receives changes and failures (default slog.Default()). Failures are logged
 	// at WARN once per episode, then at DEBUG.
@@ -63,9 +82,19 @@ const (
 // renews: with no valid token it waits for the next one, stored by any process of the
 // fleet. It looks at each user's stored token every 10 seconds, and at once when told
 // of a new one ([AccountSync.Nudge]: wire it to tokencache.Hooks.Refreshed). A failed
-// ask keeps the last known accounts and is retried later. Make one with
-// [NewAccountSync] and start it with [AccountSync.Run]; its methods are safe for
-// concurrent use.
+// ask keeps the last known accounts and is retried later. An account is removed only
+// when two answers in a row lack it (see AccountSyncOptions.ConfirmAfter): one empty
+// answer removes nothing. An account the broker lists for two users belongs to the
+// first in the credentials (see [AccountChange]); when that user's list drops it, the
+// next user whose last list names it gets it at once, keys included. Processes that
+// share a Redis follow the newest answer any of them got (AccountSyncOptions.Shared).
+// Make one with [NewAccountSync] and start it with [AccountSync.Run]; its methods are
+// safe for concurrent use.
+//
+// A reading tokencache.Cache remembers the user of an account it has served for its
+// whole life (tokencache.Options.LookupUser): an account that moves to another user is
+// served the first user's token by such a cache until it restarts. The daemon's cache
+// serves no reader, and the legacy keys follow at once.
 type AccountSync struct {
 	opts AccountSyncOptions
 
@@ -79,7 +108,7 @@ const statusPoll = 10 * time.Second
 // syncState is where one user's asks stand.
 type syncState struct {
 	nudge    chan struct{} // a new token was stored: look now
-	mu       sync.Mutex    // serialises the user's asks; guards the fields below
+	mu       sync.Mutex    // serialises the user's asks and adoptions; guards the fields below
 	synced   int64         // version of the token the last successful ask used
 	at       time.Time     // when it was made
 	failing  bool          // the last ask failed
@@ -87,6 +116,32 @@ type syncState struct {
 	retryAt  time.Time     // no ask with that token before this
 	rejected int64         // version of a token the broker refused: never used again
 	ignored  string        // the last names ignored, as logged
+	learned  time.Time     // when the list the map holds for the user was asked for (here or, Shared, elsewhere)
+	held     []string      // an answer lacking accounts the user has, until the next one agrees (nil: none)
+	heldAt   time.Time     // when it was asked for
+	drop     []string      // removed accounts whose legacy keys are still to be dropped (a failed Drop)
+}
+
+// AccountStore is where processes that keep the same users' accounts in step share the
+// broker's answers (see AccountSyncOptions.Shared). Implementations are safe for
+// concurrent use; the daemon's keeps them in its Redis registry.
+type AccountStore interface {
+	// LoadAccounts returns the newest list stored for user; a zero At when none is.
+	LoadAccounts(ctx context.Context, user string) (AccountList, error)
+	// StoreAccounts stores list for user unless a list asked for later is stored, and
+	// returns the newest list stored (list itself when it was stored).
+	StoreAccounts(ctx context.Context, user string, list AccountList) (AccountList, error)
+}
+
+// AccountList is the broker's account list for a user, as one process applied it.
+type AccountList struct {
+	// Names are the accounts of the answer (with those one answer only lacked: see
+	// AccountSyncOptions.ConfirmAfter), in the broker's order, including names the
+	// map gives another user (see [AccountChange].Ignored).
+	Names []string
+	// At is when the broker was asked for it. Processes compare these times: their
+	// clocks must agree within seconds, as for token expiries.
+	At time.Time
 }
 
 // NewAccountSync checks opts and returns an AccountSync.
@@ -98,7 +153,7 @@ func NewAccountSync(opts AccountSyncOptions) (*AccountSync, error) {
 		return nil, errors.New("tradovate: AccountSyncOptions.Cache is required")
 	case opts.Map == nil:
 		return nil, errors.New("tradovate: AccountSyncOptions.Map is required")
-	case opts.Every < 0 || opts.MinInterval < 0 || opts.RetryAfter < 0:
+	case opts.Every < 0 || opts.MinInterval < 0 || opts.RetryAfter < 0 || opts.ConfirmAfter < 0:
 		return nil, errors.New("tradovate: AccountSyncOptions durations must not be negative")
 	}
 	if opts.Users == nil {
@@ -112,6 +167,9 @@ func NewAccountSync(opts AccountSyncOptions) (*AccountSync, error) {
 		if opts.Every > 0 {
 			opts.RetryAfter = min(opts.RetryAfter, opts.Every)
 		}
+	}
+	if opts.ConfirmAfter == 0 {
+		opts.ConfirmAfter = opts.RetryAfter
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -190,6 +248,8 @@ func (s *AccountSync) step(ctx context.Context, user string) time.Duration {
 	if s.opts.Every > 0 {
 		poll = s.opts.Every
 	}
+	s.dropPending(ctx, st, user)
+	s.adopt(ctx, st, user)
 	status, err := s.opts.Cache.Status(ctx, user)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -206,8 +266,11 @@ func (s *AccountSync) step(ctx context.Context, user string) time.Duration {
 		return wait
 	}
 	s.ask(ctx, st, user, tok)
-	if st.failing {
+	switch {
+	case st.failing:
 		return s.opts.RetryAfter
+	case st.held != nil:
+		return min(s.opts.ConfirmAfter, poll)
 	}
 	return poll
 }
@@ -222,6 +285,12 @@ func (s *AccountSync) dueIn(st *syncState, tok *tokencache.Token, by string, now
 		return 0 // a new token after a failure
 	case st.failing:
 		return st.retryAt.Sub(now)
+	case st.held != nil: // confirm the held answer
+		wait := st.heldAt.Add(s.opts.ConfirmAfter).Sub(now)
+		if s.opts.Every > 0 {
+			wait = min(wait, st.at.Add(s.opts.Every).Sub(now))
+		}
+		return wait
 	case st.at.IsZero():
 		return 0 // the first ask
 	case newToken && by == "login":
@@ -235,9 +304,11 @@ func (s *AccountSync) dueIn(st *syncState, tok *tokencache.Token, by string, now
 }
 
 // Sync asks for user's accounts now, with the token stored for user, and updates the
-// map (and the legacy keys, with AccountSyncOptions.LegacyKeys). It fails, changing
-// nothing, when no valid token is stored (an error wrapping tokencache.ErrNoToken) or
-// when the broker's list cannot be had (see [Authenticator.Accounts]).
+// map (and the legacy keys, with AccountSyncOptions.LegacyKeys); an answer that lacks
+// accounts the user has is held until the next one agrees (see
+// AccountSyncOptions.ConfirmAfter). It fails, changing nothing, when no valid token is
+// stored (an error wrapping tokencache.ErrNoToken) or when the broker's list cannot be
+// had (see [Authenticator.Accounts]).
 func (s *AccountSync) Sync(ctx context.Context, user string) (AccountChange, error) {
 	st := s.state(user)
 	st.mu.Lock()
@@ -267,13 +338,14 @@ func (s *AccountSync) state(user string) *syncState {
 // ask lists user's accounts with tok and applies the answer. st.mu must be held.
 func (s *AccountSync) ask(ctx context.Context, st *syncState, user string, tok *tokencache.Token) (AccountChange, error) {
 	change := AccountChange{User: user}
+	at := time.Now()
 	accounts, err := s.opts.Authenticator.Accounts(ctx, user, tok)
 	if err == nil {
 		names := make([]string, len(accounts))
 		for i, a := range accounts {
 			names[i] = a.Name
 		}
-		change, err = s.opts.Map.Update(user, names)
+		change, err = s.apply(ctx, st, user, union(nil, names), at)
 	}
 	now := time.Now()
 	if err != nil {
@@ -299,7 +371,8 @@ func (s *AccountSync) ask(ctx context.Context, st *syncState, user string, tok *
 		s.opts.Logger.Info("tradovate: listing the user's accounts works again", "user", user)
 	}
 	st.failing, st.synced, st.at = false, tok.Version, now
-	if ignored := strings.Join(change.Ignored, "; "); ignored != st.ignored {
+	applied := st.learned.Equal(at) // not held whole
+	if ignored := strings.Join(change.Ignored, "; "); applied && ignored != st.ignored {
 		st.ignored = ignored
 		if ignored != "" {
 			s.opts.Logger.Warn("tradovate: accounts in the broker's list not taken", "user", user, "ignored", ignored)
@@ -308,13 +381,188 @@ func (s *AccountSync) ask(ctx context.Context, st *syncState, user string, tok *
 	if change.Changed() {
 		s.opts.Logger.Info("tradovate: the user's accounts changed at the broker", "user", user,
 			"added", change.Added, "removed", change.Removed, "accounts", len(s.opts.Map.AccountsFor(user)))
-		if s.opts.LegacyKeys {
-			if _, err := legacykeys.Sync(s.opts.Cache, ctx, user); err != nil && ctx.Err() == nil {
-				s.opts.Logger.Warn("tradovate: the legacy keys do not follow the accounts yet", "user", user, "err", err.Error())
+		s.legacy(ctx, st, change, true)
+	}
+	s.done(ctx, change, nil)
+	if applied && s.opts.Shared != nil {
+		s.share(ctx, st, user, at)
+	}
+	return change, nil
+}
+
+// apply applies the broker's answer names, asked for at at, to the map: at once when it
+// lacks none of the user's accounts; otherwise held until the next answer agrees (an
+// account both lack is removed, one only this answer lacks is kept). st.mu must be
+// held.
+func (s *AccountSync) apply(ctx context.Context, st *syncState, user string, names []string, at time.Time) (AccountChange, error) {
+	var gone []string // accounts the user has from the last list that this one lacks
+	for _, a := range s.opts.Map.found(user) {
+		if !slices.Contains(names, a) {
+			gone = append(gone, a)
+		}
+	}
+	if len(gone) > 0 && st.held == nil {
+		st.held, st.heldAt = names, at
+		s.opts.Logger.Info("tradovate: the broker's list lacks accounts the user has; they are removed if the next answer agrees",
+			"user", user, "accounts", gone)
+		return AccountChange{User: user}, nil
+	}
+	var kept []string // lacking from this answer only
+	for _, a := range gone {
+		if slices.Contains(st.held, a) {
+			kept = append(kept, a)
+		}
+	}
+	st.held, st.heldAt = nil, time.Time{}
+	if len(kept) > 0 {
+		st.held, st.heldAt = names, at
+	}
+	change, err := s.update(user, append(slices.Clip(names), kept...))
+	if err == nil {
+		st.learned = at
+	}
+	return change, err
+}
+
+// update applies names to the map for user, then gives the accounts user lost to the
+// users whose last lists name them (in credentials order), and says what changed for
+// every user.
+func (s *AccountSync) update(user string, names []string) (AccountChange, error) {
+	change, err := s.opts.Map.Update(user, names)
+	if err != nil {
+		return change, err
+	}
+	for _, a := range change.Removed {
+		if _, taken := s.opts.Map.LookupUser(a); taken {
+			continue // another user's already
+		}
+		for _, u := range s.opts.Map.Users() {
+			if u == user || !slices.Contains(s.opts.Map.listed(u), a) {
+				continue
+			}
+			c, err := s.opts.Map.reapply(u)
+			if err != nil {
+				return change, err
+			}
+			if c.Changed() {
+				change.Others = append(change.Others, AccountChange{User: c.User, Added: c.Added, Removed: c.Removed, Ignored: c.Ignored})
+				change.Others = append(change.Others, c.Others...)
+			}
+			break
+		}
+	}
+	return change, nil
+}
+
+// legacy brings the legacy keys in step with change (and its Others): the process
+// whose ask saw accounts go (own) drops their keys; any change writes the keys of
+// accounts added. st.mu must be held (st is change.User's).
+func (s *AccountSync) legacy(ctx context.Context, st *syncState, change AccountChange, own bool) {
+	if !s.opts.LegacyKeys {
+		return
+	}
+	for _, c := range append([]AccountChange{change}, change.Others...) {
+		if own && len(c.Removed) > 0 {
+			if c.User == change.User {
+				st.drop = union(st.drop, c.Removed)
+				s.dropPending(ctx, st, c.User)
+			} else if _, err := legacykeys.Drop(s.opts.Cache, ctx, c.User, c.Removed); err != nil && ctx.Err() == nil {
+				s.opts.Logger.Warn("tradovate: the legacy keys do not follow the accounts yet", "user", c.User, "err", err.Error())
+			}
+		}
+		if len(c.Added) > 0 {
+			if _, err := legacykeys.Sync(s.opts.Cache, ctx, c.User); err != nil && ctx.Err() == nil && !errors.Is(err, legacykeys.ErrList) {
+				s.opts.Logger.Warn("tradovate: the legacy keys do not follow the accounts yet", "user", c.User, "err", err.Error())
 			}
 		}
 	}
-	s.done(ctx, change, nil)
+}
+
+// dropPending drops the legacy keys of the accounts user lost that a failed Drop left.
+// st.mu must be held.
+func (s *AccountSync) dropPending(ctx context.Context, st *syncState, user string) {
+	if len(st.drop) == 0 {
+		return
+	}
+	if _, err := legacykeys.Drop(s.opts.Cache, ctx, user, st.drop); err != nil {
+		if ctx.Err() == nil {
+			s.opts.Logger.Warn("tradovate: the legacy keys of accounts the user no longer has are not deleted yet; trying again",
+				"user", user, "accounts", st.drop, "err", err.Error())
+		}
+		return
+	}
+	st.drop = nil
+}
+
+// share stores the list the map holds for user, asked for at at, for the other
+// processes, and adopts a newer one stored meanwhile. st.mu must be held.
+func (s *AccountSync) share(ctx context.Context, st *syncState, user string, at time.Time) {
+	newest, err := s.opts.Shared.StoreAccounts(ctx, user, AccountList{Names: slices.Clone(s.opts.Map.listed(user)), At: at})
+	if err != nil {
+		if ctx.Err() == nil {
+			s.opts.Logger.Warn("tradovate: cannot share the user's accounts with the other processes", "user", user, "err", err.Error())
+		}
+		return
+	}
+	if newest.At.After(st.learned) {
+		s.follow(ctx, st, user, newest)
+	}
+}
+
+// Adopt makes user's accounts the newest list another process shared
+// (AccountSyncOptions.Shared) when it was asked for after the list the map holds, and
+// says what changed (AccountChange.Shared). It waits for no ask: while one for user is
+// under way it changes nothing (that ask shares its answer and adopts a newer one
+// itself). Call it before acting on a user's accounts when another process may have
+// learned more, as the daemon does before it restores the legacy keys. A nil
+// AccountSync, or one without Shared, changes nothing.
+func (s *AccountSync) Adopt(ctx context.Context, user string) (AccountChange, error) {
+	if s == nil || s.opts.Shared == nil {
+		return AccountChange{User: user, Shared: true}, nil
+	}
+	st := s.state(user)
+	if !st.mu.TryLock() {
+		return AccountChange{User: user, Shared: true}, nil
+	}
+	defer st.mu.Unlock()
+	return s.adopt(ctx, st, user)
+}
+
+// adopt is Adopt with st.mu held.
+func (s *AccountSync) adopt(ctx context.Context, st *syncState, user string) (AccountChange, error) {
+	if s.opts.Shared == nil {
+		return AccountChange{User: user, Shared: true}, nil
+	}
+	list, err := s.opts.Shared.LoadAccounts(ctx, user)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.opts.Logger.Debug("tradovate: cannot read the accounts other processes shared", "user", user, "err", err.Error())
+		}
+		return AccountChange{User: user, Shared: true}, err
+	}
+	if !list.At.After(st.learned) {
+		return AccountChange{User: user, Shared: true}, nil
+	}
+	return s.follow(ctx, st, user, list)
+}
+
+// follow applies list, another process's newer answer, for user. st.mu must be held.
+func (s *AccountSync) follow(ctx context.Context, st *syncState, user string, list AccountList) (AccountChange, error) {
+	change, err := s.update(user, union(nil, list.Names))
+	change.Shared = true
+	if err != nil {
+		return change, err
+	}
+	st.learned = list.At
+	if st.held != nil && list.At.After(st.heldAt) {
+		st.held, st.heldAt = nil, time.Time{} // a newer answer decides
+	}
+	if change.Changed() {
+		s.opts.Logger.Info("tradovate: the user's accounts follow another process's newer answer", "user", user,
+			"added", change.Added, "removed", change.Removed, "accounts", len(s.opts.Map.AccountsFor(user)))
+		s.legacy(ctx, st, change, false)
+		s.done(ctx, change, nil)
+	}
 	return change, nil
 }
 

@@ -271,7 +271,8 @@ func TestAccountSyncKeepsTheLastMapWhileTheListFails(t *testing.T) {
 	c := sf.nextChange(t)
 	assert.Equal(t, []string{pa2}, c.Added, "asked again: the change arrives")
 	assert.Equal(t, []string{pa1}, c.Removed)
-	assert.Equal(t, 1+3*3+1, sf.fake.Calls(tradovatefake.TVAccounts, sf.user), "the first ask, three failed asks of three requests, then one")
+	assert.Equal(t, 1+3*3+2, sf.fake.Calls(tradovatefake.TVAccounts, sf.user),
+		"the first ask, three failed asks of three requests, then one lacking pa1 and the one that confirms it")
 
 	// The broker refuses the token for the list: no more asks with it, no login.
 	sf.fake.Revoke(next.AccessToken)
