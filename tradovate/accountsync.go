@@ -117,7 +117,8 @@ type syncState struct {
 	rejected int64         // version of a token the broker refused: never used again
 	ignored  string        // the last names ignored, as logged
 	learned  time.Time     // when the list the map holds for the user was asked for (here or, Shared, elsewhere)
-	held     []string      // an answer lacking accounts the user has, until the next one agrees (nil: none)
+	holding  bool          // an answer lacking accounts the user has waits for the next one to agree
+	held     []string      // that answer (empty when the broker listed none)
 	heldAt   time.Time     // when it was asked for
 	drop     []string      // removed accounts whose legacy keys are still to be dropped (a failed Drop)
 }
@@ -269,7 +270,7 @@ func (s *AccountSync) step(ctx context.Context, user string) time.Duration {
 	switch {
 	case st.failing:
 		return s.opts.RetryAfter
-	case st.held != nil:
+	case st.holding:
 		return min(s.opts.ConfirmAfter, poll)
 	}
 	return poll
@@ -285,7 +286,7 @@ func (s *AccountSync) dueIn(st *syncState, tok *tokencache.Token, by string, now
 		return 0 // a new token after a failure
 	case st.failing:
 		return st.retryAt.Sub(now)
-	case st.held != nil: // confirm the held answer
+	case st.holding: // confirm the held answer
 		wait := st.heldAt.Add(s.opts.ConfirmAfter).Sub(now)
 		if s.opts.Every > 0 {
 			wait = min(wait, st.at.Add(s.opts.Every).Sub(now))
@@ -401,8 +402,8 @@ func (s *AccountSync) apply(ctx context.Context, st *syncState, user string, nam
 			gone = append(gone, a)
 		}
 	}
-	if len(gone) > 0 && st.held == nil {
-		st.held, st.heldAt = names, at
+	if len(gone) > 0 && !st.holding {
+		st.holding, st.held, st.heldAt = true, names, at
 		s.opts.Logger.Info("tradovate: the broker's list lacks accounts the user has; they are removed if the next answer agrees",
 			"user", user, "accounts", gone)
 		return AccountChange{User: user}, nil
@@ -413,10 +414,7 @@ func (s *AccountSync) apply(ctx context.Context, st *syncState, user string, nam
 			kept = append(kept, a)
 		}
 	}
-	st.held, st.heldAt = nil, time.Time{}
-	if len(kept) > 0 {
-		st.held, st.heldAt = names, at
-	}
+	st.holding, st.held, st.heldAt = len(kept) > 0, names, at
 	change, err := s.update(user, append(slices.Clip(names), kept...))
 	if err == nil {
 		st.learned = at
@@ -554,8 +552,8 @@ func (s *AccountSync) follow(ctx context.Context, st *syncState, user string, li
 		return change, err
 	}
 	st.learned = list.At
-	if st.held != nil && list.At.After(st.heldAt) {
-		st.held, st.heldAt = nil, time.Time{} // a newer answer decides
+	if st.holding && list.At.After(st.heldAt) {
+		st.holding = false // a newer answer decides
 	}
 	if change.Changed() {
 		s.opts.Logger.Info("tradovate: the user's accounts follow another process's newer answer", "user", user,

@@ -131,7 +131,8 @@ func TestAccountSyncRemovesAnAccountOnlyWhenTwoAnswersLackIt(t *testing.T) {
 			require.NoError(t, err)
 			require.Eventually(t, func() bool { return rdb.Get(ctx, "token:"+pa2).Val() == tok.AccessToken },
 				20*time.Second, 5*time.Millisecond)
-			deleted := f.redis.WatchDeletes(t, "token:"+pa1, "token:"+pa2)
+			pa3 := f.redis.Name("PA3")
+			deleted := f.redis.WatchDeletes(t, "token:"+pa1, "token:"+pa2, "token:"+pa3)
 			p.results()
 
 			calls := f.fake.Calls(tc.endpoint, u)
@@ -146,7 +147,6 @@ func TestAccountSyncRemovesAnAccountOnlyWhenTwoAnswersLackIt(t *testing.T) {
 			assert.Empty(t, deleted(), "no key was deleted, not even for a moment")
 
 			// The prop firm closes pa1 and opens pa3: both come with the second answer.
-			pa3 := f.redis.Name("PA3")
 			calls = f.fake.Calls(tc.endpoint, u)
 			f.fake.SetAccounts(u, pa2, pa3)
 			var change tradovate.AccountChange
@@ -165,6 +165,22 @@ func TestAccountSyncRemovesAnAccountOnlyWhenTwoAnswersLackIt(t *testing.T) {
 			assert.Equal(t, []string{"token:" + pa1}, deleted(), "deleted once, by the process that saw it go")
 			assert.Equal(t, tok.AccessToken, rdb.Get(ctx, "token:"+pa3).Val())
 			assert.Equal(t, []string{"token:" + u, "token:" + pa2, "token:" + pa3}, rdb.LRange(ctx, u, 0, -1).Val())
+
+			// Every account closed: empty answers in a row remove them all.
+			f.fake.SetAccounts(u)
+			require.Eventually(t, func() bool {
+				for _, r := range p.results() {
+					if r.change.Changed() {
+						change = r.change
+						return true
+					}
+				}
+				return false
+			}, 20*time.Second, 5*time.Millisecond, "two empty answers in a row remove every account")
+			assert.Equal(t, []string{pa2, pa3}, change.Removed)
+			assert.Empty(t, p.m.AccountsFor(u))
+			assert.Equal(t, []string{"token:" + pa1, "token:" + pa2, "token:" + pa3}, deleted())
+			assert.Equal(t, []string{"token:" + u}, rdb.LRange(ctx, u, 0, -1).Val())
 		})
 	}
 }
