@@ -364,12 +364,14 @@ func namedAccounts(user string, n int) []string {
 // legacyAccounts reads the original system's Redis LIST named after user
 // (LRANGE user 0 -1), whose entries are token keys such as "token:PAAPEX2720450000001",
 // and returns the accounts in it other than user itself. A missing list gives nil; a
-// key of another type gives nil too (it is not the original system's list).
+// key of another type gives nil too (it is not the original system's list), and so
+// does one the client may not read (NOPERM: the writer's ACL names no pattern for it;
+// the token keys are kept all the same, see tokencache's legacy layout).
 func legacyAccounts(ctx context.Context, rdb redis.Cmdable, user string) ([]string, error) {
 	entries, err := rdb.LRange(ctx, user, 0, -1).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
-		if strings.HasPrefix(err.Error(), "WRONGTYPE") {
-			return nil, nil
+		if strings.HasPrefix(err.Error(), "WRONGTYPE") || strings.HasPrefix(err.Error(), "NOPERM") {
+			return nil, nil // another type, or no right to it: not a list of ours to read
 		}
 		return nil, fmt.Errorf("tradovate: reading legacy account list %q: %w", user, err)
 	}

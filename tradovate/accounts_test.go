@@ -88,6 +88,20 @@ func TestLegacyAccountsOfAMissingList(t *testing.T) {
 	assert.Empty(t, got, "a key of another type is not the original list")
 }
 
+// A list the client may not read (its ACL names no pattern for it) is no error: the
+// map starts without it, as with a key of another type.
+func TestLegacyAccountsOfAListOutsideTheACL(t *testing.T) {
+	t.Parallel()
+	srv := testutil.StartRedis(t)
+	ctx := context.Background()
+	list := "X" + srv.Name("outside")
+	require.NoError(t, srv.Client(t).RPush(ctx, list, "token:PA1").Err())
+	limited := srv.ACLClient(t, "~"+srv.Prefix+"*", "+lrange", "+ping", "+hello")
+	got, err := tradovate.LegacyAccounts(ctx, limited, list)
+	require.NoError(t, err)
+	assert.Empty(t, got)
+}
+
 // Update replaces what the broker listed, keeps the fixed accounts, refuses names that
 // are not its to take, and says what changed; readers see one map or the next.
 func TestAccountMapUpdate(t *testing.T) {
