@@ -143,6 +143,7 @@ func (dm *daemon) newAccountSync() error {
 		Users:         dm.deps.tradovateUsers(),
 		Every:         dm.cfg.accountsEvery,
 		LegacyKeys:    dm.cfg.legacyKeys,
+		Shared:        accountStore{fleet: dm.fleet, daemon: dm.self.ID},
 		OnSync:        dm.accountsSynced,
 		Logger:        dm.log,
 	})
@@ -153,16 +154,22 @@ func (dm *daemon) newAccountSync() error {
 	return nil
 }
 
-// accountsSynced records an ask for a user's accounts, and puts a change into the
-// registry, where readers (status, token, invalidate) map accounts to users.
+// accountsSynced records an ask for a user's accounts (or the adoption of another
+// daemon's answer, which is no ask), and puts a change into the registry, where readers
+// (status, token, invalidate) map accounts to users.
 func (dm *daemon) accountsSynced(ctx context.Context, c tradovate.AccountChange, err error) {
 	result := "ok"
 	if err != nil {
 		result = "error"
 	}
 	a := dm.acct
-	a.metrics.syncs.WithLabelValues(c.User, result).Inc()
+	if !c.Shared {
+		a.metrics.syncs.WithLabelValues(c.User, result).Inc()
+	}
 	a.metrics.accounts.WithLabelValues(c.User).Set(float64(len(dm.deps.accountsOf(c.User))))
+	for _, o := range c.Others { // users whose accounts this change moved
+		a.metrics.accounts.WithLabelValues(o.User).Set(float64(len(dm.deps.accountsOf(o.User))))
+	}
 	a.mu.Lock()
 	behind := a.unregistered[c.User]
 	a.mu.Unlock()
@@ -171,7 +178,11 @@ func (dm *daemon) accountsSynced(ctx context.Context, c tradovate.AccountChange,
 	}
 	rctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
-	err = dm.fleet.register(rctx, map[string]fleetUser{c.User: dm.fleetEntry(c.User)})
+	entries := map[string]fleetUser{c.User: dm.fleetEntry(c.User)}
+	for _, o := range c.Others {
+		entries[o.User] = dm.fleetEntry(o.User)
+	}
+	err = dm.fleet.register(rctx, entries)
 	a.mu.Lock()
 	a.unregistered[c.User] = err != nil // written again after the next ask
 	a.mu.Unlock()

@@ -80,9 +80,14 @@ func TestRunAccountsFollowTheBroker(t *testing.T) {
 		return tok != "" && keyHolds(a1) == tok && keyHolds(a2) == tok
 	}, 20*time.Second, 20*time.Millisecond, "the sub-accounts never got their keys")
 	tok, _ := f.stored(a)
-	accounts, entry := f.registered(a)
-	assert.Equal(t, []string{a1, a2}, accounts)
-	assert.Equal(t, []string{a1, a2}, entry)
+	// The registry is written after the keys: wait for it rather than read it once.
+	registryHolds := func(want []string) func() bool {
+		return func() bool {
+			accounts, entry := f.registered(a)
+			return slices.Equal(accounts, sorted(want...)) && slices.Equal(entry, want)
+		}
+	}
+	require.Eventually(t, registryHolds([]string{a1, a2}), 20*time.Second, 20*time.Millisecond, "the registry")
 	assert.Equal(t, "2", metric(t, metrics, fmt.Sprintf(`brokertoken_accounts{user=%q}`, a)))
 
 	// token ACCOUNT: with the credentials file (the registry tells the sub-accounts),
@@ -100,9 +105,7 @@ func TestRunAccountsFollowTheBroker(t *testing.T) {
 	f.fake.RemoveAccount(a, a1)
 	require.Eventually(t, func() bool { return keyHolds(a3) == tok && keyHolds(a1) == "" }, 20*time.Second, 20*time.Millisecond,
 		"the legacy keys did not follow the accounts")
-	accounts, entry = f.registered(a)
-	assert.Equal(t, sorted(a2, a3), accounts)
-	assert.Equal(t, []string{a2, a3}, entry)
+	require.Eventually(t, registryHolds([]string{a2, a3}), 20*time.Second, 20*time.Millisecond, "the registry did not follow the accounts")
 	assert.Equal(t, []string{"token:" + a, "token:" + a2, "token:" + a3}, f.rdb.LRange(ctx, a, 0, -1).Val())
 	code, _, stderr = inProcess(t, ctx, f.env(), "", "token", a1)
 	assert.Equal(t, 2, code, "a closed account is no sub-account any more")
@@ -115,14 +118,13 @@ func TestRunAccountsFollowTheBroker(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return metric(t, metrics, fmt.Sprintf(`brokertoken_account_syncs_total{result="error",user=%q}`, a)) != errorsBefore
 	}, 20*time.Second, 20*time.Millisecond)
-	accounts, _ = f.registered(a)
+	accounts, _ := f.registered(a)
 	assert.Equal(t, sorted(a2, a3), accounts, "kept while the list fails")
 	assert.Equal(t, tok, keyHolds(a2))
 	f.fake.AddAccount(a, a4)
 	require.Eventually(t, func() bool { return keyHolds(a4) == tok && keyHolds(a2) == "" }, 20*time.Second, 20*time.Millisecond,
 		"not asked again after the failures")
-	accounts, _ = f.registered(a)
-	assert.Equal(t, sorted(a3, a4), accounts)
+	require.Eventually(t, registryHolds([]string{a3, a4}), 20*time.Second, 20*time.Millisecond, "the registry")
 
 	r := stop()
 	require.Equal(t, 0, r.code, r.stderr)
@@ -165,8 +167,9 @@ func TestRunAccountsAfterARestartAndWithoutDiscovery(t *testing.T) {
 	v, _ := f.rdb.Get(ctx, "token:"+fixed).Result()
 	assert.Equal(t, tok, v)
 
-	// With discovery, the broker's answer wins over what was learned before.
-	stop = runInProcess(t, f.env(), "--listen", "", "--check-interval", "50ms")
+	// With discovery, the broker's answer wins over what was learned before (once a
+	// second answer, asked for --accounts-every later, confirms that the account is gone).
+	stop = runInProcess(t, f.env(), "--listen", "", "--check-interval", "50ms", "--accounts-every", "100ms")
 	require.Eventually(t, func() bool {
 		accounts, _ := f.registered(a)
 		return slices.Equal(accounts, []string{fixed})

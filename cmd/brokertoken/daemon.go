@@ -133,6 +133,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 	if dm.acct.metrics, err = newAccountMetrics(dm.metrics.reg, deps.tradovateUsers(), deps.accountsOf); err != nil {
 		return err
 	}
+	dm.fleet = fleet{rdb: deps.rdb, prefix: cfg.prefix}
 	if cfg.discoverAccounts && deps.auth != nil { // Tradovate's account lists: none for Kite users
 		if err := dm.newAccountSync(); err != nil {
 			return err
@@ -167,7 +168,6 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 		}
 	}
 
-	dm.fleet = fleet{rdb: deps.rdb, prefix: cfg.prefix}
 	if err := dm.register(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -411,16 +411,23 @@ func (dm *daemon) succeeded(ctx context.Context, user string, tok *tokencache.To
 		dm.alerts.enqueue(alertEvent{Event: eventRecovered, User: user, Accounts: dm.deps.accountsOf(user),
 			Version: tok.Version, Expiry: tok.Expiry, Time: time.Now()})
 	}
+	// Another daemon may have learned the user's accounts from the broker since this
+	// one last asked: follow its newer answer before writing or comparing the keys.
+	if _, err := dm.acct.sync.Adopt(ctx, user); err != nil && ctx.Err() == nil {
+		dm.log.Debug("brokertoken: cannot read the accounts other daemons learned", "user", user,
+			"err", dm.scrub.scrub(oneLine(err.Error())))
+	}
 	if syncLegacy {
 		// The cache writes the legacy keys of tokens it stores itself; this covers one
 		// stored by a process that did not (a `token` command, a daemon without them).
 		written, err := legacykeys.Sync(dm.deps.cache, ctx, user)
-		if err != nil {
+		if err != nil && !errors.Is(err, legacykeys.ErrList) {
 			if ctx.Err() == nil {
 				dm.log.Warn("brokertoken: writing legacy keys failed", "user", user, "err", err)
 			}
 			return
 		}
+		dm.listLeftAlone(user, err)
 		if written {
 			dm.log.Info("brokertoken: legacy keys written", "user", user, "version", tok.Version)
 		}

@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	_ "embed" // for heartbeat.lua
+	_ "embed" // for the registry's scripts
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/brokertoken/brokertoken/tradovate"
 )
 
 // fleet reads and writes the keys that let anyone with read access to Redis see the
@@ -22,6 +24,12 @@ import (
 //	{prefix}:accounts        hash  account -> user
 //	{prefix}:daemons         hash  daemon id -> daemonInfo (JSON), heartbeat every second
 //	{prefix}:{USER}:health   string healthRecord (JSON), expires after healthTTL
+//	{prefix}:{USER}:accounts hash  the broker's last answer for the user's accounts
+//	                         (at_us, names, daemon, at): shared between the daemons
+//
+// {prefix}:accounts is written in one step (register.lua), and each user's shared
+// answer only by a newer one (sharedaccounts.lua): daemons whose views differ for a
+// moment never leave a mix, and all follow the newest answer from the broker.
 //
 // None of them holds a token or a password: errors are scrubbed before they are written.
 type fleet struct {
@@ -34,6 +42,9 @@ func (f fleet) accountsKey() string          { return f.prefix + ":accounts" }
 func (f fleet) daemonsKey() string           { return f.prefix + ":daemons" }
 func (f fleet) healthKey(user string) string { return f.prefix + ":{" + user + "}:health" }
 func (f fleet) leaseKey(user string) string  { return f.prefix + ":{" + user + "}:lease" }
+func (f fleet) sharedAccountsKey(user string) string {
+	return f.prefix + ":{" + user + "}:accounts"
+}
 
 const (
 	// heartbeatEvery is how often a daemon records that it is alive.
@@ -100,51 +111,103 @@ var heartbeatLua string
 
 var heartbeatScript = redis.NewScript(heartbeatLua)
 
+var (
+	//go:embed register.lua
+	registerLua    string
+	registerScript = redis.NewScript(registerLua)
+
+	//go:embed sharedaccounts.lua
+	sharedAccountsLua    string
+	sharedAccountsScript = redis.NewScript(sharedAccountsLua)
+)
+
 // register writes users and their accounts into the registry, and removes accounts
-// that belonged to these users but no longer do.
+// that belonged to these users but no longer do; the account map in one step
+// (register.lua).
 func (f fleet) register(ctx context.Context, users map[string]fleetUser) error {
-	old, err := f.rdb.HGetAll(ctx, f.accountsKey()).Result()
-	if err != nil {
-		return err
-	}
-	want := map[string]string{}
 	userFields := make([]any, 0, 2*len(users))
+	var accounts []any
 	for u, e := range users {
 		raw, err := json.Marshal(e)
 		if err != nil {
 			return err
 		}
 		userFields = append(userFields, u, string(raw))
-		want[u] = u // a login user is an account of its own
+		accounts = append(accounts, u, len(e.Accounts))
 		for _, a := range e.Accounts {
-			want[a] = u
+			accounts = append(accounts, a)
 		}
 	}
-	var gone []string
-	for a, u := range old {
-		if _, ours := users[u]; ours && want[a] != u {
-			gone = append(gone, a)
-		}
-	}
-	accountFields := make([]any, 0, 2*len(want))
-	for a, u := range want {
-		if old[a] != u {
-			accountFields = append(accountFields, a, u)
-		}
-	}
-	_, err = f.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		if len(userFields) > 0 {
-			p.HSet(ctx, f.usersKey(), userFields...)
-		}
-		if len(gone) > 0 {
-			p.HDel(ctx, f.accountsKey(), gone...)
-		}
-		if len(accountFields) > 0 {
-			p.HSet(ctx, f.accountsKey(), accountFields...)
-		}
+	if len(users) == 0 {
 		return nil
-	})
-	return err
+	}
+	if err := registerScript.Run(ctx, f.rdb, []string{f.accountsKey()}, accounts...).Err(); err != nil {
+		return err
+	}
+	return f.rdb.HSet(ctx, f.usersKey(), userFields...).Err()
+}
+
+// accountStore shares the broker's answers about each user's accounts between the
+// daemons through {prefix}:{USER}:accounts (tradovate.AccountStore): each daemon
+// follows the newest answer, whichever daemon asked. Clocks compare the answers' times:
+// the daemons' must agree within seconds, as they must for token expiries.
+type accountStore struct {
+	fleet  fleet
+	daemon string // the id of this daemon, stored with its answers
+}
+
+var _ tradovate.AccountStore = accountStore{}
+
+// LoadAccounts reads the answer stored for user; a zero At when none is.
+func (s accountStore) LoadAccounts(ctx context.Context, user string) (tradovate.AccountList, error) {
+	m, err := s.fleet.rdb.HGetAll(ctx, s.fleet.sharedAccountsKey(user)).Result()
+	if err != nil {
+		return tradovate.AccountList{}, fmt.Errorf("reading %s: %w", s.fleet.sharedAccountsKey(user), err)
+	}
+	if len(m) == 0 {
+		return tradovate.AccountList{}, nil
+	}
+	return s.parse(user, m["at_us"], m["names"])
+}
+
+// StoreAccounts stores l for user unless an answer asked for later is stored, and
+// returns the newest stored.
+func (s accountStore) StoreAccounts(ctx context.Context, user string, l tradovate.AccountList) (tradovate.AccountList, error) {
+	names := l.Names
+	if names == nil {
+		names = []string{}
+	}
+	raw, err := json.Marshal(names)
+	if err != nil {
+		return tradovate.AccountList{}, err
+	}
+	key := s.fleet.sharedAccountsKey(user)
+	res, err := sharedAccountsScript.Run(ctx, s.fleet.rdb, []string{key}, l.At.UnixMicro(), string(raw), s.daemon,
+		l.At.UTC().Format(time.RFC3339Nano)).StringSlice()
+	if err != nil {
+		return tradovate.AccountList{}, fmt.Errorf("writing %s: %w", key, err)
+	}
+	if len(res) != 2 {
+		return tradovate.AccountList{}, fmt.Errorf("writing %s: unexpected answer %q", key, res)
+	}
+	if res[0] == strconv.FormatInt(l.At.UnixMicro(), 10) && res[1] == string(raw) {
+		return l, nil // ours, with its full precision
+	}
+	return s.parse(user, res[0], res[1])
+}
+
+// parse reads a stored answer.
+func (s accountStore) parse(user, atUS, names string) (tradovate.AccountList, error) {
+	us, err := strconv.ParseInt(atUS, 10, 64)
+	var l tradovate.AccountList
+	if err == nil {
+		err = json.Unmarshal([]byte(names), &l.Names)
+	}
+	if err != nil {
+		return tradovate.AccountList{}, fmt.Errorf("%s is not an account list: %w", s.fleet.sharedAccountsKey(user), err)
+	}
+	l.At = time.UnixMicro(us)
+	return l, nil
 }
 
 // heartbeat records that the daemon d is alive.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -143,4 +145,41 @@ func TestSIGTERMDuringLoginLeavesNoLease(t *testing.T) {
 	tok, _ := f.stored(user)
 	assert.Empty(t, tok)
 	f.assertNoSecrets("run stderr", d.stderr.String())
+}
+
+// Two daemons whose views of a user's accounts differ register at the same moment: the
+// account map ends as one of the two views, whole, never a mix of both (register.lua
+// reads and writes in one step); other users' accounts are left alone.
+func TestRegisterLeavesOneViewWhole(t *testing.T) {
+	srv := testutil.Redis(t)
+	rdb := srv.Client(t)
+	fl := fleet{rdb: rdb, prefix: srv.Prefix}
+	ctx := context.Background()
+	u, other := srv.Name("u"), srv.Name("other")
+	views := [][]string{{srv.Name("x1"), srv.Name("x2")}, {srv.Name("y1"), srv.Name("y2")}}
+	for range 100 {
+		require.NoError(t, rdb.Del(ctx, fl.accountsKey()).Err())
+		require.NoError(t, rdb.HSet(ctx, fl.accountsKey(), srv.Name("o1"), other).Err())
+		var wg sync.WaitGroup
+		for _, v := range views {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				assert.NoError(t, fl.register(ctx, map[string]fleetUser{u: {Accounts: v}}))
+			}()
+		}
+		wg.Wait()
+		got, err := fl.accounts(ctx)
+		require.NoError(t, err)
+		var mine []string
+		for a, owner := range got {
+			if owner == u && a != u {
+				mine = append(mine, a)
+			}
+		}
+		sort.Strings(mine)
+		require.True(t, slices.Equal(mine, views[0]) || slices.Equal(mine, views[1]), "a mix: %v", mine)
+		require.Equal(t, other, got[srv.Name("o1")], "another user's account is left alone")
+		require.Equal(t, u, got[u], "a login user is an account of its own")
+	}
 }

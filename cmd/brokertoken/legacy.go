@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
@@ -26,7 +28,8 @@ import (
 //     (brokertoken_legacy_foreign_tokens_total), alerted once per user (naming the keys),
 //     and logged, at WARN the first time for the user. The daemon then asks the broker
 //     whether it still accepts the fleet's token (GET /auth/me: no session, no budget):
-//     if it does, the fleet's token is put back once; if the other writer's login
+//     if it does, the fleet's token is put back once, by one daemon of the fleet (the
+//     first to claim it); if the other writer's login
 //     closed the fleet's session, the other writer's keys are left as they are. Either
 //     way the daemon logs nobody in because of it and does not write the same foreign
 //     token over twice: fighting over the keys or the session helps nobody while both
@@ -35,8 +38,9 @@ import (
 // legacyWatch is what the checks of each user's legacy keys found. Its methods are safe
 // for concurrent use.
 type legacyWatch struct {
-	mu    sync.Mutex               // guards users
-	users map[string]*foreignState // by user
+	mu       sync.Mutex               // guards users and listSaid
+	users    map[string]*foreignState // by user
+	listSaid map[string]bool          // users whose {user} list was left alone, said once
 }
 
 // foreignState is what was seen of one user's foreign tokens.
@@ -133,8 +137,55 @@ func (dm *daemon) checkLegacy(ctx context.Context, user string, tok *tokencache.
 		ev.Expiry = tok.Expiry
 	}
 	dm.alerts.enqueue(ev)
-	if verdict != ownRejected {
+	if verdict != ownRejected && dm.firstToPutBack(cctx, user, seen) {
 		dm.restoreLegacy(cctx, user, "another writer's token replaced")
+	}
+}
+
+// putBackFor is how long a daemon's claim to put the fleet's token back over one
+// foreign token lasts: the same foreign token written again within it is left alone.
+const putBackFor = 24 * time.Hour
+
+// firstToPutBack reports whether this daemon is the first of the fleet to put the
+// fleet's token back over the foreign tokens seen (their signature): one daemon does,
+// once, rather than each of them (SET NX of {prefix}:{USER}:legacy-putback:<hash>). A
+// claim that cannot be made (Redis away) puts nothing back.
+func (dm *daemon) firstToPutBack(ctx context.Context, user, seen string) bool {
+	sum := sha256.Sum256([]byte(seen))
+	key := dm.cfg.prefix + ":{" + user + "}:legacy-putback:" + hex.EncodeToString(sum[:6])
+	first, err := dm.deps.rdb.SetNX(ctx, key, dm.self.ID, putBackFor).Result()
+	switch {
+	case err != nil:
+		if ctx.Err() == nil {
+			dm.log.Warn("brokertoken: cannot claim the put-back of the fleet's token; left as it is", "user", user,
+				"err", dm.scrub.scrub(oneLine(err.Error())))
+		}
+		return false
+	case !first:
+		dm.log.Debug("brokertoken: another daemon puts the fleet's token back", "user", user)
+	}
+	return first
+}
+
+// listLeftAlone says, once per user, that the {user} list was left alone (err wraps
+// legacykeys.ErrList): the key holds another type, or the daemon's Redis user may not
+// touch it. The token keys are written all the same.
+func (dm *daemon) listLeftAlone(user string, err error) {
+	if !errors.Is(err, legacykeys.ErrList) {
+		return
+	}
+	w := &dm.acct.legacy
+	w.mu.Lock()
+	said := w.listSaid[user]
+	if w.listSaid == nil {
+		w.listSaid = map[string]bool{}
+	}
+	w.listSaid[user] = true
+	w.mu.Unlock()
+	if !said {
+		dm.log.Warn("brokertoken: the legacy list of the user is left alone; its token keys are written "+
+			"(a key of another type, or the daemon's Redis user lacks a pattern for it: see README, Roles and Redis ACLs)",
+			"user", user, "err", dm.scrub.scrub(oneLine(err.Error())))
 	}
 }
 
@@ -174,11 +225,13 @@ func foreignText(user string, chk legacykeys.Check, verdict string) string {
 	return b.String()
 }
 
-// restoreLegacy writes user's legacy keys again from the stored token.
+// restoreLegacy writes user's legacy keys again from the stored token (the check that
+// calls it adopted the fleet's newest answer about the user's accounts first).
 func (dm *daemon) restoreLegacy(ctx context.Context, user, why string) {
 	written, err := legacykeys.Sync(dm.deps.cache, ctx, user)
+	dm.listLeftAlone(user, err)
 	switch {
-	case err != nil && ctx.Err() == nil:
+	case err != nil && !errors.Is(err, legacykeys.ErrList) && ctx.Err() == nil:
 		dm.log.Warn("brokertoken: writing legacy keys failed", "user", user, "err", dm.scrub.scrub(oneLine(err.Error())))
 	case written:
 		dm.log.Info("brokertoken: legacy keys written again", "user", user, "why", why)

@@ -104,7 +104,93 @@ func TestRunNoticesAnotherWriterOfTheLegacyKeys(t *testing.T) {
 	assert.Equal(t, 3, f.fake.Logins(a), "the daemon's login and the cron's two: the daemon logged in no more")
 	assert.Equal(t, 1, hook.events()[eventForeignWriter], "one alert per user")
 	assert.Equal(t, 1, strings.Count(r.stderr, "a legacy key holds a token this fleet did not write"), "one warning per user")
+	var warned map[string]any // the WARN line comes with the first foreign token seen, not a later one
+	for _, line := range strings.Split(r.stderr, "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["level"] == "WARN" &&
+			strings.Contains(fmt.Sprint(rec["msg"]), "a legacy key holds a token this fleet did not write") {
+			warned = rec
+		}
+	}
+	require.NotNil(t, warned)
+	assert.Equal(t, "token:"+a1, warned["keys"], "the first sighting (the cron's first token, in token:%s)", a1)
+	assert.Equal(t, "accepted", warned["fleet_token"])
 	assert.Contains(t, r.stderr, "another writer wrote the legacy keys again")
 	assert.Contains(t, r.stderr, `"fleet_token":"rejected"`)
 	f.assertNoSecrets("run output and alerts", r.stderr+hook.all(), cron, cron2)
+}
+
+// Several daemons see the same foreign token: one of them, the first to claim it, puts
+// the fleet's token back; the others leave the keys alone, so N daemons do not write N
+// times over the other writer.
+func TestRunDaemonsPutTheFleetsTokenBackOnce(t *testing.T) {
+	f := newFixture(t, tradovatefake.Options{}, userSpec{"a", []string{"a1"}})
+	a, a1 := f.users[0], f.redis.Name("a1")
+	ctx := context.Background()
+	keyHolds := func(key string) string { v, _ := f.rdb.Get(ctx, key).Result(); return v }
+	var daemons []func() daemonResult
+	for range 3 {
+		daemons = append(daemons, runInProcess(t, f.env(), "--listen", "", "--check-interval", "50ms"))
+	}
+	require.Eventually(t, func() bool { tok, _ := f.stored(a); return tok != "" && keyHolds("token:"+a1) == tok },
+		20*time.Second, 20*time.Millisecond)
+
+	// The cron writes its token over and over, long enough for every daemon to see it
+	// at two checks in a row.
+	cron := cronLogin(t, f, a)
+	for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		require.NoError(t, f.rdb.Set(ctx, "token:"+a1, cron, time.Hour).Err())
+	}
+	require.Eventually(t, func() bool {
+		n, _ := f.rdb.Keys(ctx, f.prefix+":{"+a+"}:legacy-putback:*").Result()
+		return len(n) == 1
+	}, 20*time.Second, 20*time.Millisecond, "the put-back is claimed")
+	time.Sleep(300 * time.Millisecond) // six more checks
+
+	var stderr string
+	for _, stop := range daemons {
+		r := stop()
+		require.Equal(t, 0, r.code, r.stderr)
+		stderr += r.stderr
+	}
+	assert.Equal(t, 3, strings.Count(stderr, "a legacy key holds a token this fleet did not write"), "each daemon saw it")
+	assert.Equal(t, 1, strings.Count(stderr, `why="another writer's token replaced"`), "one daemon put the fleet's token back")
+}
+
+// A daemon whose Redis user (the README's writer role) has no pattern for a user's
+// {user} list writes and restores the user's token keys all the same, leaves the list
+// alone, and says so once per user (pointing at the README), however often it writes.
+func TestRunWithoutRightsToTheLegacyListWarnsOnce(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	f := newFixtureOn(t, srv, tradovatefake.Options{}, userSpec{"a", []string{"a1"}})
+	a, a1 := f.users[0], f.redis.Name("a1")
+	var rules []string
+	for _, r := range testutil.ACLRoles(t, f.prefix)["writer"] {
+		if r != "~"+f.prefix+"-*" { // the pattern of the users' list keys
+			rules = append(rules, r)
+		}
+	}
+	require.Len(t, rules, len(testutil.ACLRoles(t, f.prefix)["writer"])-1)
+	u := srv.ACLUser(t, rules...)
+	env := f.env()
+	o := srv.Options()
+	env["REDIS_URL"] = (&url.URL{Scheme: "redis", User: url.UserPassword(u.Name, u.Password), Host: o.Addr, Path: "/0"}).String()
+	stop := runInProcess(t, env, "--listen", "", "--check-interval", "50ms")
+	ctx := context.Background()
+	keyHolds := func(key string) string { v, _ := f.rdb.Get(ctx, key).Result(); return v }
+	require.Eventually(t, func() bool { tok, _ := f.stored(a); return tok != "" && keyHolds("token:"+a1) == tok },
+		20*time.Second, 20*time.Millisecond)
+	tok, _ := f.stored(a)
+	for range 3 { // keys expire: restored each time
+		require.NoError(t, f.rdb.Del(ctx, "token:"+a1, "token:"+a).Err())
+		require.Eventually(t, func() bool { return keyHolds("token:"+a1) == tok && keyHolds("token:"+a) == tok },
+			20*time.Second, 20*time.Millisecond)
+	}
+	r := stop()
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Zero(t, f.rdb.Exists(ctx, a).Val(), "the list could not be written")
+	assert.Equal(t, 1, strings.Count(r.stderr, "the legacy list of the user is left alone"), "said once: %s", r.stderr)
+	assert.Contains(t, r.stderr, "NOPERM")
+	assert.Contains(t, r.stderr, "see README, Roles and Redis ACLs")
+	assert.LessOrEqual(t, strings.Count(r.stderr, "level=WARN"), 2, "no warning at each write: %s", r.stderr)
 }
