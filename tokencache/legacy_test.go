@@ -440,3 +440,28 @@ func TestLegacyKeysOfAUserWhoseListTheWriterMayNotTouch(t *testing.T) {
 	require.NoError(t, err, "the list is left alone, the key deleted")
 	assert.Equal(t, []string{"token:" + gone}, deleted)
 }
+
+// With exactly the README's writer role, Drop takes a dropped account off the user's
+// {user} list and deletes its key (the role has every command it needs: LREM too).
+func TestDropWithTheREADMEWriterRole(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	user, kept, gone := srv.Name("APEX"), srv.Name("PA1"), srv.Name("PA2")
+	m := newAccountMap(user)
+	m.set(user, kept, gone)
+	e := &env{t: t, srv: srv}
+	w := newCache(t, srv.ACLClient(t, readmeRoles(t, srv.Prefix)["writer"]...), srv.Prefix, nil, func(o *tokencache.Options) {
+		o.LegacyKeys = true
+		o.LookupUser = m.lookup
+		o.AccountsFor = m.accountsFor
+	})
+	ctx := context.Background()
+	rdb := e.client()
+	set(t, w, user, "a-token-of-the-writer-role")
+	require.Equal(t, []string{"token:" + user, "token:" + kept, "token:" + gone}, rdb.LRange(ctx, user, 0, -1).Val())
+	m.set(user, kept)
+	deleted, err := legacykeys.Drop(w, ctx, user, []string{gone})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"token:" + gone}, deleted)
+	assert.Equal(t, []string{"token:" + user, "token:" + kept}, rdb.LRange(ctx, user, 0, -1).Val(), "taken off the list")
+	assert.Zero(t, rdb.Exists(ctx, "token:"+gone).Val())
+}
