@@ -184,9 +184,14 @@ func TestLegacyExpiryIsNaiveInTheChosenZone(t *testing.T) {
 // so (Drop), never because a sync's map lacks it; a key of an account now another
 // user's is left to that user; the user's own keys stay.
 func TestSyncLegacyFollowsTheAccounts(t *testing.T) {
-	le := newLegacyEnv(t)
+	srv := testutil.StartRedis(t)
+	le := newLegacyEnvOn(t, srv)
 	ctx := context.Background()
 	rdb := le.client()
+	// Every DEL is observed: a guard that deleted a key and a later write that put it
+	// back would pass a test of the final state only.
+	watched := srv.WatchDeletes(t, "token:"+le.user, "token:"+le.user+"-1", "token:"+le.user+"-2", "token:"+le.user+"-3",
+		"token:"+le.user+"-4", "auth:"+le.user, le.user)
 	other := le.user + "-other"
 	le.m.mu.Lock()
 	le.m.owner[other] = other
@@ -218,6 +223,7 @@ func TestSyncLegacyFollowsTheAccounts(t *testing.T) {
 	deleted, err := legacykeys.Drop(le.writer, ctx, le.user, []string{le.user + "-1", le.user + "-2", le.user + "-3", le.user})
 	require.NoError(t, err)
 	assert.Equal(t, []string{"token:" + le.user + "-1"}, deleted, "not -2 (another user's now), -3 (the user's again), nor the user's own")
+	assert.Equal(t, []string{"token:" + le.user + "-1"}, watched(), "the only DEL ever sent, syncs included")
 	assert.Equal(t, []string{"token:" + le.user, "token:" + le.user + "-3", "token:" + le.user + "-4"}, rdb.LRange(ctx, le.user, 0, -1).Val())
 	assert.Zero(t, rdb.Exists(ctx, "token:"+le.user+"-1").Val(), "the closed account's key is deleted")
 	assert.Equal(t, "the-other-users-token", rdb.Get(ctx, "token:"+le.user+"-2").Val(), "another user's account is left alone")
