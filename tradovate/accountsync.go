@@ -120,7 +120,8 @@ type syncState struct {
 	holding  bool          // an answer lacking accounts the user has waits for the next one to agree
 	held     []string      // that answer (empty when the broker listed none)
 	heldAt   time.Time     // when it was asked for
-	drop     []string      // removed accounts whose legacy keys are still to be dropped (a failed Drop)
+	drop     []string      // removed accounts whose legacy keys are dropped (again) at each look until dropEnd
+	dropEnd  time.Time     // the end of that watch, once a Drop succeeded
 }
 
 // AccountStore is where processes that keep the same users' accounts in step share the
@@ -382,12 +383,16 @@ func (s *AccountSync) ask(ctx context.Context, st *syncState, user string, tok *
 	if change.Changed() {
 		s.opts.Logger.Info("tradovate: the user's accounts changed at the broker", "user", user,
 			"added", change.Added, "removed", change.Removed, "accounts", len(s.opts.Map.AccountsFor(user)))
+	}
+	if applied && s.opts.Shared != nil {
+		// Shared before the keys are dropped: a process that restores the keys after
+		// the drop has the answer that dropped them to follow.
+		s.share(ctx, st, user, at)
+	}
+	if change.Changed() {
 		s.legacy(ctx, st, change, true)
 	}
 	s.done(ctx, change, nil)
-	if applied && s.opts.Shared != nil {
-		s.share(ctx, st, user, at)
-	}
 	return change, nil
 }
 
@@ -462,7 +467,7 @@ func (s *AccountSync) legacy(ctx context.Context, st *syncState, change AccountC
 	for _, c := range append([]AccountChange{change}, change.Others...) {
 		if own && len(c.Removed) > 0 {
 			if c.User == change.User {
-				st.drop = union(st.drop, c.Removed)
+				st.drop, st.dropEnd = union(st.drop, c.Removed), time.Time{}
 				s.dropPending(ctx, st, c.User)
 			} else if _, err := legacykeys.Drop(s.opts.Cache, ctx, c.User, c.Removed); err != nil && ctx.Err() == nil {
 				s.opts.Logger.Warn("tradovate: the legacy keys do not follow the accounts yet", "user", c.User, "err", err.Error())
@@ -476,12 +481,21 @@ func (s *AccountSync) legacy(ctx context.Context, st *syncState, change AccountC
 	}
 }
 
-// dropPending drops the legacy keys of the accounts user lost that a failed Drop left.
-// st.mu must be held.
+// dropWatch is how long after dropping an account's legacy keys the process that saw
+// the broker drop it drops them again at each look: another process that has not
+// followed the answer yet may have restored them meanwhile (it follows at its next
+// look, within statusPoll, or at its next check).
+const dropWatch = 3 * statusPoll
+
+// dropPending drops the legacy keys of the accounts user lost: those a failed Drop
+// left, and, until dropWatch after a Drop succeeded, those another process put back.
+// Drop keeps the keys of accounts the user has again, or another user has now. st.mu
+// must be held.
 func (s *AccountSync) dropPending(ctx context.Context, st *syncState, user string) {
 	if len(st.drop) == 0 {
 		return
 	}
+	now := time.Now()
 	if _, err := legacykeys.Drop(s.opts.Cache, ctx, user, st.drop); err != nil {
 		if ctx.Err() == nil {
 			s.opts.Logger.Warn("tradovate: the legacy keys of accounts the user no longer has are not deleted yet; trying again",
@@ -489,7 +503,12 @@ func (s *AccountSync) dropPending(ctx context.Context, st *syncState, user strin
 		}
 		return
 	}
-	st.drop = nil
+	switch {
+	case st.dropEnd.IsZero():
+		st.dropEnd = now.Add(dropWatch)
+	case now.After(st.dropEnd):
+		st.drop, st.dropEnd = nil, time.Time{}
+	}
 }
 
 // share stores the list the map holds for user, asked for at at, for the other

@@ -181,6 +181,14 @@ func TestAccountSyncRemovesAnAccountOnlyWhenTwoAnswersLackIt(t *testing.T) {
 			assert.Empty(t, p.m.AccountsFor(u))
 			assert.Equal(t, []string{"token:" + pa1, "token:" + pa2, "token:" + pa3}, deleted())
 			assert.Equal(t, []string{"token:" + u}, rdb.LRange(ctx, u, 0, -1).Val())
+
+			// Another process that has not followed the answer yet restores a dropped
+			// account's key and list entry: the process that saw it go drops them again.
+			require.NoError(t, rdb.Set(ctx, "token:"+pa2, tok.AccessToken, time.Hour).Err())
+			require.NoError(t, rdb.RPush(ctx, u, "token:"+pa2).Err())
+			require.Eventually(t, func() bool {
+				return rdb.Exists(ctx, "token:"+pa2).Val() == 0 && slices.Equal(rdb.LRange(ctx, u, 0, -1).Val(), []string{"token:" + u})
+			}, 20*time.Second, 5*time.Millisecond, "dropped again")
 		})
 	}
 }
