@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/brokertoken/brokertoken/internal/secretfile"
 )
@@ -82,7 +81,7 @@ func ParseCredentials(name string, data []byte) (*Credentials, error) {
 		if errors.As(err, &typeErr) {
 			return nil, fmt.Errorf("tradovate: credentials file %s: want a JSON array of {\"username\",\"password\"} objects, found a JSON %s", name, typeErr.Value)
 		}
-		return nil, fmt.Errorf("tradovate: credentials file %s: %s", name, jsonProblem(err))
+		return nil, fmt.Errorf("tradovate: credentials file %s: %s", name, secretfile.JSONProblem(err))
 	}
 	if dec.More() || dec.InputOffset() < int64(len(bytes.TrimRight(data, " \t\r\n"))) {
 		return nil, fmt.Errorf("tradovate: credentials file %s: unexpected data after the JSON array", name)
@@ -96,33 +95,13 @@ func ParseCredentials(name string, data []byte) (*Credentials, error) {
 		d := json.NewDecoder(bytes.NewReader(entry))
 		d.DisallowUnknownFields()
 		if err := d.Decode(&cr); err != nil {
-			return nil, fmt.Errorf("tradovate: credentials file %s: entry %d: %s", name, i, jsonProblem(err))
+			return nil, fmt.Errorf("tradovate: credentials file %s: entry %d: %s", name, i, secretfile.JSONProblem(err))
 		}
 		if err := c.add(cr); err != nil {
 			return nil, fmt.Errorf("tradovate: credentials file %s: entry %d: %w", name, i, err)
 		}
 	}
 	return c, nil
-}
-
-// jsonProblem describes a decoding error without quoting values from the input (which
-// could be a password): syntax errors give their offset, type errors the field.
-func jsonProblem(err error) string {
-	var syntax *json.SyntaxError
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syntax):
-		return fmt.Sprintf("invalid JSON at byte %d", syntax.Offset)
-	case errors.As(err, &typeErr):
-		if typeErr.Field != "" {
-			return fmt.Sprintf("field %q must not be a JSON %s", typeErr.Field, typeErr.Value)
-		}
-		return fmt.Sprintf("want a JSON object, found a JSON %s", typeErr.Value)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "unexpected end of JSON"
-	}
-	// Unknown fields ("json: unknown field \"x\"") and CID errors name only the field.
-	return err.Error()
 }
 
 // Credential returns user's credential, or an error wrapping [ErrUnknownUser].

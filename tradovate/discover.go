@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/brokertoken/brokertoken/internal/secretfile"
 	"github.com/brokertoken/brokertoken/tokencache"
 )
 
@@ -139,7 +140,7 @@ func decodeAccounts(raw []byte) ([]Account, error) {
 	}
 	var entries []json.RawMessage
 	if err := json.Unmarshal(raw, &entries); err != nil {
-		return nil, fmt.Errorf("%s", jsonProblem(err))
+		return nil, fmt.Errorf("%s", secretfile.JSONProblem(err))
 	}
 	if len(entries) > maxAccounts {
 		return nil, fmt.Errorf("%d accounts, more than %d", len(entries), maxAccounts)

@@ -10,6 +10,8 @@ import (
 	"unicode"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/brokertoken/brokertoken/internal/secretfile"
 )
 
 // UserInfo is what Tradovate said about a login user when it was last logged in or
@@ -83,7 +85,7 @@ func decodeUserInfo(raw []byte) (*UserInfo, error) {
 	}
 	var info UserInfo
 	if err := decodeObject(raw, &info); err != nil {
-		return nil, errors.New(jsonProblem(err))
+		return nil, errors.New(secretfile.JSONProblem(err))
 	}
 	switch {
 	case info.User == "":

@@ -128,7 +128,7 @@ func parseCredentials(name string, data []byte) (*credentialsFile, error) {
 		if errors.As(err, &typeErr) {
 			return nil, fail("want a JSON array of objects (Tradovate logins, {\"broker\":\"kite\",...} apps), found a JSON %s", typeErr.Value)
 		}
-		return nil, fail("%s", jsonProblem(err))
+		return nil, fail("%s", secretfile.JSONProblem(err))
 	}
 	if dec.More() || dec.InputOffset() < int64(len(bytes.TrimRight(data, " \t\r\n"))) {
 		return nil, fail("unexpected data after the JSON array")
@@ -191,7 +191,7 @@ func entryBroker(entry json.RawMessage) (string, error) {
 		Broker *string `json:"broker"`
 	}
 	if err := json.Unmarshal(entry, &probe); err != nil {
-		return "", errors.New(jsonProblem(err))
+		return "", errors.New(secretfile.JSONProblem(err))
 	}
 	if probe.Broker == nil {
 		return "", nil
@@ -204,7 +204,7 @@ func entryBroker(entry json.RawMessage) (string, error) {
 func parseTradovateEntry(name string, entry json.RawMessage) (tradovate.Credential, error) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(entry, &fields); err != nil {
-		return tradovate.Credential{}, errors.New(jsonProblem(err))
+		return tradovate.Credential{}, errors.New(secretfile.JSONProblem(err))
 	}
 	if _, ok := fields["broker"]; ok {
 		delete(fields, "broker")
@@ -228,7 +228,7 @@ func parseKiteEntry(entry json.RawMessage) (kiteEntry, error) {
 	d := json.NewDecoder(bytes.NewReader(entry))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&k); err != nil {
-		return k, errors.New(jsonProblem(err))
+		return k, errors.New(secretfile.JSONProblem(err))
 	}
 	k.Broker = brokerKite
 	switch {
@@ -248,26 +248,6 @@ func parseKiteEntry(entry json.RawMessage) (kiteEntry, error) {
 		return k, fmt.Errorf("name of Kite app %q: %v", k.APIKey, err)
 	}
 	return k, nil
-}
-
-// jsonProblem describes a decoding error without quoting values from the input (which
-// could be a secret): syntax errors give their offset, type errors the field.
-func jsonProblem(err error) string {
-	var syntax *json.SyntaxError
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syntax):
-		return fmt.Sprintf("invalid JSON at byte %d", syntax.Offset)
-	case errors.As(err, &typeErr):
-		if typeErr.Field != "" {
-			return fmt.Sprintf("field %q must not be a JSON %s", typeErr.Field, typeErr.Value)
-		}
-		return fmt.Sprintf("want a JSON object, found a JSON %s", typeErr.Value)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "unexpected end of JSON"
-	}
-	// Unknown fields ("json: unknown field \"x\"") name only the field.
-	return err.Error()
 }
 
 // clip shortens s to n bytes for an error message, keeping it printable.

@@ -3,6 +3,8 @@
 package secretfile
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -34,4 +36,26 @@ func Read(path string, limit int64) (data []byte, warning string, err error) {
 		warning = fmt.Sprintf("credentials file %s is readable by group or others (mode %04o); run chmod 600 on it", path, perm)
 	}
 	return data, warning, nil
+}
+
+// JSONProblem describes a JSON decoding error of such a file (or of a broker's answer
+// holding a token) without quoting values from the input, which could be secrets:
+// syntax errors give their offset, type errors the field, unknown fields their name.
+func JSONProblem(err error) string {
+	var syntax *json.SyntaxError
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("invalid JSON at byte %d", syntax.Offset)
+	case errors.As(err, &typeErr):
+		if typeErr.Field != "" {
+			return fmt.Sprintf("field %q must not be a JSON %s", typeErr.Field, typeErr.Value)
+		}
+		return fmt.Sprintf("want a JSON object, found a JSON %s", typeErr.Value)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "unexpected end of JSON"
+	}
+	// Unknown fields ("json: unknown field \"x\"") and the decoders' own errors name
+	// only the field.
+	return err.Error()
 }

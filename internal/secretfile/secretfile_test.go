@@ -1,6 +1,7 @@
 package secretfile
 
 import (
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"os"
@@ -42,4 +43,27 @@ func TestRead(t *testing.T) {
 
 	_, _, err = Read(filepath.Join(dir, "missing.json"), 10)
 	assert.True(t, errors.Is(err, fs.ErrNotExist), "%v", err)
+}
+
+func TestJSONProblemQuotesNoValue(t *testing.T) {
+	const secret = "hunter2-secret"
+	decode := func(in string) error {
+		var v struct {
+			Password int `json:"password"`
+		}
+		d := json.NewDecoder(strings.NewReader(in))
+		d.DisallowUnknownFields()
+		return d.Decode(&v)
+	}
+	for in, want := range map[string]string{
+		`{"password": "` + secret + `"}`: `field "password" must not be a JSON string`,
+		`{"password": 1, ` + secret:      "invalid JSON at byte 17",
+		`["` + secret + `"]`:             "want a JSON object, found a JSON array",
+		`{"password": 1, "x": 2}`:        `json: unknown field "x"`,
+		`{"password": `:                  "unexpected end of JSON",
+	} {
+		got := JSONProblem(decode(in))
+		assert.Equal(t, want, got, in)
+		assert.NotContains(t, got, secret)
+	}
 }
