@@ -1,0 +1,206 @@
+package oauthbroker
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// The two records of a user, written together by the scripts in scripts/ and read as
+// "o1:<generation>:<JSON>": the generation outside the JSON, so that a Lua script can
+// compare it without parsing JSON. The generation grows by one with every refresh and
+// every authorization, across authorizations: a compare-and-set on it is what keeps
+// rotation linear.
+//
+//   - the secret, "<Prefix>:secret:{<User>}:oauth", readable by the writer role only:
+//     the refresh token and the newest access token with their expiries.
+//   - the status, "<Prefix>:{<User>}:oauth", readable by every role: everything about
+//     the grant except tokens (see [Status]).
+
+// recordPrefix starts both records; a newer format would use another.
+const recordPrefix = "o1:"
+
+// maxTokenBytes bounds each token a record holds (as tokencache bounds access tokens).
+const maxTokenBytes = 16 << 10
+
+// errRecord says a record cannot be read.
+var errRecord = errors.New("oauthbroker: unreadable record")
+
+// secret is the body of the secret record.
+type secret struct {
+	// Family is the generation of the authorization the tokens descend from.
+	Family int64 `json:"family"`
+	// RefreshToken is the one refresh token the fleet may use next.
+	RefreshToken string `json:"refresh_token"`
+	// RefreshExpiryMS is when RefreshToken expires (Unix ms), 0 when unknown.
+	RefreshExpiryMS int64 `json:"refresh_expiry_ms,omitempty"`
+	// AuthorizedMS is when a human authorized the family (Unix ms).
+	AuthorizedMS int64 `json:"authorized_ms"`
+	// AccessToken is the access token obtained with RefreshToken's predecessor (or the
+	// code), handed to the cache; kept so that a process that died before the cache
+	// stored it does not cost another refresh.
+	AccessToken string `json:"access_token"`
+	// AccessExpiryMS is when AccessToken expires (Unix ms), 0 when unknown.
+	AccessExpiryMS int64 `json:"access_expiry_ms,omitempty"`
+	// ObtainedMS is when AccessToken was obtained (Unix ms).
+	ObtainedMS int64 `json:"obtained_ms"`
+	// Rotations counts the refreshes since the authorization.
+	Rotations int64 `json:"rotations"`
+}
+
+// statusBody is the body of the status record.
+type statusBody struct {
+	Provider        string `json:"provider"`
+	State           State  `json:"state"`
+	Family          int64  `json:"family"`
+	AuthorizedMS    int64  `json:"authorized_ms"`
+	RotatedMS       int64  `json:"rotated_ms,omitempty"`
+	Rotations       int64  `json:"rotations"`
+	RefreshExpiryMS int64  `json:"refresh_expiry_ms,omitempty"`
+	SinceMS         int64  `json:"since_ms,omitempty"`
+	Detail          string `json:"detail,omitempty"`
+}
+
+// encodeRecord returns "o1:<gen>:<json of body>".
+func encodeRecord(gen int64, body any) (string, error) {
+	js, err := json.Marshal(body)
+	if err != nil {
+		return "", err
+	}
+	return recordPrefix + strconv.FormatInt(gen, 10) + ":" + string(js), nil
+}
+
+// splitRecord returns the generation and JSON of a record.
+func splitRecord(raw string) (int64, []byte, error) {
+	rest, ok := strings.CutPrefix(raw, recordPrefix)
+	if !ok {
+		return 0, nil, fmt.Errorf("%w: does not start with %q", errRecord, recordPrefix)
+	}
+	num, js, ok := strings.Cut(rest, ":")
+	if !ok {
+		return 0, nil, fmt.Errorf("%w: no generation", errRecord)
+	}
+	gen, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || gen < 1 || num != strconv.FormatInt(gen, 10) {
+		return 0, nil, fmt.Errorf("%w: bad generation", errRecord)
+	}
+	return gen, []byte(js), nil
+}
+
+// decodeStrict unmarshals js into v, refusing unknown members and trailing data.
+func decodeStrict(js []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", errRecord, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data", errRecord)
+	}
+	return nil
+}
+
+// decodeSecret reads a secret record.
+func decodeSecret(raw string) (int64, *secret, error) {
+	gen, js, err := splitRecord(raw)
+	if err != nil {
+		return 0, nil, err
+	}
+	var s secret
+	if err := decodeStrict(js, &s); err != nil {
+		return 0, nil, err
+	}
+	switch {
+	case !usableToken(s.RefreshToken):
+		return 0, nil, fmt.Errorf("%w: no usable refresh token", errRecord)
+	case s.AccessToken != "" && !usableToken(s.AccessToken):
+		return 0, nil, fmt.Errorf("%w: unusable access token", errRecord)
+	case s.Family < 1 || s.Family > gen || s.Rotations < 0 || s.RefreshExpiryMS < 0 || s.AccessExpiryMS < 0:
+		return 0, nil, fmt.Errorf("%w: inconsistent numbers", errRecord)
+	}
+	return gen, &s, nil
+}
+
+// decodeStatus reads a status record.
+func decodeStatus(raw string) (int64, *statusBody, error) {
+	gen, js, err := splitRecord(raw)
+	if err != nil {
+		return 0, nil, err
+	}
+	var s statusBody
+	if err := decodeStrict(js, &s); err != nil {
+		return 0, nil, err
+	}
+	switch {
+	case s.State != StateActive && s.State != StateRevoked:
+		return 0, nil, fmt.Errorf("%w: unknown state", errRecord)
+	case s.Family < 1 || s.Family > gen || s.Rotations < 0 || s.RefreshExpiryMS < 0:
+		return 0, nil, fmt.Errorf("%w: inconsistent numbers", errRecord)
+	}
+	return gen, &s, nil
+}
+
+// usableToken reports whether s can be stored and sent: non-empty printable ASCII of at
+// most maxTokenBytes (RFC 6749 appendix A: tokens are VSCHAR, %x20-7E).
+func usableToken(s string) bool {
+	if s == "" || len(s) > maxTokenBytes || !utf8.ValidString(s) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// claim is the rotation marker "<Prefix>:{<User>}:oauth:rotation", stored as
+// "<generation>:<deadline ms>:<stale-seen ms>:<owner>" (see scripts/begin.lua).
+type claim struct {
+	gen       int64
+	deadline  time.Time // Redis time until which the owner may be using the refresh token
+	staleSeen time.Time // when a process first found the deadline passed (zero: not yet)
+	owner     string
+}
+
+// parseClaim reads a rotation marker.
+func parseClaim(raw string) (claim, error) {
+	parts := strings.SplitN(raw, ":", 4)
+	if len(parts) != 4 || parts[3] == "" {
+		return claim{}, fmt.Errorf("%w: rotation marker", errRecord)
+	}
+	var n [3]int64
+	for i := range n {
+		v, err := strconv.ParseInt(parts[i], 10, 64)
+		if err != nil || v < 0 {
+			return claim{}, fmt.Errorf("%w: rotation marker", errRecord)
+		}
+		n[i] = v
+	}
+	c := claim{gen: n[0], deadline: time.UnixMilli(n[1]), owner: parts[3]}
+	if n[2] > 0 {
+		c.staleSeen = time.UnixMilli(n[2])
+	}
+	return c, nil
+}
+
+// msTime converts Unix milliseconds to a time, 0 to the zero time.
+func msTime(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+// timeMS converts a time to Unix milliseconds, the zero time to 0.
+func timeMS(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}

@@ -1,0 +1,24 @@
+-- authorize.lua: store the tokens of a human's authorization, a new family replacing
+-- whatever was stored (a revoked grant, an older family), if the newest generation is
+-- still the one the caller read.
+--
+-- KEYS[1]  the secret record   "<Prefix>:secret:{<User>}:oauth"
+-- KEYS[2]  the status record   "<Prefix>:{<User>}:oauth"
+-- KEYS[3]  the rotation marker "<Prefix>:{<User>}:oauth:rotation"
+-- ARGV[1]  the newest generation the caller read (0: none)
+-- ARGV[2]  the new secret record, of generation ARGV[1] + 1
+-- ARGV[3]  the new status record, of generation ARGV[1] + 1
+--
+-- Returns -1 when stored, else the newest generation now (the caller reads again).
+local function gen(v)
+  if not v then return 0 end
+  return tonumber(string.match(v, '^o1:(%d+):') or '0')
+end
+local newest = math.max(gen(redis.call('GET', KEYS[1])), gen(redis.call('GET', KEYS[2])))
+if newest ~= tonumber(ARGV[1]) then
+  return newest
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('DEL', KEYS[3])
+return -1
