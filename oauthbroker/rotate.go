@@ -91,7 +91,7 @@ func (a *Authenticator) Renew(ctx context.Context, user string, current *tokenca
 // permanentError is a failure that trying again soon does not fix.
 type permanentError struct{ error }
 
-func (permanentError) Temporary() bool  { return false }
+func (permanentError) Temporary() bool { return false }
 func (e permanentError) Unwrap() error { return e.error }
 
 // claimed is begin.lua's answer.
