@@ -100,6 +100,7 @@ func (f *fixture) client(t *testing.T) *redis.Client {
 	o := f.redis.Options()
 	o.Addr = f.addr
 	o.MaxRetries = -1
+	o.ContextTimeoutEnabled = true
 	rdb := redis.NewClient(o)
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb
