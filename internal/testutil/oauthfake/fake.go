@@ -217,6 +217,24 @@ func (s *Server) RefreshTokenState(tok string) string {
 	return "valid"
 }
 
+// Secrets returns every code, refresh token and access token the fake issued, for
+// tests that check that none of them is ever shown.
+func (s *Server) Secrets() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for k := range s.codes {
+		out = append(out, k)
+	}
+	for k := range s.refresh {
+		out = append(out, k)
+	}
+	for k := range s.access {
+		out = append(out, k)
+	}
+	return out
+}
+
 // RevokeAll revokes every family, as a user who withdraws the app's access.
 func (s *Server) RevokeAll() {
 	s.mu.Lock()
