@@ -223,3 +223,17 @@ func TestTokenErrorsAreTyped(t *testing.T) {
 	assert.NotContains(t, err.Error(), "wrong-secret-value")
 	assert.NotContains(t, err.Error(), cb.Query().Get("code"))
 }
+
+// Schwab's own answer to a refused refresh token stops the user like invalid_grant.
+func TestSchwabRefusalStopsTheUser(t *testing.T) {
+	f := newFixture(t, fixtureConfig{fake: oauthfake.Options{SchwabRefusals: true}})
+	f.mustAuthorize(t)
+	f.fake.RevokeAll()
+	_, err := f.broker(t, nil).Authenticator().Login(context.Background(), f.opts.User)
+	assert.ErrorIs(t, err, oauthbroker.ErrRevoked)
+	assert.ErrorIs(t, err, oauthbroker.ErrInvalidGrant)
+	var te *oauthbroker.TokenError
+	require.ErrorAs(t, err, &te)
+	assert.Equal(t, "unsupported_token_type", te.Code)
+	assert.Contains(t, te.Description, "Failed refresh token authentication")
+}

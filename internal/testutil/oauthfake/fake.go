@@ -76,6 +76,10 @@ type Options struct {
 	KeepRefreshTokens bool
 	// ReportRefreshExpiry adds refresh_token_expires_in to token answers (default off).
 	ReportRefreshExpiry bool
+	// SchwabRefusals answers a refused refresh token as Schwab does (HTTP 400,
+	// "unsupported_token_type" with "refresh_token_authentication_error" in the
+	// description) instead of the standard invalid_grant.
+	SchwabRefusals bool
 	// CodeTTL is how long a code can be exchanged (default 30 seconds).
 	CodeTTL time.Duration
 	// Now is the fake's clock (default time.Now).
@@ -491,6 +495,11 @@ func (s *Server) refreshGrant(w http.ResponseWriter, c *client, f url.Values) {
 	if problem != "" {
 		s.stats.Refused++
 		s.mu.Unlock()
+		if s.opts.SchwabRefusals {
+			oauthError(w, http.StatusBadRequest, "unsupported_token_type",
+				`400 Bad Request: "{\"error_description\":\"Exception while authenticating refresh token [tokenDigest=fake], Exception=Failed refresh token authentication [tokenDigest=fake]]\",\"error\":\"refresh_token_authentication_error\"}"`)
+			return
+		}
 		oauthError(w, http.StatusBadRequest, "invalid_grant", problem)
 		return
 	}
