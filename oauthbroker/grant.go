@@ -158,6 +158,9 @@ func (b *Broker) tokenError(grantType string, err error, sent string) (*TokenErr
 		if te.StatusCode == 0 {
 			te.StatusCode = 200 // an error member in a 2xx answer
 		}
+		if te.StatusCode >= 500 {
+			return te, unknown // a server that failed may have failed after rotating
+		}
 		return te, answered
 	}
 	var ue *url.Error

@@ -30,8 +30,9 @@ import (
 //     - the grant refused (invalid_grant): revoke.lua deletes the dead refresh token
 //       of G and marks the status revoked; the process whose call did that alerts,
 //       once for the fleet. Every later attempt fails at step 1 without a request.
-//     - another error answer: nothing was rotated; release.lua deletes the marker.
-//     - no answer (timeout, connection lost, unreadable body): the provider may have
+//     - another error answer below HTTP 500: nothing was rotated; release.lua deletes
+//       the marker.
+//     - no answer (timeout, connection lost, unreadable body, HTTP 5xx): the provider may have
 //       rotated. The marker stays as the record of an interrupted refresh; after its
 //       deadline and the takeover delay the next process sends G's refresh token
 //       again: a lenient provider answers, a strict one refuses it as reused
