@@ -237,3 +237,16 @@ func TestSchwabRefusalStopsTheUser(t *testing.T) {
 	assert.Equal(t, "unsupported_token_type", te.Code)
 	assert.Contains(t, te.Description, "Failed refresh token authentication")
 }
+
+// With Provider.PKCE, the authorization URL carries an S256 challenge and the exchange
+// its verifier (kept in the state, writer only); the strict fake checks them.
+func TestPKCE(t *testing.T) {
+	f := newFixture(t, fixtureConfig{broker: func(o *oauthbroker.Options) { o.Provider.PKCE = true }})
+	link, err := f.b.LoginURL(context.Background())
+	require.NoError(t, err)
+	q := mustQuery(t, link)
+	assert.Equal(t, "S256", q.Get("code_challenge_method"))
+	assert.Len(t, q.Get("code_challenge"), 43)
+	f.mustAuthorize(t)
+	assert.Equal(t, 1, f.fake.Stats().Exchanges)
+}
