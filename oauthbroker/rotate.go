@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"time"
 
+	"github.com/brokertoken/brokertoken/internal/backoff"
 	"github.com/brokertoken/brokertoken/tokencache"
 )
 
@@ -343,7 +343,7 @@ func (b *Broker) commit(ctx context.Context, pc *pendingCommit) (*tokencache.Tok
 			b.opts.Logger.Warn("oauthbroker: storing the rotated refresh token failed; retrying until Redis takes it",
 				"user", b.opts.User, "generation", pc.base, "err", err)
 		}
-		wait := jittered(attempt, 20*time.Millisecond, retryMax)
+		wait := backoff.Jittered(attempt, 20*time.Millisecond, retryMax)
 		t := time.NewTimer(wait)
 		if graceEnd.IsZero() {
 			select {
@@ -434,16 +434,4 @@ func (b *Broker) loginRequired(ctx context.Context, statusRaw string) error {
 	lre.URL, _ = b.loginLink(ctx)
 	b.opts.Logger.Warn("oauthbroker: a human must authorize the app", "user", b.opts.User, "url", lre.URL, "reason", lre.Reason)
 	return lre
-}
-
-// jittered is the wait before retry n: base doubled n-1 times, capped at limit, then a
-// random value between half of that and all of it.
-func jittered(n int, base, limit time.Duration) time.Duration {
-	limit = max(limit, base)
-	d := base
-	for i := 1; i < n && d < limit; i++ {
-		d *= 2
-	}
-	d = min(d, limit)
-	return d/2 + rand.N(d/2+1)
 }
