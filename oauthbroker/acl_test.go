@@ -53,8 +53,8 @@ func TestACLRoles(t *testing.T) {
 	tok, err := wb.Authenticator().Login(ctx, f.opts.User)
 	require.NoError(t, err, "the writer refreshes")
 	assert.NotEmpty(t, tok.AccessToken)
-	_, err = wb.ExpiryAlerts(ctx)
-	require.NoError(t, err)
+	_, err = wb.Alerts(ctx)
+	require.NoError(t, err, "the writer claims alerts")
 	link, err := wb.LoginURL(ctx)
 	require.NoError(t, err)
 	state := mustQuery(t, link).Get("state")
@@ -84,6 +84,16 @@ func TestACLRoles(t *testing.T) {
 	st, err = oauthbroker.ReadStatus(ctx, reader, f.redis.Prefix, f.opts.User)
 	require.NoError(t, err)
 	assert.Equal(t, oauthbroker.StateRevoked, st.State)
+	alerts, err := wb.Alerts(ctx)
+	require.NoError(t, err)
+	require.Len(t, alerts, 1)
+	assert.Equal(t, oauthbroker.AlertRevoked, alerts[0].Kind)
+	ok, err := wb.Ack(ctx, alerts[0])
+	require.NoError(t, err, "the writer acknowledges alerts")
+	assert.True(t, ok)
+	refusedKey := secretKey + ":refused"
+	assert.NotEmpty(t, writer.Get(ctx, refusedKey).Val(), "the writer reads the refused refresh token")
+	require.ErrorContains(t, reader.Get(ctx, refusedKey).Err(), "NOPERM", "a reader does not")
 }
 
 func mustQuery(t *testing.T, link string) url.Values {

@@ -37,7 +37,7 @@ func TestExpiryAlertsFireOnceEachAcrossProcesses(t *testing.T) {
 	assert.Equal(t, map[string]int{"3s": 1, "1.5s": 1}, got)
 
 	// Past the expiry, nothing is due; the next refresh fails and alerts once.
-	alerts, err := f.b.ExpiryAlerts(context.Background())
+	alerts, err := f.b.Alerts(context.Background())
 	require.NoError(t, err)
 	assert.Empty(t, alerts)
 	_, err = f.broker(t, nil).Authenticator().Login(context.Background(), f.opts.User)

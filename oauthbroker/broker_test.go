@@ -3,6 +3,7 @@ package oauthbroker_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -62,7 +63,7 @@ func TestAuthorizeThenRefreshes(t *testing.T) {
 
 func TestRedirectStateIsSingleUse(t *testing.T) {
 	f := newFixture(t, fixtureConfig{})
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	noFollow := browser(t, false)
 	resp, err := noFollow.Get(f.web.URL + "/login")
 	require.NoError(t, err)
 	resp.Body.Close()
@@ -79,7 +80,7 @@ func TestRedirectStateIsSingleUse(t *testing.T) {
 	resp.Body.Close()
 	callback := resp.Header.Get("Location")
 	get := func(u string) (int, string) {
-		resp, err := http.Get(u)
+		resp, err := noFollow.Get(u)
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		var b strings.Builder
@@ -105,6 +106,46 @@ func TestRedirectStateIsSingleUse(t *testing.T) {
 	status, page = get(f.web.URL + "/callback?error=access_denied&state=" + u.Query().Get("state"))
 	assert.Equal(t, http.StatusBadRequest, status)
 	assert.Contains(t, page, "access_denied")
+}
+
+// A login started by LoginHandler completes only in the browser that started it (its
+// SameSite=Lax cookie): a leaked redirect replayed elsewhere stores nothing, and the
+// state stays usable by its browser.
+func TestRedirectIsBoundToTheBrowser(t *testing.T) {
+	f := newFixture(t, fixtureConfig{})
+	human, other := browser(t, false), browser(t, false)
+	resp, err := human.Get(f.web.URL + "/login")
+	require.NoError(t, err)
+	resp.Body.Close()
+	var cookie *http.Cookie
+	for _, c := range resp.Cookies() {
+		cookie = c
+	}
+	require.NotNil(t, cookie, "the login sets a binding cookie")
+	assert.True(t, cookie.HttpOnly)
+	assert.Equal(t, http.SameSiteLaxMode, cookie.SameSite)
+	assert.Equal(t, "/callback", cookie.Path)
+	resp, err = human.Get(resp.Header.Get("Location"))
+	require.NoError(t, err)
+	resp.Body.Close()
+	callback := resp.Header.Get("Location")
+	require.Contains(t, callback, "code=")
+
+	resp, err = other.Get(callback)
+	require.NoError(t, err)
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	assert.Contains(t, string(page), "started in another browser")
+	assert.Zero(t, f.fake.Stats().Exchanges, "nothing exchanged for the other browser")
+
+	resp, err = human.Get(callback)
+	require.NoError(t, err)
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(page))
+	assert.Equal(t, 1, f.fake.Stats().Exchanges)
+	assert.NotContains(t, resp.Header.Get("Set-Cookie"), cookie.Value, "the cookie is cleared")
 }
 
 func io_copy(b *strings.Builder, resp *http.Response) (int64, error) {

@@ -32,11 +32,28 @@ var (
 	// ErrUnavailable matches a [*TokenError] for a provider that could not be reached,
 	// or answered HTTP 5xx or 429: trying again later may work.
 	ErrUnavailable = errors.New("oauthbroker: provider unavailable")
+	// ErrLost is the reason of a [*LoginRequiredError] when Redis no longer holds the
+	// refresh token of a grant it held (it lost its data, or evicted the key; see the
+	// README on persistence and maxmemory-policy). Only a human can help, unless the
+	// process holding a rotation of that grant stores it.
+	ErrLost = errors.New("oauthbroker: refresh token lost by Redis")
+	// ErrInvalidClient matches a [*TokenError] whose error code is "invalid_client": the
+	// provider refused the app's credentials (a wrong or rotated ClientID or
+	// ClientSecret). It is not Temporary, nothing was rotated, and only an operator
+	// fixing the app's configuration helps; the refresh token stays usable.
+	ErrInvalidClient = errors.New("oauthbroker: invalid_client")
 	// ErrRotationLost means the provider answered a refresh but the answer could not be
-	// used or stored (an unreadable body, a Redis outage longer than
-	// [Options.CommitGrace]). The refresh token it held is then lost; the next refresh
-	// uses the previous one, which a strict provider refuses.
+	// used (an unreadable body) or stored (Redis still away when [Broker.Close] gave
+	// up after [Options.CommitGrace]). The refresh token it held is then lost; the next
+	// refresh uses the previous one, which a strict provider refuses.
 	ErrRotationLost = errors.New("oauthbroker: rotated tokens lost")
+	// ErrRotationPending means the provider rotated the refresh token and Redis has not
+	// taken the new one yet: the Broker holds it and stores it in the background until
+	// Redis takes it (or a newer grant supersedes it), and refreshes nothing meanwhile.
+	// It is temporary.
+	ErrRotationPending = errors.New("oauthbroker: rotated refresh token not stored yet")
+	// ErrClosed is returned by the [Authenticator] of a closed [Broker].
+	ErrClosed = errors.New("oauthbroker: broker closed")
 	// ErrRotationInFlight means another process is using the refresh token right now
 	// (or was, and died): this one waits rather than reuse it. It is temporary.
 	ErrRotationInFlight = errors.New("oauthbroker: another process is rotating the refresh token")
@@ -85,11 +102,14 @@ func (e *TokenError) Error() string {
 }
 
 // Is reports whether target is [ErrInvalidGrant] and the provider refused the grant,
-// or [ErrUnavailable] and the failure is the provider's or the network's.
+// [ErrInvalidClient] and it refused the app's credentials, or [ErrUnavailable] and the
+// failure is the provider's or the network's.
 func (e *TokenError) Is(target error) bool {
 	switch target {
 	case ErrInvalidGrant:
 		return e.refused
+	case ErrInvalidClient:
+		return e.Code == "invalid_client"
 	case ErrUnavailable:
 		return e.unavailable()
 	}
@@ -117,18 +137,22 @@ func (e *TokenError) unavailable() bool {
 type LoginRequiredError struct {
 	// User is the cache user without a usable refresh token.
 	User string
-	// Reason is [ErrNotAuthorized] or [ErrRevoked].
+	// Reason is [ErrNotAuthorized], [ErrRevoked] or [ErrLost].
 	Reason error
 	// URL is where a human authorizes the app: [Options.StartURL], or a newly minted
-	// authorization URL valid for [Options.StateTTL]; "" when none could be made.
+	// authorization URL valid for [Options.StateTTL]; "" when none could be made. A
+	// minted URL carries a login state, so Error shows it only when it is StartURL.
 	URL string
-	// Since is when the provider refused the refresh token (zero when not revoked).
+	// Since is when the provider refused the refresh token, or when the loss was
+	// noticed (zero otherwise).
 	Since time.Time
 	// Detail says why, as stored for every process (for example the provider's error,
 	// or that a rotation was interrupted before its answer was stored).
 	Detail string
 	// Cause is the provider's refusal when this process received it, or nil.
 	Cause error
+
+	urlHasState bool // URL is a minted authorization URL: kept out of Error and logs
 }
 
 // Error says that a human must authorize the app, why, and where.
@@ -136,6 +160,11 @@ func (e *LoginRequiredError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "oauthbroker: a human must authorize the app for %s", e.User)
 	switch {
+	case errors.Is(e.Reason, ErrLost):
+		b.WriteString(": Redis lost the refresh token")
+		if !e.Since.IsZero() {
+			fmt.Fprintf(&b, " (noticed at %s)", e.Since.UTC().Format(time.RFC3339))
+		}
 	case errors.Is(e.Reason, ErrRevoked):
 		b.WriteString(": the provider refused the refresh token")
 		if !e.Since.IsZero() {
@@ -147,7 +176,7 @@ func (e *LoginRequiredError) Error() string {
 	if e.Detail != "" {
 		fmt.Fprintf(&b, " (%s)", e.Detail)
 	}
-	if e.URL != "" {
+	if e.URL != "" && !e.urlHasState {
 		fmt.Fprintf(&b, "; open %s", e.URL)
 	}
 	return b.String()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"time"
 
@@ -47,6 +48,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer b.Close() // after the cache: stores a rotation Redis has not taken yet
 	cache, err := tokencache.New(tokencache.Options{Redis: rdb, Authenticator: b.Authenticator()})
 	if err != nil {
 		log.Fatal(err)
@@ -59,7 +61,9 @@ func Example() {
 	_, err = cache.Token(ctx, "schwab-main")
 	fmt.Println("before:", errors.Is(err, oauthbroker.ErrLoginRequired))
 
-	resp, err := http.Get(web.URL + "/schwab/login") // the human, in a browser
+	jar, _ := cookiejar.New(nil)
+	human := &http.Client{Jar: jar}                   // a browser keeps cookies
+	resp, err := human.Get(web.URL + "/schwab/login") // the human, in a browser
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -99,6 +103,7 @@ func ExampleBroker_Authenticator() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer b.Close()
 	writer, _ := tokencache.New(tokencache.Options{Redis: rdb, Authenticator: b.Authenticator()})
 	defer writer.Close()
 	_, err = writer.Token(context.Background(), "schwab-main")
@@ -119,28 +124,33 @@ func ExampleReadStatus() {
 	switch st.State {
 	case oauthbroker.StateActive:
 		fmt.Printf("refresh token expires in %s (%d refreshes)\n", time.Until(st.RefreshExpiry).Round(time.Minute), st.Rotations)
-	case oauthbroker.StateRevoked:
-		fmt.Printf("stopped since %s: %s\n", st.RevokedAt, st.Detail)
+	case oauthbroker.StateRevoked, oauthbroker.StateLost:
+		fmt.Printf("%s since %s: %s\n", st.State, st.RevokedAt, st.Detail)
 	case oauthbroker.StateMissing:
 		fmt.Println("never authorized")
 	}
 }
 
-// A daemon asks every minute which expiry alerts fell due; each is returned once for
-// the whole fleet.
-func ExampleBroker_ExpiryAlerts() {
+// A daemon asks every minute which alerts are due (refused or lost refresh token,
+// refused app credentials, expiry coming), sends each and acknowledges it: each is
+// delivered at least once for the whole fleet, and again only if its sender died
+// before acknowledging it.
+func ExampleBroker_Alerts() {
 	var b *oauthbroker.Broker // from oauthbroker.New
 	ctx := context.Background()
 	tick := time.NewTicker(time.Minute)
 	defer tick.Stop()
 	for range tick.C {
-		alerts, err := b.ExpiryAlerts(ctx)
+		alerts, err := b.Alerts(ctx)
 		if err != nil {
 			log.Print(err)
 			continue
 		}
 		for _, a := range alerts {
-			log.Print("ALERT ", a) // e.g. to a webhook
+			log.Print("ALERT ", a) // e.g. to a webhook; acknowledge once it is sent
+			if _, err := b.Ack(ctx, a); err != nil {
+				log.Print(err)
+			}
 		}
 	}
 }

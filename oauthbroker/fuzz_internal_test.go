@@ -14,30 +14,31 @@ import (
 // keeps its invariants. Seed corpora live in testdata/fuzz/<target>.
 
 func FuzzDecodeRecords(f *testing.F) {
-	f.Add(`o1:3:{"family":1,"refresh_token":"rt-abcdef0123456789","refresh_expiry_ms":1790000000000,"authorized_ms":1780000000000,"access_token":"at-0123456789abcdef","access_expiry_ms":1780000001800,"obtained_ms":1780000000000,"rotations":2}`)
-	f.Add(`o1:2:{"provider":"schwab","state":"revoked","family":1,"authorized_ms":1,"rotations":1,"since_ms":5,"detail":"x"}`)
-	f.Add(`o1:01:{}`)
+	f.Add(`o1:3:0123456789abcdef:{"family":1,"refresh_token":"rt-abcdef0123456789","refresh_expiry_ms":1790000000000,"authorized_ms":1780000000000,"access_token":"at-0123456789abcdef","access_expiry_ms":1780000001800,"obtained_ms":1780000000000,"rotations":2}`)
+	f.Add(`o1:2:0123456789abcdef:{"provider":"schwab","state":"lost","family":1,"authorized_ms":1,"rotations":1,"since_ms":5,"detail":"x"}`)
+	f.Add(`o1:01:0123456789abcdef:{}`)
+	f.Add(`o1:1:0123456789ABCDEF:{}`)
 	f.Add(`o1:9999999999999999999999:{}`)
 	f.Add(`o2:1:{}`)
 	f.Fuzz(func(t *testing.T, raw string) {
-		if gen, s, err := decodeSecret(raw); err == nil {
-			if gen < 1 || !usableToken(s.RefreshToken) || s.Family > gen || leadingGen(raw) != gen {
-				t.Fatalf("accepted an inconsistent secret: gen %d %+v", gen, s)
+		if h, s, err := decodeSecret(raw); err == nil {
+			if h.gen < 1 || !validGrantID(h.grant) || !usableToken(s.RefreshToken) || s.Family > h.gen || leadingGen(raw) != h.gen {
+				t.Fatalf("accepted an inconsistent secret: %+v %+v", h, s)
 			}
-			again, err := encodeRecord(gen, s)
+			again, err := encodeRecord(h, s)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if g2, s2, err := decodeSecret(again); err != nil || g2 != gen || *s2 != *s {
-				t.Fatalf("round trip: %v %d %+v", err, g2, s2)
+			if h2, s2, err := decodeSecret(again); err != nil || h2 != h || *s2 != *s {
+				t.Fatalf("round trip: %v %+v %+v", err, h2, s2)
 			}
 		}
-		if gen, s, err := decodeStatus(raw); err == nil {
-			if s.State != StateActive && s.State != StateRevoked || leadingGen(raw) != gen {
+		if h, s, err := decodeStatus(raw); err == nil {
+			if s.State != StateActive && s.State != StateRevoked && s.State != StateLost || leadingGen(raw) != h.gen || !validGrantID(h.grant) {
 				t.Fatalf("accepted a bad status: %+v", s)
 			}
-			again, _ := encodeRecord(gen, s)
-			if g2, s2, err := decodeStatus(again); err != nil || g2 != gen || *s2 != *s {
+			again, _ := encodeRecord(h, s)
+			if h2, s2, err := decodeStatus(again); err != nil || h2 != h || *s2 != *s {
 				t.Fatalf("round trip: %v", err)
 			}
 		}
@@ -94,9 +95,9 @@ func FuzzTokenAnswer(f *testing.F) {
 }
 
 func FuzzLoginState(f *testing.F) {
-	f.Add("0123456789abcdef0123456789abcdef", `{"user":"schwab-main","verifier":"`+strings.Repeat("v", 43)+`"}`)
-	f.Add("0123456789ABCDEF0123456789abcdef", `{"user":"a:b"}`)
-	f.Add("", `{"user":"u","extra":1}`)
+	f.Add("0123456789abcdef0123456789abcdef", `s1::{"user":"schwab-main","verifier":"`+strings.Repeat("v", 43)+`"}`)
+	f.Add("0123456789ABCDEF0123456789abcdef", `s1:`+strings.Repeat("ab", 32)+`:{"user":"a:b"}`)
+	f.Add("", `s1:zz:{"user":"u","extra":1}`)
 	f.Fuzz(func(t *testing.T, state, raw string) {
 		if validState(state) && (len(state) != 32 || strings.ContainsAny(state, ":{}*? ")) {
 			t.Fatalf("unsafe state accepted: %q", state)
@@ -115,16 +116,17 @@ func FuzzLoginState(f *testing.F) {
 }
 
 func FuzzParseClaim(f *testing.F) {
-	f.Add("3:1780000000000:0:host/123/abcdef")
-	f.Add("3:1780000000000:1780000000500:host:with:colons")
-	f.Add("3:x:0:o")
-	f.Add("-1:1:1:")
+	f.Add("3:0123456789abcdef:1780000000000:0:host/123/abcdef")
+	f.Add("3:0123456789abcdef:1780000000000:1780000000500:host:with:colons")
+	f.Add("3:0123456789abcdef:x:0:o")
+	f.Add("-1:0123456789abcdef:1:1:")
+	f.Add("3:nothex:1:1:o")
 	f.Fuzz(func(t *testing.T, raw string) {
 		c, err := parseClaim(raw)
 		if err != nil {
 			return
 		}
-		if c.owner == "" || c.gen < 0 || c.deadline.Before(time.UnixMilli(0)) {
+		if c.owner == "" || c.gen < 0 || !validGrantID(c.grant) || c.deadline.Before(time.UnixMilli(0)) {
 			t.Fatalf("bad claim accepted: %+v", c)
 		}
 	})

@@ -2,10 +2,15 @@ package oauthbroker
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 )
 
@@ -13,8 +18,15 @@ import (
 const completeTimeout = 30 * time.Second
 
 // LoginHandler returns an http.Handler that sends the browser (HTTP 302) to a newly
-// minted authorization URL ([Broker.LoginURL]). Mount it where [Options.StartURL]
-// points, so the URL shown to humans never expires. It answers GET only.
+// minted authorization URL. Mount it where [Options.StartURL] points, so the URL shown
+// to humans never expires. It answers GET only.
+//
+// The state is bound to the browser: the handler sets a random, HttpOnly,
+// SameSite=Lax cookie (Secure when the redirect URL is https, path the redirect URL's)
+// and [Broker.RedirectHandler] completes the authorization only for the browser that
+// presents it, so a login URL that leaks (a log, a shared screen) cannot be completed
+// elsewhere to slip another account's grant in. Serve both handlers on the host of
+// [Options.RedirectURL].
 //
 // Anyone who can reach it can start an authorization, and anyone who can log in to the
 // provider can complete one: serve it behind your operators' authentication.
@@ -26,14 +38,25 @@ func (b *Broker) LoginHandler() http.Handler {
 				Message: "Open this address in a browser."})
 			return
 		}
-		link, err := b.LoginURL(r.Context())
+		nonce := make([]byte, 32)
+		_, _ = rand.Read(nonce)
+		cookie := hex.EncodeToString(nonce)
+		link, err := b.mintURL(r.Context(), bindingOf(cookie))
 		if err != nil {
 			b.opts.Logger.Error("oauthbroker: cannot start an authorization", "user", b.opts.User, "err", err)
 			render(w, b.opts.Logger, page{Status: http.StatusServiceUnavailable, Title: "Cannot start the authorization",
 				Message: "The login state could not be stored in Redis. Try again in a moment.", Detail: err.Error()})
 			return
 		}
+		state := ""
+		if u, err := url.Parse(link); err == nil {
+			state = u.Query().Get("state")
+		}
+		http.SetCookie(w, &http.Cookie{Name: cookieName(state), Value: cookie, Path: b.cookiePath(),
+			MaxAge: int(b.opts.StateTTL / time.Second), HttpOnly: true, SameSite: http.SameSiteLaxMode,
+			Secure: strings.HasPrefix(b.opts.RedirectURL, "https:")})
 		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Referrer-Policy", "no-referrer")
 		http.Redirect(w, r, link, http.StatusFound)
 	})
 }
@@ -80,16 +103,30 @@ func RedirectHandler(store Store, brokers ...*Broker) http.Handler {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), completeTimeout)
 		defer cancel()
 		q := r.URL.Query()
-		ls, err := consumeState(ctx, first.opts.Redis, first.opts.Prefix, q.Get("state"))
+		state, binding := q.Get("state"), ""
+		if c, err := r.Cookie(cookieName(state)); err == nil && validHex(c.Value, 64) {
+			binding = bindingOf(c.Value)
+		}
+		ls, mismatch, err := consumeState(ctx, first.opts.Redis, first.opts.Prefix, state, binding, true)
 		if err != nil {
 			first.opts.Logger.Error("oauthbroker: cannot check a login state", "err", err)
 			render(w, first.opts.Logger, page{Status: http.StatusServiceUnavailable, Title: "Cannot check this authorization",
 				Message: "The login state could not be read from Redis, so nothing was stored. Try again in a moment.", Detail: err.Error()})
 			return
 		}
+		if mismatch {
+			first.opts.Logger.Warn("oauthbroker: redirect from a browser that did not start the authorization", "remote", r.RemoteAddr)
+			render(w, first.opts.Logger, page{Status: http.StatusBadRequest, Title: "This authorization was started in another browser",
+				Message: "For safety, an authorization completes only in the browser that started it. Nothing was changed: start again here."})
+			return
+		}
 		var b *Broker
 		if ls != nil {
 			b = byUser[ls.User]
+		}
+		if b != nil {
+			http.SetCookie(w, &http.Cookie{Name: cookieName(state), Value: "", Path: b.cookiePath(), MaxAge: -1, HttpOnly: true,
+				SameSite: http.SameSiteLaxMode, Secure: strings.HasPrefix(b.opts.RedirectURL, "https:")})
 		}
 		if b == nil {
 			first.opts.Logger.Warn("oauthbroker: redirect with an unknown, expired or used state", "remote", r.RemoteAddr)
@@ -135,10 +172,38 @@ func (b *Broker) completePage(ctx context.Context, store Store, ls *loginState, 
 
 // retryPage adds a new authorization link to p.
 func (b *Broker) retryPage(ctx context.Context, p page) page {
-	if link, err := b.loginLink(ctx); err == nil {
-		p.Again = link
-	}
+	p.Again = b.retryLink(ctx)
 	return p
+}
+
+// cookieName names the cookie that binds state to its browser (one per login, so
+// that two logins in one browser do not clash).
+func cookieName(state string) string {
+	if len(state) > 16 {
+		state = state[:16]
+	}
+	return "oauthbroker-" + state
+}
+
+// bindingOf is what a state stores of its browser's cookie.
+func bindingOf(cookie string) string {
+	sum := sha256.Sum256([]byte(cookie))
+	return hex.EncodeToString(sum[:])
+}
+
+// cookiePath is the redirect URL's path, where the binding cookie must be sent.
+func (b *Broker) cookiePath() string {
+	if u, err := url.Parse(b.opts.RedirectURL); err == nil && u.Path != "" {
+		return u.Path
+	}
+	return "/"
+}
+
+// retryLink is the link a failure page offers: StartURL (binding a new state to this
+// browser), else an unbound authorization URL.
+func (b *Broker) retryLink(ctx context.Context) string {
+	link, _ := b.loginLink(ctx)
+	return link
 }
 
 // page is what the handlers show the human.

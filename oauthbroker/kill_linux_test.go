@@ -92,6 +92,10 @@ func TestKilledAfterTheProviderRotatedFailsTypedWithOneAlert(t *testing.T) {
 	assert.Equal(t, oauthbroker.StateRevoked, st.State)
 	assert.Contains(t, st.Detail, "an earlier refresh with this refresh token")
 	assert.Contains(t, st.Detail, "invalid_grant")
+	polled, err := f.b.Alerts(context.Background())
+	require.NoError(t, err)
+	require.Len(t, polled, 1, "one polled alert for the fleet")
+	assert.Equal(t, oauthbroker.AlertRevoked, polled[0].Kind)
 
 	// The family's access tokens died with it: a service meets a 401 and reports it.
 	ctx := context.Background()
@@ -110,8 +114,8 @@ func TestKilledAfterTheProviderRotatedFailsTypedWithOneAlert(t *testing.T) {
 }
 
 // A refresher killed after storing the rotation, before returning the access token to
-// its cache: the next process finds the newer access token beside the refresh token and
-// serves it without a request; the fleet goes on.
+// its cache: the next process refreshes with the stored (rotated) refresh token; the
+// fleet goes on, and the dead process's access token is never served as new.
 func TestKilledAfterStoringTheFleetGoesOn(t *testing.T) {
 	f := newFixture(t, fixtureConfig{broker: func(o *oauthbroker.Options) { o.RequestTimeout = time.Second }})
 	ctx := context.Background()
@@ -121,6 +125,8 @@ func TestKilledAfterStoringTheFleetGoesOn(t *testing.T) {
 	f.killAt(t, "committed")
 	refreshes := f.fake.Stats().Refreshes
 	require.Equal(t, 1, refreshes)
+	orphan := accessTokenIn(f.secret(t))
+	require.NotEmpty(t, orphan)
 
 	st, err := f.cache.Status(ctx, f.opts.User)
 	require.NoError(t, err)
@@ -128,7 +134,8 @@ func TestKilledAfterStoringTheFleetGoesOn(t *testing.T) {
 	tok, err := f.broker(t, nil).Authenticator().Renew(ctx, f.opts.User, st.Token)
 	require.NoError(t, err)
 	assert.NotEqual(t, old.AccessToken, tok.AccessToken)
-	assert.Equal(t, refreshes, f.fake.Stats().Refreshes, "served from Redis, no request")
+	assert.NotEqual(t, orphan, tok.AccessToken, "the dead process's token is not served again as new")
+	assert.Equal(t, refreshes+1, f.fake.Stats().Refreshes, "refreshed with the rotated refresh token")
 	assert.True(t, apiAccepts(ctx, f.fake.URL(), tok.AccessToken))
 	results, _ := f.successors(t, 1)
 	assert.True(t, strings.HasPrefix(results[0], "RESULT ok"), results[0])

@@ -28,8 +28,11 @@ type loginState struct {
 
 // validState reports whether s has the shape of a state this package mints, so that
 // nothing else is ever used in a Redis key.
-func validState(s string) bool {
-	if len(s) != 2*stateBytes {
+func validState(s string) bool { return validHex(s, 2*stateBytes) }
+
+// validHex reports whether s is n lower-case hex digits.
+func validHex(s string, n int) bool {
+	if len(s) != n {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -40,10 +43,22 @@ func validState(s string) bool {
 	return true
 }
 
+// stateFormat starts a stored state's value: "s1:<binding>:<JSON of loginState>", the
+// binding being the hex SHA-256 of the browser cookie that started it ("" unbound).
+const stateFormat = "s1:"
+
 // parseLoginState reads a stored state's value.
 func parseLoginState(raw string) (*loginState, error) {
+	rest, ok := strings.CutPrefix(raw, stateFormat)
+	if !ok {
+		return nil, fmt.Errorf("%w: login state format", errRecord)
+	}
+	binding, js, ok := strings.Cut(rest, ":")
+	if !ok || (binding != "" && !validHex(binding, 64)) {
+		return nil, fmt.Errorf("%w: login state binding", errRecord)
+	}
 	var ls loginState
-	if err := decodeStrict([]byte(raw), &ls); err != nil {
+	if err := decodeStrict([]byte(js), &ls); err != nil {
 		return nil, err
 	}
 	if err := tokencache.CheckName(ls.User); err != nil {
@@ -61,9 +76,16 @@ func parseLoginState(raw string) (*loginState, error) {
 //	https://api.schwabapi.com/v1/oauth/authorize?client_id=KEY&redirect_uri=...&response_type=code&state=...
 //
 // The provider hands the state back to the redirect URL, where
-// [Broker.RedirectHandler] (or [Broker.Complete]) consumes it. Errors wrap
-// [tokencache.ErrRedisUnavailable] when the state could not be stored.
+// [Broker.RedirectHandler] (or [Broker.Complete]) consumes it. A state minted here is
+// not bound to a browser: prefer [Broker.LoginHandler], whose states only the browser
+// that started them can complete. Errors wrap [tokencache.ErrRedisUnavailable] when
+// the state could not be stored.
 func (b *Broker) LoginURL(ctx context.Context) (string, error) {
+	return b.mintURL(ctx, "")
+}
+
+// mintURL stores a new state bound to binding ("" none) and returns its URL.
+func (b *Broker) mintURL(ctx context.Context, binding string) (string, error) {
 	raw := make([]byte, stateBytes)
 	if _, err := rand.Read(raw); err != nil {
 		return "", fmt.Errorf("oauthbroker: making a login state: %w", err)
@@ -76,7 +98,7 @@ func (b *Broker) LoginURL(ctx context.Context) (string, error) {
 		opts = append(opts, oauth2.S256ChallengeOption(ls.Verifier))
 	}
 	js, _ := json.Marshal(ls)
-	ok, err := b.opts.Redis.SetNX(ctx, b.stateKey(state), js, b.opts.StateTTL).Result()
+	ok, err := b.opts.Redis.SetNX(ctx, b.stateKey(state), stateFormat+binding+":"+string(js), b.opts.StateTTL).Result()
 	if err != nil {
 		return "", redisErr("store a login state", err)
 	}
@@ -87,34 +109,65 @@ func (b *Broker) LoginURL(ctx context.Context) (string, error) {
 }
 
 // loginLink is the URL to show a human who must authorize: StartURL when configured,
-// else a freshly minted authorization URL ("" if Redis refused it, with the error).
-func (b *Broker) loginLink(ctx context.Context) (string, error) {
+// else a freshly minted authorization URL ("" if Redis refused it). hasState says
+// that it carries a login state: it may then go to the human, never into a log or an
+// error message.
+func (b *Broker) loginLink(ctx context.Context) (link string, hasState bool) {
 	if b.opts.StartURL != "" {
-		return b.opts.StartURL, nil
+		return b.opts.StartURL, false
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	return b.LoginURL(ctx)
+	link, err := b.LoginURL(ctx)
+	if err != nil {
+		return "", false
+	}
+	return link, true
+}
+
+// linkFor sets lre's URL.
+func (b *Broker) linkFor(ctx context.Context, lre *LoginRequiredError) {
+	lre.URL, lre.urlHasState = b.loginLink(ctx)
+}
+
+// logLink is what a log line may say of lre's URL.
+func (b *Broker) logLink(lre *LoginRequiredError) string {
+	switch {
+	case lre.URL == "":
+		return "none (set Options.StartURL)"
+	case lre.urlHasState:
+		return "minted (in the error's URL; set Options.StartURL for a stable one)"
+	}
+	return lre.URL
 }
 
 // consumeState returns what state stands for, once: nil when it is unknown, expired or
-// was used.
-func consumeState(ctx context.Context, rdb redis.UniversalClient, prefix, state string) (*loginState, error) {
+// was used. When bound is true, a state bound to a browser is consumed only when
+// binding (the hex SHA-256 of the request's cookie, "" none) matches: mismatch
+// reports that it did not, and the state stays for its own browser.
+func consumeState(ctx context.Context, rdb redis.UniversalClient, prefix, state, binding string, bound bool) (ls *loginState, mismatch bool, err error) {
 	if !validState(state) {
-		return nil, nil
+		return nil, false, nil
 	}
-	raw, err := consumeStateScript.Run(ctx, rdb, []string{prefix + ":oauth:state:" + state}).Text()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return nil, nil
-	case err != nil:
-		return nil, redisErr("check a login state", err)
+	require := "0"
+	if bound {
+		require = "1"
 	}
-	ls, err := parseLoginState(raw)
+	res, err := consumeStateScript.Run(ctx, rdb, []string{prefix + ":oauth:state:" + state}, binding, require).StringSlice()
 	if err != nil {
-		return nil, nil // not one of ours
+		return nil, false, redisErr("check a login state", err)
 	}
-	return ls, nil
+	switch {
+	case len(res) > 0 && res[0] == "mismatch":
+		return nil, true, nil
+	case len(res) < 2 || res[0] != "ok":
+		return nil, false, nil
+	}
+	ls, err = parseLoginState(res[1])
+	if err != nil {
+		return nil, false, nil // not one of ours
+	}
+	return ls, false, nil
 }
 
 // Store is where a completed authorization puts the access token.
@@ -131,7 +184,8 @@ var _ Store = (*tokencache.Cache)(nil)
 // refresh token as a new grant (replacing a revoked or older one, and ending any
 // revoked status), then the access token with store.Set. It is what
 // [Broker.RedirectHandler] runs, for headless setups where a human pastes the
-// redirected URL's query instead.
+// redirected URL's query instead; it does not check which browser started the state
+// (see [Broker.LoginHandler]), since the human may have used another machine's.
 //
 // Errors: [ErrInvalidState], the provider's refusal as [*AuthorizeError] or
 // [*TokenError], Redis failures wrapping [tokencache.ErrRedisUnavailable], and the
@@ -141,7 +195,7 @@ func (b *Broker) Complete(ctx context.Context, store Store, query map[string][]s
 	if e := q("error"); e != "" {
 		return nil, &AuthorizeError{Code: clean(e, 60), Description: clean(q("error_description"), 200)}
 	}
-	ls, err := consumeState(ctx, b.opts.Redis, b.opts.Prefix, q("state"))
+	ls, _, err := consumeState(ctx, b.opts.Redis, b.opts.Prefix, q("state"), "", false)
 	if err != nil {
 		return nil, err
 	}
@@ -230,17 +284,19 @@ func (b *Broker) authorize(ctx context.Context, g *grant, now time.Time) (int64,
 			}
 		}
 		gen := newest + 1
+		h := header{gen: gen, grant: newGrantID()}
 		sec := secret{Family: gen, RefreshToken: g.refresh, RefreshExpiryMS: timeMS(refreshExpiry), AuthorizedMS: now.UnixMilli(),
 			AccessToken: g.access, AccessExpiryMS: timeMS(g.accessExpiry), ObtainedMS: now.UnixMilli()}
 		st := statusBody{Provider: p.Name, State: StateActive, Family: gen, AuthorizedMS: now.UnixMilli(), RefreshExpiryMS: sec.RefreshExpiryMS}
-		secRaw, _ := encodeRecord(gen, sec)
-		stRaw, _ := encodeRecord(gen, st)
-		res, err := authorizeScript.Run(ctx, b.opts.Redis, []string{b.secretKey(), b.statusKey(), b.rotationKey()},
+		secRaw, _ := encodeRecord(h, sec)
+		stRaw, _ := encodeRecord(h, st)
+		res, err := authorizeScript.Run(ctx, b.opts.Redis, []string{b.secretKey(), b.statusKey(), b.rotationKey(), b.alertsKey()},
 			newest, secRaw, stRaw).Int64()
 		if err != nil {
 			return 0, b.scriptErr("store the authorization", err)
 		}
 		if res == -1 {
+			b.rot.remember(h, &sec)
 			return gen, nil
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -116,6 +117,7 @@ func (f *fixture) broker(t *testing.T, edit func(*oauthbroker.Options)) *oauthbr
 	}
 	b, err := oauthbroker.New(o)
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
 	return b
 }
 
@@ -138,12 +140,25 @@ func (f *fixture) newCache(t *testing.T, b *oauthbroker.Broker, edit func(*token
 // redirect back to the callback; it returns the final page.
 func (f *fixture) authorize(t *testing.T) (int, string) {
 	t.Helper()
-	resp, err := http.Get(f.web.URL + "/login")
+	resp, err := browser(t, true).Get(f.web.URL + "/login")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return resp.StatusCode, string(body)
+}
+
+// browser returns an HTTP client with its own cookie jar, as a browser; follow says
+// whether it follows redirects.
+func browser(t *testing.T, follow bool) *http.Client {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	if !follow {
+		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	}
+	return c
 }
 
 // mustAuthorize authorizes and fails the test unless it worked.
@@ -168,15 +183,25 @@ func (f *fixture) secret(t *testing.T) string {
 // storedRefreshToken returns the refresh token in the secret record ("" none).
 func (f *fixture) storedRefreshToken(t *testing.T) string {
 	t.Helper()
-	s := f.secret(t)
-	_, js, ok := strings.Cut(strings.TrimPrefix(s, "o1:"), ":")
-	if !ok {
-		return ""
-	}
-	_, rest, ok := strings.Cut(js, `"refresh_token":"`)
+	return refreshTokenIn(f.secret(t))
+}
+
+// refreshTokenIn returns the refresh token in a raw secret record ("" none).
+func refreshTokenIn(s string) string {
+	_, rest, ok := strings.Cut(s, `"refresh_token":"`)
 	if !ok {
 		return ""
 	}
 	rt, _, _ := strings.Cut(rest, `"`)
 	return rt
+}
+
+// accessTokenIn returns the access token in a raw secret record ("" none).
+func accessTokenIn(s string) string {
+	_, rest, ok := strings.Cut(s, `"access_token":"`)
+	if !ok {
+		return ""
+	}
+	at, _, _ := strings.Cut(rest, `"`)
+	return at
 }

@@ -96,14 +96,23 @@ type Options struct {
 	// refresh claims the refresh token in Redis for RequestTimeout plus a margin, so a
 	// process that died while using it delays the others by about that much.
 	RequestTimeout time.Duration
-	// CommitGrace is how long a refresh goes on trying to store a rotated refresh token
-	// in Redis after its context ended (a cancelled cache, SIGTERM) (default 4 s, within
-	// the cache's 5-second Close). While the context lasts it tries until it succeeds.
+	// CommitGrace is how long [Broker.Close] goes on trying to store a rotated refresh
+	// token that Redis has not taken yet (default 4 s, within the cache's 5-second
+	// Close). Until Close, the Broker tries until Redis takes it, however long that is.
 	CommitGrace time.Duration
+	// CommitReplicas, when positive, makes each stored rotation wait (Redis WAIT) until
+	// that many replicas confirm it, so that a failover right after a refresh does not
+	// lose the new refresh token; fewer confirmations are logged, the token is still
+	// served (the provider rotated it already). Default 0: no WAIT.
+	CommitReplicas int
 
 	// AlertLeads are the times before the refresh token's expiry at which
-	// [Broker.ExpiryAlerts] reports an alert (default 24 h and 2 h).
+	// [Broker.Alerts] reports an expiry alert (default 24 h and 2 h).
 	AlertLeads []time.Duration
+	// AlertLease is how long an alert returned by [Broker.Alerts] is reserved for its
+	// caller: unacknowledged ([Broker.Ack]) by then, it is returned again, to any
+	// process (default 1 minute).
+	AlertLease time.Duration
 
 	// HTTPClient sends the requests to the provider (default: a client with
 	// RequestTimeout as its timeout).
@@ -119,7 +128,9 @@ type Options struct {
 type Hooks struct {
 	// Revoked is called when the provider refused the user's refresh token, once for
 	// the whole fleet: in the process whose refusal stopped the refreshes, as the
-	// status turned to revoked. err carries the URL to open.
+	// status turned to revoked. err carries the URL to open. It is a notification (for
+	// metrics or logs): deliver alerts to humans with [Broker.Alerts], which survives
+	// a process that dies before delivering.
 	Revoked func(user string, err *LoginRequiredError)
 	// Rotated is called after this process stored a newly refreshed token pair.
 	Rotated func(user string, generation int64)
@@ -182,8 +193,8 @@ func (o Options) init() (Options, error) {
 	if strings.ContainsAny(o.Prefix, "{}") {
 		return o, errors.New("oauthbroker: Options.Prefix must not contain { or } (they would break the Cluster hash tag)")
 	}
-	if o.StateTTL < 0 || o.RequestTimeout < 0 || o.CommitGrace < 0 {
-		return o, errors.New("oauthbroker: Options durations must not be negative")
+	if o.StateTTL < 0 || o.RequestTimeout < 0 || o.CommitGrace < 0 || o.AlertLease < 0 || o.CommitReplicas < 0 {
+		return o, errors.New("oauthbroker: Options durations and CommitReplicas must not be negative")
 	}
 	if o.StateTTL == 0 {
 		o.StateTTL = 10 * time.Minute
@@ -196,6 +207,9 @@ func (o Options) init() (Options, error) {
 	}
 	if o.CommitGrace == 0 {
 		o.CommitGrace = 4 * time.Second
+	}
+	if o.AlertLease == 0 {
+		o.AlertLease = time.Minute
 	}
 	if o.AlertLeads == nil {
 		o.AlertLeads = []time.Duration{24 * time.Hour, 2 * time.Hour}

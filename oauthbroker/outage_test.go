@@ -107,13 +107,14 @@ func TestRotationStoredIntoRestartedRedis(t *testing.T) {
 }
 
 // SIGTERM: the cache's context ends while the rotated refresh token is being stored
-// and Redis is slow to answer; the store goes on for CommitGrace and succeeds.
+// and Redis does not answer: the call returns ErrRotationPending (temporary) at once,
+// the Broker keeps storing it in the background, and Close waits until it is stored.
 func TestRotationStoredAfterCancellation(t *testing.T) {
 	srv := testutil.StartRedis(t)
 	proxy := testutil.NewProxy(t, srv.Addr())
 	f := newFixture(t, fixtureConfig{redis: srv, addr: proxy.Addr()})
 	f.mustAuthorize(t)
-	b := f.broker(t, nil)
+	b := f.broker(t, func(o *oauthbroker.Options) { o.CommitGrace = 30 * time.Second })
 	reached, resume := pausedAt(b, "answered")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := loginAsync(ctx, b, f.opts.User)
@@ -121,17 +122,25 @@ func TestRotationStoredAfterCancellation(t *testing.T) {
 	proxy.HalfOpen(true)
 	cancel()
 	resume()
-	time.Sleep(700 * time.Millisecond)
-	proxy.HalfOpen(false)
 	r := wait(t, done, "the login")
-	require.NoError(t, r.err, "stored within the grace")
+	require.ErrorIs(t, r.err, oauthbroker.ErrRotationPending)
+	var tmp interface{ Temporary() bool }
+	require.ErrorAs(t, r.err, &tmp)
+	assert.True(t, tmp.Temporary())
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close() }()
+	time.Sleep(500 * time.Millisecond) // Close is waiting for Redis
+	proxy.HalfOpen(false)
+	require.NoError(t, wait(t, closed, "Close"), "stored within the grace")
 	assert.Equal(t, "valid", f.fake.RefreshTokenState(f.storedRefreshToken(t)))
+	assert.EqualValues(t, 2, leadingGen(f.secret(t)))
+	_, err := b.Authenticator().Login(context.Background(), f.opts.User)
+	assert.ErrorIs(t, err, oauthbroker.ErrClosed)
 }
 
-// A store that outlasts CommitGrace after cancellation fails with ErrRotationLost, and
-// the Broker keeps the rotation: its next call stores it before anything else, with
-// no request to the provider.
-func TestUnstoredRotationIsStoredByTheNextCall(t *testing.T) {
+// Redis stays away through Close's grace: Close gives up with ErrRotationLost (the
+// fleet will need a human) instead of hanging.
+func TestCloseGivesUpAfterTheGrace(t *testing.T) {
 	srv := testutil.StartRedis(t)
 	proxy := testutil.NewProxy(t, srv.Addr())
 	f := newFixture(t, fixtureConfig{redis: srv, addr: proxy.Addr()})
@@ -144,19 +153,41 @@ func TestUnstoredRotationIsStoredByTheNextCall(t *testing.T) {
 	proxy.HalfOpen(true)
 	cancel()
 	resume()
-	r := wait(t, done, "the login")
-	require.ErrorIs(t, r.err, oauthbroker.ErrRotationLost)
-	var tmp interface{ Temporary() bool }
-	require.ErrorAs(t, r.err, &tmp)
-	assert.True(t, tmp.Temporary())
+	require.ErrorIs(t, wait(t, done, "the login").err, oauthbroker.ErrRotationPending)
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close() }()
+	assert.ErrorIs(t, wait(t, closed, "Close"), oauthbroker.ErrRotationLost)
 	proxy.HalfOpen(false)
+	assert.EqualValues(t, 1, leadingGen(f.secret(t)), "nothing stored")
+}
+
+// A held rotation is stored by the background writer once Redis is back, without any
+// call; the Broker's next call waits for it and serves its access token, with no
+// request to the provider.
+func TestHeldRotationIsStoredInTheBackground(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	proxy := testutil.NewProxy(t, srv.Addr())
+	f := newFixture(t, fixtureConfig{redis: srv, addr: proxy.Addr()})
+	f.mustAuthorize(t)
+	b := f.broker(t, nil)
+	reached, resume := pausedAt(b, "answered")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := loginAsync(ctx, b, f.opts.User)
+	wait(t, reached, "the provider's answer")
+	proxy.HalfOpen(true)
+	cancel()
+	resume()
+	require.ErrorIs(t, wait(t, done, "the login").err, oauthbroker.ErrRotationPending)
+	proxy.HalfOpen(false)
+	require.Eventually(t, func() bool { return leadingGen(f.secret(t)) == 2 }, 30*time.Second, 20*time.Millisecond,
+		"the writer stores the rotation without being asked")
 	oauthbroker.SetTestHook(b, nil)
 	refreshes := f.fake.Stats().Refreshes
 	tok, err := b.Authenticator().Login(context.Background(), f.opts.User)
 	require.NoError(t, err)
-	assert.Equal(t, refreshes, f.fake.Stats().Refreshes, "stored, not refreshed again")
+	assert.Equal(t, refreshes, f.fake.Stats().Refreshes, "served the held rotation's token, not refreshed again")
+	assert.Equal(t, accessTokenIn(f.secret(t)), tok.AccessToken)
 	assert.Equal(t, "valid", f.fake.RefreshTokenState(f.storedRefreshToken(t)))
-	assert.NotEmpty(t, tok.AccessToken)
 	assert.Zero(t, f.fake.Stats().ReuseDetections)
 }
 

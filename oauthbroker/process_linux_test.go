@@ -112,15 +112,21 @@ func TestChildProcess(t *testing.T) {
 		say("READY")
 		end := time.Now().Add(spec.Duration)
 		for time.Now().Before(end) {
-			alerts, err := b.ExpiryAlerts(ctx)
+			alerts, err := b.Alerts(ctx)
 			if err != nil {
 				say("ERR %v", err)
 			}
 			for _, a := range alerts {
+				if _, err := b.Ack(ctx, a); err != nil {
+					say("ERR %v", err)
+				}
 				say("ALERT %s", a.Lead)
 			}
 			time.Sleep(time.Duration(5+rand.IntN(15)) * time.Millisecond)
 		}
+	}
+	if err := b.Close(); err != nil {
+		say("ERR close: %v", err)
 	}
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections() // for goleak
 	say("DONE")

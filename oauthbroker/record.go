@@ -2,6 +2,8 @@ package oauthbroker
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,21 +14,49 @@ import (
 )
 
 // The two records of a user, written together by the scripts in scripts/ and read as
-// "o1:<generation>:<JSON>": the generation outside the JSON, so that a Lua script can
-// compare it without parsing JSON. The generation grows by one with every refresh and
-// every authorization, across authorizations: a compare-and-set on it is what keeps
-// rotation linear.
+// "o1:<generation>:<grant>:<JSON>": the generation and the grant outside the JSON, so
+// that a Lua script can compare them without parsing JSON. The generation grows by one
+// with every refresh and every authorization; the grant is a random id minted by each
+// authorization. A compare-and-set on both is what keeps rotation linear: after Redis
+// lost its data, generations start again at 1, and only the grant tells a new
+// authorization's generation 1 from an old one's.
 //
 //   - the secret, "<Prefix>:secret:{<User>}:oauth", readable by the writer role only:
 //     the refresh token and the newest access token with their expiries.
 //   - the status, "<Prefix>:{<User>}:oauth", readable by every role: everything about
 //     the grant except tokens (see [Status]).
+//
+// A refused secret is moved, as it was, to "<Prefix>:secret:{<User>}:oauth:refused"
+// (see scripts/revoke.lua).
 
 // recordPrefix starts both records; a newer format would use another.
 const recordPrefix = "o1:"
 
 // maxTokenBytes bounds each token a record holds (as tokencache bounds access tokens).
 const maxTokenBytes = 16 << 10
+
+// grantBytes is the size of a grant id: 64 random bits, 16 hex digits.
+const grantBytes = 8
+
+// newGrantID returns a random grant id.
+func newGrantID() string {
+	var r [grantBytes]byte
+	_, _ = rand.Read(r[:])
+	return hex.EncodeToString(r[:])
+}
+
+// validGrantID reports whether s is a grant id as newGrantID makes them.
+func validGrantID(s string) bool {
+	if len(s) != 2*grantBytes {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // errRecord says a record cannot be read.
 var errRecord = errors.New("oauthbroker: unreadable record")
@@ -66,30 +96,40 @@ type statusBody struct {
 	Detail          string `json:"detail,omitempty"`
 }
 
-// encodeRecord returns "o1:<gen>:<json of body>".
-func encodeRecord(gen int64, body any) (string, error) {
+// header is what a record says before its JSON.
+type header struct {
+	gen   int64
+	grant string
+}
+
+// encodeRecord returns "o1:<gen>:<grant>:<json of body>".
+func encodeRecord(h header, body any) (string, error) {
 	js, err := json.Marshal(body)
 	if err != nil {
 		return "", err
 	}
-	return recordPrefix + strconv.FormatInt(gen, 10) + ":" + string(js), nil
+	return recordPrefix + strconv.FormatInt(h.gen, 10) + ":" + h.grant + ":" + string(js), nil
 }
 
-// splitRecord returns the generation and JSON of a record.
-func splitRecord(raw string) (int64, []byte, error) {
+// splitRecord returns the header and JSON of a record.
+func splitRecord(raw string) (header, []byte, error) {
 	rest, ok := strings.CutPrefix(raw, recordPrefix)
 	if !ok {
-		return 0, nil, fmt.Errorf("%w: does not start with %q", errRecord, recordPrefix)
+		return header{}, nil, fmt.Errorf("%w: does not start with %q", errRecord, recordPrefix)
 	}
-	num, js, ok := strings.Cut(rest, ":")
+	num, rest, ok := strings.Cut(rest, ":")
 	if !ok {
-		return 0, nil, fmt.Errorf("%w: no generation", errRecord)
+		return header{}, nil, fmt.Errorf("%w: no generation", errRecord)
 	}
 	gen, err := strconv.ParseInt(num, 10, 64)
 	if err != nil || gen < 1 || num != strconv.FormatInt(gen, 10) {
-		return 0, nil, fmt.Errorf("%w: bad generation", errRecord)
+		return header{}, nil, fmt.Errorf("%w: bad generation", errRecord)
 	}
-	return gen, []byte(js), nil
+	grant, js, ok := strings.Cut(rest, ":")
+	if !ok || !validGrantID(grant) {
+		return header{}, nil, fmt.Errorf("%w: bad grant id", errRecord)
+	}
+	return header{gen: gen, grant: grant}, []byte(js), nil
 }
 
 // decodeStrict unmarshals js into v, refusing unknown members and trailing data.
@@ -106,43 +146,43 @@ func decodeStrict(js []byte, v any) error {
 }
 
 // decodeSecret reads a secret record.
-func decodeSecret(raw string) (int64, *secret, error) {
-	gen, js, err := splitRecord(raw)
+func decodeSecret(raw string) (header, *secret, error) {
+	h, js, err := splitRecord(raw)
 	if err != nil {
-		return 0, nil, err
+		return header{}, nil, err
 	}
 	var s secret
 	if err := decodeStrict(js, &s); err != nil {
-		return 0, nil, err
+		return header{}, nil, err
 	}
 	switch {
 	case !usableToken(s.RefreshToken):
-		return 0, nil, fmt.Errorf("%w: no usable refresh token", errRecord)
+		return header{}, nil, fmt.Errorf("%w: no usable refresh token", errRecord)
 	case s.AccessToken != "" && !usableToken(s.AccessToken):
-		return 0, nil, fmt.Errorf("%w: unusable access token", errRecord)
-	case s.Family < 1 || s.Family > gen || s.Rotations < 0 || s.RefreshExpiryMS < 0 || s.AccessExpiryMS < 0:
-		return 0, nil, fmt.Errorf("%w: inconsistent numbers", errRecord)
+		return header{}, nil, fmt.Errorf("%w: unusable access token", errRecord)
+	case s.Family < 1 || s.Family > h.gen || s.Rotations < 0 || s.RefreshExpiryMS < 0 || s.AccessExpiryMS < 0:
+		return header{}, nil, fmt.Errorf("%w: inconsistent numbers", errRecord)
 	}
-	return gen, &s, nil
+	return h, &s, nil
 }
 
 // decodeStatus reads a status record.
-func decodeStatus(raw string) (int64, *statusBody, error) {
-	gen, js, err := splitRecord(raw)
+func decodeStatus(raw string) (header, *statusBody, error) {
+	h, js, err := splitRecord(raw)
 	if err != nil {
-		return 0, nil, err
+		return header{}, nil, err
 	}
 	var s statusBody
 	if err := decodeStrict(js, &s); err != nil {
-		return 0, nil, err
+		return header{}, nil, err
 	}
 	switch {
-	case s.State != StateActive && s.State != StateRevoked:
-		return 0, nil, fmt.Errorf("%w: unknown state", errRecord)
-	case s.Family < 1 || s.Family > gen || s.Rotations < 0 || s.RefreshExpiryMS < 0:
-		return 0, nil, fmt.Errorf("%w: inconsistent numbers", errRecord)
+	case s.State != StateActive && s.State != StateRevoked && s.State != StateLost:
+		return header{}, nil, fmt.Errorf("%w: unknown state", errRecord)
+	case s.Family < 1 || s.Family > h.gen || s.Rotations < 0 || s.RefreshExpiryMS < 0 || s.SinceMS < 0:
+		return header{}, nil, fmt.Errorf("%w: inconsistent numbers", errRecord)
 	}
-	return gen, &s, nil
+	return h, &s, nil
 }
 
 // usableToken reports whether s can be stored and sent: non-empty printable ASCII of at
@@ -160,9 +200,10 @@ func usableToken(s string) bool {
 }
 
 // claim is the rotation marker "<Prefix>:{<User>}:oauth:rotation", stored as
-// "<generation>:<deadline ms>:<stale-seen ms>:<owner>" (see scripts/begin.lua).
+// "<generation>:<grant>:<deadline ms>:<stale-seen ms>:<owner>" (see scripts/begin.lua).
 type claim struct {
 	gen       int64
+	grant     string
 	deadline  time.Time // Redis time until which the owner may be using the refresh token
 	staleSeen time.Time // when a process first found the deadline passed (zero: not yet)
 	owner     string
@@ -170,19 +211,19 @@ type claim struct {
 
 // parseClaim reads a rotation marker.
 func parseClaim(raw string) (claim, error) {
-	parts := strings.SplitN(raw, ":", 4)
-	if len(parts) != 4 || parts[3] == "" {
+	parts := strings.SplitN(raw, ":", 5)
+	if len(parts) != 5 || parts[4] == "" || !validGrantID(parts[1]) {
 		return claim{}, fmt.Errorf("%w: rotation marker", errRecord)
 	}
 	var n [3]int64
-	for i := range n {
-		v, err := strconv.ParseInt(parts[i], 10, 64)
+	for i, p := range []string{parts[0], parts[2], parts[3]} {
+		v, err := strconv.ParseInt(p, 10, 64)
 		if err != nil || v < 0 {
 			return claim{}, fmt.Errorf("%w: rotation marker", errRecord)
 		}
 		n[i] = v
 	}
-	c := claim{gen: n[0], deadline: time.UnixMilli(n[1]), owner: parts[3]}
+	c := claim{gen: n[0], grant: parts[1], deadline: time.UnixMilli(n[1]), owner: parts[4]}
 	if n[2] > 0 {
 		c.staleSeen = time.UnixMilli(n[2])
 	}

@@ -2,12 +2,13 @@ package oauthbroker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/brokertoken/brokertoken/internal/backoff"
 	"github.com/brokertoken/brokertoken/tokencache"
 )
 
@@ -15,27 +16,36 @@ import (
 // time across the fleet (its lease), but a lease can run out under a process that is
 // paused, so the refresh token is guarded on its own:
 //
-//  1. begin.lua reads the stored refresh token of generation G and claims it with a
-//     rotation marker (owner, deadline = Redis time + hold), in one round trip. While
-//     another owner's marker of G is within its deadline (and for a takeover delay
-//     after), the caller waits instead of sending G's refresh token a second time.
-//  2. The refresh is sent with a deadline inside the marker's hold, so no request of
-//     this process reaches the provider after another may have taken over.
+//  0. In one process, one refresh at a time (the Broker's turn, commit.go), and none
+//     while a rotation the provider answered is held, not yet stored.
+//  1. begin.lua reads the stored refresh token of generation G of grant X and claims
+//     it with a rotation marker (owner, deadline = Redis time + hold), in one round
+//     trip. While a marker of (G, X) is within its deadline (and for a takeover delay
+//     after), whoever owns it, the caller waits instead of sending G's refresh token a
+//     second time.
+//  2. Right before sending, check.lua asks Redis's clock whether the marker is still
+//     the caller's and how much of the hold is left; the request gets at most that
+//     long. A process that was paused (or whose claim was taken over) sends nothing.
 //  3. The answer:
-//     - new tokens: commit.lua stores them as generation G+1, only if G is still
-//       stored and no other owner took the marker over, and deletes the marker. It is
-//       retried, detached from the caller's context, until Redis takes it (for at most
-//       CommitGrace once the context ended). Only then is the access token returned:
-//       no process ever serves a token whose refresh token is not in Redis.
-//     - the grant refused (invalid_grant): revoke.lua deletes the dead refresh token
-//       of G and marks the status revoked; the process whose call did that alerts,
-//       once for the fleet. Every later attempt fails at step 1 without a request.
+//     - new tokens: commit.lua stores them as generation G+1 of X, only if (G, X) is
+//       still stored (or Redis lost everything and nothing newer was authorized) and
+//       no other owner took the marker over, and deletes the marker. Redis failures
+//       are retried by a writer goroutine until Redis takes it or a newer grant
+//       supersedes it (commit.go). Only then is the access token returned: no process
+//       serves a token whose refresh token is not in Redis.
+//     - the grant refused (invalid_grant): revoke.lua moves the refused secret aside,
+//       marks the status revoked and records the alert, if (G, X) is still stored;
+//       the process whose call did that calls Hooks.Revoked, once for the fleet. If
+//       another grant or generation is stored now, the refusal says nothing about it:
+//       the caller begins again.
+//     - the app refused (invalid_client): nothing was rotated; the marker is dropped,
+//       an alert is recorded, and the error is not temporary.
 //     - another error answer below HTTP 500: nothing was rotated; release.lua deletes
 //       the marker.
-//     - no answer (timeout, connection lost, unreadable body, HTTP 5xx): the provider may have
-//       rotated. The marker stays as the record of an interrupted refresh; after its
-//       deadline and the takeover delay the next process sends G's refresh token
-//       again: a lenient provider answers, a strict one refuses it as reused
+//     - no answer (timeout, connection lost, unreadable body, HTTP 5xx): the provider
+//       may have rotated. The marker stays as the record of an interrupted refresh;
+//       after its deadline and the takeover delay the next process sends G's refresh
+//       token again: a lenient provider answers, a strict one refuses it as reused
 //       (invalid_grant), and the user is stopped with one alert naming the
 //       interrupted refresh.
 
@@ -44,15 +54,17 @@ import (
 const markerTTL = 24 * time.Hour
 
 // timing returns how long a claim holds (hold), how long a marker past its deadline is
-// still respected (takeover), and the longest pause between two attempts to store a
+// still respected (takeover), the longest pause between two attempts to store a
 // rotation (retryMax, a fraction of takeover so an owner that outlived a Redis outage
-// stores its result before anyone takes over).
-func (b *Broker) timing() (hold, takeover, retryMax time.Duration) {
+// stores its result before anyone takes over), and the timeout of one such attempt
+// (attempt, bounded by the takeover delay too).
+func (b *Broker) timing() (hold, takeover, retryMax, attempt time.Duration) {
 	rt := b.opts.RequestTimeout
 	hold = rt + rt/4
 	takeover = max(rt/2, 500*time.Millisecond)
 	retryMax = min(time.Second, takeover/4)
-	return hold, takeover, retryMax
+	attempt = min(2*time.Second, takeover/2)
+	return hold, takeover, retryMax, attempt
 }
 
 // Authenticator is the [tokencache.Authenticator] and [tokencache.Renewer] of one
@@ -78,15 +90,15 @@ var (
 
 // Login returns a new access token obtained with the stored refresh token.
 func (a *Authenticator) Login(ctx context.Context, user string) (*tokencache.Token, error) {
-	return a.b.obtain(ctx, user, nil)
+	return a.b.obtain(ctx, user)
 }
 
-// Renew returns a new access token obtained with the stored refresh token, or, when a
-// refresh by a process that died before the cache stored its result left a newer access
-// token than current in Redis (with more than half its life ahead), that token,
-// without a request.
-func (a *Authenticator) Renew(ctx context.Context, user string, current *tokencache.Token) (*tokencache.Token, error) {
-	return a.b.obtain(ctx, user, current)
+// Renew returns a new access token obtained with the stored refresh token, as Login
+// does. It never hands out an access token that an earlier refresh obtained: that one
+// was returned to its own caller already, and serving it again as new would give one
+// token two versions.
+func (a *Authenticator) Renew(ctx context.Context, user string, _ *tokencache.Token) (*tokencache.Token, error) {
+	return a.b.obtain(ctx, user)
 }
 
 // permanentError is a failure that trying again soon does not fix.
@@ -107,7 +119,7 @@ type claimed struct {
 
 // begin runs begin.lua.
 func (b *Broker) begin(ctx context.Context) (*claimed, error) {
-	hold, takeover, _ := b.timing()
+	hold, takeover, _, _ := b.timing()
 	res, err := beginScript.Run(ctx, b.opts.Redis, []string{b.secretKey(), b.statusKey(), b.rotationKey()},
 		b.owner, hold.Milliseconds(), takeover.Milliseconds(), markerTTL.Milliseconds()).Slice()
 	if err != nil {
@@ -147,104 +159,163 @@ func (b *Broker) begin(ctx context.Context) (*claimed, error) {
 // unreachable.
 func (b *Broker) scriptErr(doing string, err error) error {
 	if strings.HasPrefix(err.Error(), "NOPERM") {
-		return permanentError{fmt.Errorf("oauthbroker: %s of %s: %w (the writer role needs GET, SET, DEL, TIME and EVAL on %s, %s and %s)",
-			doing, b.opts.User, err, b.secretKey(), b.statusKey(), b.rotationKey())}
+		return permanentError{fmt.Errorf("oauthbroker: %s of %s: %w (the writer role needs the rights of the README's brokertoken-writer on %s, %s, %s and %s)",
+			doing, b.opts.User, err, b.secretKey(), b.statusKey(), b.rotationKey(), b.alertsKey())}
 	}
 	return redisErr(doing+" of "+b.opts.User, err)
 }
 
-// obtain is Login (current nil) and Renew.
-func (b *Broker) obtain(ctx context.Context, user string, current *tokencache.Token) (*tokencache.Token, error) {
+// maxRounds bounds how often one call claims the refresh token again because the
+// stored one changed under it (a refusal of an older generation, a claim that ran
+// out before the request was sent).
+const maxRounds = 3
+
+// obtain is Login and Renew.
+func (b *Broker) obtain(ctx context.Context, user string) (*tokencache.Token, error) {
 	if user != b.opts.User {
 		return nil, permanentError{fmt.Errorf("oauthbroker: this %s Broker serves %s, not %s", b.opts.Provider.Name, b.opts.User, user)}
 	}
 	if b.opts.ClientSecret == "" {
 		return nil, permanentError{fmt.Errorf("oauthbroker: Options.ClientSecret is not set: this process cannot refresh %s", user)}
 	}
-	if t, err := b.flushPending(ctx); t != nil || err != nil {
-		return t, err
+	if err := b.rot.take(ctx); err != nil {
+		return nil, err
 	}
-	start := time.Now()
-	var c *claimed
-	for {
-		var err error
-		if c, err = b.begin(ctx); err != nil {
+	defer b.rot.give()
+	if pc := b.rot.serve(); pc != nil && halfLived(pc.tok, time.Now()) {
+		t := *pc.tok
+		return &t, nil
+	}
+	if held := b.rot.heldCommit(); held != nil {
+		t, err := b.awaitHeld(ctx, held)
+		switch {
+		case t != nil && halfLived(t, time.Now()):
+			return t, nil
+		case err != nil && !errors.Is(err, errSuperseded):
 			return nil, err
 		}
-		if c.kind != "busy" {
-			break
+	}
+	for range maxRounds {
+		t, again, err := b.refreshOnce(ctx)
+		if !again {
+			return t, err
+		}
+	}
+	return nil, temporaryError{fmt.Errorf("%w: the stored refresh token of %s kept changing during the refresh", ErrRotationInFlight, user)}
+}
+
+// halfLived reports whether t has more than half its life ahead at now.
+func halfLived(t *tokencache.Token, now time.Time) bool {
+	return !t.Expiry.IsZero() && t.Expiry.Sub(now) > t.Expiry.Sub(t.ObtainedAt)/2
+}
+
+// claim runs begin.lua until it claims (or finds nothing to claim), waiting while
+// another refresh may be using the refresh token.
+func (b *Broker) claim(ctx context.Context) (*claimed, error) {
+	for {
+		c, err := b.begin(ctx)
+		if err != nil || c.kind != "busy" {
+			return c, err
 		}
 		other, _ := parseClaim(c.marker)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < c.wait+b.opts.RequestTimeout {
 			return nil, temporaryError{fmt.Errorf("%w: %s holds the refresh token of %s for %s more",
-				ErrRotationInFlight, other.owner, user, c.wait.Round(time.Millisecond))}
+				ErrRotationInFlight, other.owner, b.opts.User, c.wait.Round(time.Millisecond))}
 		}
-		b.opts.Logger.Info("oauthbroker: another process is using the refresh token; waiting rather than sending it twice",
-			"user", user, "owner", other.owner, "wait", c.wait.Round(time.Millisecond))
+		b.opts.Logger.Info("oauthbroker: a refresh may be using the refresh token; waiting rather than sending it twice",
+			"user", b.opts.User, "owner", other.owner, "wait", c.wait.Round(time.Millisecond))
 		t := time.NewTimer(c.wait)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return nil, fmt.Errorf("oauthbroker: waiting for another process's refresh of %s: %w", user, ctx.Err())
+			return nil, fmt.Errorf("oauthbroker: waiting for another refresh of %s: %w", b.opts.User, ctx.Err())
+		case <-b.rot.closing:
+			t.Stop()
+			return nil, permanentError{ErrClosed}
 		}
-		start = time.Now()
+	}
+}
+
+// refreshOnce claims the stored refresh token, sends it and stores what the provider
+// answered. again says that the stored refresh token changed under the call, so
+// nothing is known yet: the caller claims again.
+func (b *Broker) refreshOnce(ctx context.Context) (t *tokencache.Token, again bool, err error) {
+	c, err := b.claim(ctx)
+	if err != nil {
+		return nil, false, err
 	}
 	if c.kind == "none" {
-		return nil, b.loginRequired(ctx, c.status)
+		return nil, false, b.missing(ctx, c.status)
 	}
-	gen, sec, err := decodeSecret(c.secret)
+	h, sec, err := decodeSecret(c.secret)
 	if err != nil {
 		b.release(ctx)
-		lre := &LoginRequiredError{User: user, Reason: ErrNotAuthorized, Detail: "the stored refresh token record cannot be read: " + err.Error()}
-		lre.URL, _ = b.loginLink(ctx)
-		return nil, lre
+		lre := &LoginRequiredError{User: b.opts.User, Reason: ErrNotAuthorized, Detail: "the stored refresh token record cannot be read: " + err.Error()}
+		b.linkFor(ctx, lre)
+		return nil, false, lre
+	}
+	b.rot.remember(h, sec)
+	b.hook("claimed")
+	left, err := b.check(ctx, h)
+	if err != nil {
+		b.release(ctx)
+		return nil, false, err
+	}
+	if left <= 0 {
+		if left == 0 {
+			b.release(ctx) // still ours, too late to send: drop it, nothing was sent
+		}
+		b.opts.Logger.Warn("oauthbroker: the claim on the refresh token ran out before it was sent; claiming again",
+			"user", b.opts.User, "generation", h.gen)
+		return nil, true, nil
 	}
 	now := time.Now()
-	if t := b.newerStored(sec, current, now); t != nil {
-		b.release(ctx)
-		b.opts.Logger.Info("oauthbroker: a newer access token was stored with the refresh token; using it",
-			"user", user, "generation", gen, "token", tokencache.Redact(t.AccessToken))
-		return t, nil
-	}
-	b.hook("claimed")
-	rctx, cancel := context.WithDeadline(ctx, start.Add(b.opts.RequestTimeout))
+	rctx, cancel := context.WithTimeout(ctx, min(b.opts.RequestTimeout, left))
 	g, out, err := b.refresh(rctx, sec.RefreshToken)
 	cancel()
 	b.hook("answered")
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrInvalidGrant):
-			return nil, b.revoke(ctx, gen, sec, c.earlier, err)
+			return b.revoke(ctx, h, sec, c.earlier, err)
+		case errors.Is(err, ErrInvalidClient):
+			b.release(ctx)
+			return nil, false, b.clientRefused(ctx, h, err)
 		case out == answered:
 			b.release(ctx) // nothing was rotated: the next attempt need not wait
 		default:
 			b.opts.Logger.Warn("oauthbroker: refresh without a usable answer; the provider may have rotated the refresh token",
-				"user", user, "generation", gen, "err", err)
+				"user", b.opts.User, "generation", h.gen, "err", err)
 		}
-		return nil, err
+		return nil, false, err
 	}
-	pc := b.successor(gen, sec, g, now)
-	t, err := b.commit(ctx, pc)
+	t, err = b.commit(ctx, b.successor(h, sec, g, now))
 	if err == nil {
 		b.hook("committed")
 	}
-	return t, err
+	return t, false, err
 }
 
-// newerStored returns the secret's access token when current is older and that token
-// has more than half its life ahead (so the cache sees it as fresh), else nil. Only a
-// renewal compares: a login's caller holds no token to compare with, and the cache may
-// have been told that the stored one is bad.
-func (b *Broker) newerStored(sec *secret, current *tokencache.Token, now time.Time) *tokencache.Token {
-	if current == nil || sec.AccessToken == "" || sec.AccessToken == current.AccessToken || sec.AccessExpiryMS == 0 {
-		return nil
+// check runs check.lua: the ms left to send the refresh token within the claim (by
+// Redis's clock), 0 when too little is left, -1 when the claim is not the caller's
+// any more.
+func (b *Broker) check(ctx context.Context, h header) (time.Duration, error) {
+	hold := b.opts.RequestTimeout + b.opts.RequestTimeout/4
+	margin := hold - b.opts.RequestTimeout // the request must end this long before the deadline
+	ms, err := checkScript.Run(ctx, b.opts.Redis, []string{b.rotationKey()},
+		h.gen, h.grant, b.owner, margin.Milliseconds()).Int64()
+	if err != nil {
+		return 0, b.scriptErr("check the claim on the refresh token", err)
 	}
-	exp, got := msTime(sec.AccessExpiryMS), msTime(sec.ObtainedMS)
-	if !exp.After(current.Expiry) || exp.Sub(now) <= exp.Sub(got)/2 {
-		return nil
+	left := time.Duration(ms) * time.Millisecond
+	if ms > 0 && left < b.opts.RequestTimeout/2 {
+		return 0, nil // a request this short would likely time out and leave the outcome unknown
 	}
-	return &tokencache.Token{AccessToken: sec.AccessToken, Expiry: exp, ObtainedAt: got}
+	if ms < 0 {
+		return -1, nil
+	}
+	return left, nil
 }
 
 // release deletes this Broker's rotation marker (see release.lua); failures only log:
@@ -257,16 +328,8 @@ func (b *Broker) release(ctx context.Context) {
 	}
 }
 
-// pendingCommit is a rotation the provider answered, to be stored as generation base+1.
-type pendingCommit struct {
-	base   int64
-	secret string // the new secret record
-	status string // the new status record
-	tok    *tokencache.Token
-}
-
-// successor builds the records of the rotation of generation gen by g, at now.
-func (b *Broker) successor(gen int64, sec *secret, g *grant, now time.Time) *pendingCommit {
+// successor builds the records of the rotation of generation h by g, at now.
+func (b *Broker) successor(h header, sec *secret, g *grant, now time.Time) *pendingCommit {
 	p := b.opts.Provider
 	next := *sec
 	next.RefreshToken = g.refresh
@@ -280,114 +343,38 @@ func (b *Broker) successor(gen int64, sec *secret, g *grant, now time.Time) *pen
 	next.Rotations++
 	st := statusBody{Provider: p.Name, State: StateActive, Family: next.Family, AuthorizedMS: next.AuthorizedMS,
 		RotatedMS: now.UnixMilli(), Rotations: next.Rotations, RefreshExpiryMS: next.RefreshExpiryMS}
-	secRaw, _ := encodeRecord(gen+1, next)
-	stRaw, _ := encodeRecord(gen+1, st)
-	return &pendingCommit{base: gen, secret: secRaw, status: stRaw,
-		tok: &tokencache.Token{AccessToken: g.access, Expiry: g.accessExpiry, ObtainedAt: now}}
+	nh := header{gen: h.gen + 1, grant: h.grant}
+	secRaw, _ := encodeRecord(nh, next)
+	stRaw, _ := encodeRecord(nh, st)
+	return &pendingCommit{base: h, secret: secRaw, status: stRaw,
+		tok:      &tokencache.Token{AccessToken: g.access, Expiry: g.accessExpiry, ObtainedAt: now},
+		resolved: make(chan struct{})}
 }
 
-// commit stores a rotation (commit.lua) before its access token is returned. Redis
-// failures are retried with a jittered backoff: for as long as ctx lasts, then, once
-// ctx is done (the cache closing, SIGTERM), for CommitGrace more: each attempt runs
-// detached from ctx, because a rotated refresh token that is not stored is lost for
-// the whole fleet. What is still not stored then stays pending in this Broker, and the
-// next Login or Renew stores it first.
-func (b *Broker) commit(ctx context.Context, pc *pendingCommit) (*tokencache.Token, error) {
-	b.mu.Lock()
-	b.pending = pc
-	b.mu.Unlock()
-	_, _, retryMax := b.timing()
-	var graceEnd time.Time
-	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		res, err := commitScript.Run(actx, b.opts.Redis, []string{b.secretKey(), b.statusKey(), b.rotationKey()},
-			pc.base, b.owner, pc.secret, pc.status).StringSlice()
-		cancel()
-		if err == nil {
-			b.mu.Lock()
-			if b.pending == pc {
-				b.pending = nil
-			}
-			b.mu.Unlock()
-			if len(res) > 0 && res[0] == "ok" {
-				b.opts.Logger.Info("oauthbroker: refreshed", "user", b.opts.User, "generation", pc.base+1,
-					"token", tokencache.Redact(pc.tok.AccessToken), "attempts", attempt)
-				if h := b.opts.Hooks.Rotated; h != nil {
-					h(b.opts.User, pc.base+1)
-				}
-				t := *pc.tok
-				return &t, nil
-			}
-			why := "superseded"
-			if len(res) > 1 {
-				why = res[1]
-			}
-			b.opts.Logger.Warn("oauthbroker: refreshed, but not stored: "+why, "user", b.opts.User, "generation", pc.base)
-			return nil, temporaryError{fmt.Errorf("oauthbroker: the refresh of %s was not stored: %s", b.opts.User, why)}
-		}
-		if strings.HasPrefix(err.Error(), "NOPERM") {
-			b.opts.Logger.Error("oauthbroker: the rotated refresh token cannot be stored (missing ACL right); the fleet loses it",
-				"user", b.opts.User, "err", err)
-			return nil, b.scriptErr("store the rotated refresh token", err)
-		}
-		now := time.Now()
-		if graceEnd.IsZero() && ctx.Err() != nil {
-			graceEnd = now.Add(b.opts.CommitGrace)
-		}
-		if !graceEnd.IsZero() && !now.Before(graceEnd) {
-			b.opts.Logger.Error("oauthbroker: the rotated refresh token is not stored yet; this process keeps it and stores it at its next refresh, but it is lost if it stops now",
-				"user", b.opts.User, "generation", pc.base, "attempts", attempt, "err", err)
-			return nil, temporaryError{fmt.Errorf("%w: storing the rotated refresh token of %s: %w", ErrRotationLost, b.opts.User, redisErr("commit", err))}
-		}
-		if attempt == 1 {
-			b.opts.Logger.Warn("oauthbroker: storing the rotated refresh token failed; retrying until Redis takes it",
-				"user", b.opts.User, "generation", pc.base, "err", err)
-		}
-		wait := backoff.Jittered(attempt, 20*time.Millisecond, retryMax)
-		t := time.NewTimer(wait)
-		if graceEnd.IsZero() {
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-			}
-		} else {
-			<-t.C
-		}
-	}
+// alertPayload is the JSON of an alert's payload in the alerts hash (alerts.lua).
+type alertPayload struct {
+	Kind     AlertKind `json:"kind"`
+	AtMS     int64     `json:"at_ms"`
+	Detail   string    `json:"detail,omitempty"`
+	ExpiryMS int64     `json:"expiry_ms,omitempty"`
+	LeadMS   int64     `json:"lead_ms,omitempty"`
 }
 
-// flushPending stores a rotation that an earlier call could not store, before anything
-// else happens: its refresh token is the only valid one. It returns the rotation's
-// access token when stored and still more than half-lived; nil and no error when there
-// was nothing to store (or it was superseded, or it is stored but its access token is
-// past half its life: then the normal path refreshes with the new refresh token).
-func (b *Broker) flushPending(ctx context.Context) (*tokencache.Token, error) {
-	b.mu.Lock()
-	pc := b.pending
-	b.mu.Unlock()
-	if pc == nil {
-		return nil, nil
-	}
-	t, err := b.commit(ctx, pc)
-	if err != nil {
-		var tmp temporaryError
-		if errors.As(err, &tmp) && !errors.Is(err, ErrRotationLost) {
-			return nil, nil // superseded: carry on with what Redis holds
-		}
-		return nil, err
-	}
-	now := time.Now()
-	if t.Expiry.IsZero() || t.Expiry.Sub(now) <= t.Expiry.Sub(t.ObtainedAt)/2 {
-		return nil, nil
-	}
-	return t, nil
+func (p alertPayload) encode() string {
+	js, _ := json.Marshal(p)
+	return string(js)
 }
 
-// revoke records that the provider refused the refresh token of generation gen and
-// returns the error for the caller. The process whose call changed the status calls
-// Hooks.Revoked: once for the fleet.
-func (b *Broker) revoke(ctx context.Context, gen int64, sec *secret, earlier string, cause error) error {
+// alertField names an alert of grant h in the alerts hash.
+func alertField(kind string, h header, rest string) string {
+	return kind + ":" + h.grant + ":" + rest
+}
+
+// revoke records that the provider refused the refresh token of generation h and
+// returns the error for the caller, or again when another refresh token is stored now
+// (see revoke.lua). The process whose call changed the status calls Hooks.Revoked:
+// once for the fleet.
+func (b *Broker) revoke(ctx context.Context, h header, sec *secret, earlier string, cause error) (*tokencache.Token, bool, error) {
 	now := time.Now()
 	detail := cause.Error()
 	if earlier != "" {
@@ -402,36 +389,97 @@ func (b *Broker) revoke(ctx context.Context, gen int64, sec *secret, earlier str
 	}
 	st := statusBody{Provider: b.opts.Provider.Name, State: StateRevoked, Family: sec.Family, AuthorizedMS: sec.AuthorizedMS,
 		Rotations: sec.Rotations, RefreshExpiryMS: sec.RefreshExpiryMS, SinceMS: now.UnixMilli(), Detail: clean(detail, 600)}
-	raw, _ := encodeRecord(gen, st)
+	js, _ := json.Marshal(st)
+	payload := alertPayload{Kind: AlertRevoked, AtMS: now.UnixMilli(), Detail: st.Detail}.encode()
 	lre := &LoginRequiredError{User: b.opts.User, Reason: ErrRevoked, Since: time.UnixMilli(now.UnixMilli()), Detail: st.Detail, Cause: cause}
-	lre.URL, _ = b.loginLink(ctx)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	n, err := revokeScript.Run(rctx, b.opts.Redis, []string{b.secretKey(), b.statusKey(), b.rotationKey()}, gen, raw).Int64()
+	n, err := revokeScript.Run(rctx, b.opts.Redis,
+		[]string{b.secretKey(), b.statusKey(), b.rotationKey(), b.refusedKey(), b.alertsKey()},
+		h.gen, h.grant, string(js), alertField("revoked", h, strconv.FormatInt(h.gen, 10)), payload).Int64()
 	cancel()
 	switch {
 	case err != nil:
 		b.opts.Logger.Error("oauthbroker: the provider refused the refresh token, and recording it failed; the next attempt sends it again",
 			"user", b.opts.User, "err", err, "cause", cause)
+	case n == 2:
+		b.opts.Logger.Warn("oauthbroker: the provider refused a refresh token that is not the stored one any more; claiming the stored one",
+			"user", b.opts.User, "generation", h.gen)
+		return nil, true, nil
 	case n == 1:
+		b.linkFor(ctx, lre)
 		b.opts.Logger.Error("oauthbroker: the provider refused the refresh token; refreshes of this user stop until a human authorizes again",
-			"user", b.opts.User, "url", lre.URL, "detail", lre.Detail)
+			"user", b.opts.User, "login", b.logLink(lre), "detail", lre.Detail)
 		if h := b.opts.Hooks.Revoked; h != nil {
 			h(b.opts.User, lre)
 		}
+		return nil, false, lre
 	}
-	return lre
+	b.linkFor(ctx, lre)
+	return nil, false, lre
 }
 
-// loginRequired is the error when no refresh token is stored; statusRaw is the status
-// record ("" none), which says whether one was refused.
-func (b *Broker) loginRequired(ctx context.Context, statusRaw string) error {
-	lre := &LoginRequiredError{User: b.opts.User, Reason: ErrNotAuthorized}
-	if statusRaw != "" {
-		if _, st, err := decodeStatus(statusRaw); err == nil && st.State == StateRevoked {
-			lre.Reason, lre.Since, lre.Detail = ErrRevoked, msTime(st.SinceMS), st.Detail
-		}
+// clientRefused records the alert of a refused app (invalid_client) and returns err
+// as a non-temporary error.
+func (b *Broker) clientRefused(ctx context.Context, h header, err error) error {
+	b.opts.Logger.Error("oauthbroker: the provider refused the app's credentials (invalid_client): check the client ID and secret; the refresh token was not used up",
+		"user", b.opts.User, "client_id", b.opts.ClientID, "err", err)
+	payload := alertPayload{Kind: AlertInvalidClient, AtMS: time.Now().UnixMilli(), Detail: clean(err.Error(), 600)}.encode()
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if aerr := alertsScript.Run(actx, b.opts.Redis, []string{b.alertsKey()}, "add",
+		alertField("client", h, strconv.FormatInt(h.gen, 10)), "pending:0:0::"+payload).Err(); aerr != nil {
+		b.opts.Logger.Warn("oauthbroker: could not record the invalid_client alert", "user", b.opts.User, "err", aerr)
 	}
-	lre.URL, _ = b.loginLink(ctx)
-	b.opts.Logger.Warn("oauthbroker: a human must authorize the app", "user", b.opts.User, "url", lre.URL, "reason", lre.Reason)
+	return permanentError{err}
+}
+
+// missing is the error when no refresh token is stored; statusRaw is the status
+// record ("" none), which says whether one was refused or lost. When the status (or
+// this Broker's memory) says a grant was stored, the loss is recorded for the fleet
+// with an alert (lost.lua).
+func (b *Broker) missing(ctx context.Context, statusRaw string) error {
+	lre := &LoginRequiredError{User: b.opts.User, Reason: ErrNotAuthorized}
+	defer b.linkFor(ctx, lre)
+	var known *remembered
+	if statusRaw != "" {
+		h, st, err := decodeStatus(statusRaw)
+		if err != nil {
+			lre.Detail = "the stored status cannot be read: " + err.Error()
+			return lre
+		}
+		switch st.State {
+		case StateRevoked:
+			lre.Reason, lre.Since, lre.Detail = ErrRevoked, msTime(st.SinceMS), st.Detail
+			return lre
+		case StateLost:
+			lre.Reason, lre.Since, lre.Detail = ErrLost, msTime(st.SinceMS), st.Detail
+			return lre
+		}
+		known = &remembered{h: h, family: st.Family, authorizedMS: st.AuthorizedMS, refreshExpiryMS: st.RefreshExpiryMS, rotations: st.Rotations}
+	} else {
+		known = b.rot.recalled()
+	}
+	if known == nil {
+		b.opts.Logger.Warn("oauthbroker: no refresh token is stored: a human must authorize the app", "user", b.opts.User)
+		return lre
+	}
+	now := time.Now()
+	lre.Reason, lre.Since = ErrLost, time.UnixMilli(now.UnixMilli())
+	lre.Detail = fmt.Sprintf("Redis no longer holds the refresh token of generation %d (it lost its data or evicted the key)", known.h.gen)
+	st := statusBody{Provider: b.opts.Provider.Name, State: StateLost, Family: known.family, AuthorizedMS: known.authorizedMS,
+		Rotations: known.rotations, RefreshExpiryMS: known.refreshExpiryMS, SinceMS: now.UnixMilli(), Detail: lre.Detail}
+	raw, _ := encodeRecord(known.h, st)
+	payload := alertPayload{Kind: AlertLost, AtMS: now.UnixMilli(), Detail: lre.Detail}.encode()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	n, err := lostScript.Run(rctx, b.opts.Redis, []string{b.secretKey(), b.statusKey(), b.alertsKey()},
+		statusRaw, raw, alertField("lost", known.h, strconv.FormatInt(known.h.gen, 10)), payload).Int64()
+	cancel()
+	switch {
+	case err != nil:
+		b.opts.Logger.Warn("oauthbroker: could not record the lost refresh token", "user", b.opts.User, "err", err)
+	case n == 1:
+		b.opts.Logger.Error("oauthbroker: Redis lost the refresh token: a human must authorize the app again",
+			"user", b.opts.User, "generation", known.h.gen)
+	}
 	return lre
 }

@@ -19,7 +19,14 @@ const (
 	// StateRevoked: the provider refused the refresh token; nothing refreshes the user
 	// until a human authorizes the app again.
 	StateRevoked State = "revoked"
-	// StateMissing: the app was never authorized for the user (or Redis lost it).
+	// StateLost: Redis no longer holds the refresh token although a grant was stored
+	// (Redis lost its data or evicted the key): nothing refreshes the user until a
+	// human authorizes the app again, or until the process holding a rotation of that
+	// grant stores it.
+	StateLost State = "lost"
+	// StateMissing: nothing says the app was ever authorized for the user (never
+	// authorized, or Redis lost every key of the user and no process remembered the
+	// grant).
 	StateMissing State = "missing"
 )
 
@@ -33,8 +40,11 @@ type Status struct {
 	// Provider is the provider's name.
 	Provider string
 	// Generation counts every refresh and authorization of the user; it grows by one
-	// with each.
+	// with each (and starts again at 1 after Redis lost its data).
 	Generation int64
+	// Grant is the id of the human's authorization the tokens descend from: random,
+	// new with each authorization.
+	Grant string
 	// AuthorizedAt is when a human last authorized the app.
 	AuthorizedAt time.Time
 	// Rotations is how many refreshes the grant had since.
@@ -44,9 +54,11 @@ type Status struct {
 	// RefreshExpiry is when the refresh token is known or assumed to expire (zero:
 	// unknown). Past it, only a human can help.
 	RefreshExpiry time.Time
-	// RevokedAt is when the provider refused the refresh token (StateRevoked only).
+	// RevokedAt is when the provider refused the refresh token (StateRevoked), or when
+	// the loss was noticed (StateLost).
 	RevokedAt time.Time
-	// Detail says why it was refused (StateRevoked only); it holds no secret.
+	// Detail says why it was refused or lost (StateRevoked, StateLost); it holds no
+	// secret.
 	Detail string
 	// Rotation is the refresh in progress, or an interrupted one whose outcome is not
 	// known; nil when none.
@@ -87,15 +99,16 @@ func ReadStatus(ctx context.Context, rdb redis.UniversalClient, prefix, user str
 	if errors.Is(err, redis.Nil) {
 		return st, nil
 	}
-	gen, body, err := decodeStatus(raw)
+	h, body, err := decodeStatus(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", statusKey(prefix, user), err)
 	}
-	st.State, st.Provider, st.Generation = body.State, body.Provider, gen
+	gen := h.gen
+	st.State, st.Provider, st.Generation, st.Grant = body.State, body.Provider, gen, h.grant
 	st.AuthorizedAt, st.Rotations, st.RotatedAt = msTime(body.AuthorizedMS), body.Rotations, msTime(body.RotatedMS)
 	st.RefreshExpiry, st.RevokedAt, st.Detail = msTime(body.RefreshExpiryMS), msTime(body.SinceMS), body.Detail
 	if m, err := vals[1].Result(); err == nil {
-		if c, err := parseClaim(m); err == nil && c.gen == gen && body.State == StateActive {
+		if c, err := parseClaim(m); err == nil && c.gen == gen && c.grant == h.grant && body.State == StateActive {
 			st.Rotation = &Rotation{Generation: c.gen, Owner: c.owner, Deadline: c.deadline}
 		}
 	}

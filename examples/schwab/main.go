@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"os/signal"
 	"strings"
@@ -100,6 +101,7 @@ func run(ctx context.Context, w io.Writer, redisOpts *redis.Options, prefix stri
 	if err != nil {
 		return err
 	}
+	defer b.Close() // after the writer's cache: stores a rotation Redis has not taken yet
 	writer, err := tokencache.New(tokencache.Options{Redis: wdb, Prefix: prefix, Authenticator: b.Authenticator()})
 	if err != nil {
 		return err
@@ -186,12 +188,18 @@ func humanAuthorizes(ctx context.Context, loginURL string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		return 0, err
+	}
+	browser := &http.Client{Jar: jar} // the login binds the authorization to the browser's cookie
+	resp, err := browser.Do(req)
 	if err != nil {
 		return 0, err
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
+	browser.CloseIdleConnections()
 	return resp.StatusCode, nil
 }
 
@@ -252,11 +260,12 @@ func runReal(ctx context.Context, w io.Writer, redisOpts *redis.Options, listen 
 		RedirectURL: callback, User: demoUser, Redis: rdb,
 		Logger: slog.New(slog.NewTextHandler(w, nil)),
 		Hooks: oauthbroker.Hooks{Revoked: func(user string, err *oauthbroker.LoginRequiredError) {
-			fmt.Fprintf(w, "ALERT: authorize again at %s (%s)\n", err.URL, err.Detail)
+			fmt.Fprintf(w, "ALERT: %v: restart this example to authorize again\n", err)
 		}}})
 	if err != nil {
 		return err
 	}
+	defer b.Close()
 	c, err := tokencache.New(tokencache.Options{Redis: rdb, Authenticator: b.Authenticator()})
 	if err != nil {
 		return err
