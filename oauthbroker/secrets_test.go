@@ -37,10 +37,20 @@ func TestSecretsNeverShown(t *testing.T) {
 	_, err = f.broker(t, nil).Authenticator().Login(ctx, f.opts.User)
 	require.ErrorIs(t, err, oauthbroker.ErrRevoked)
 	fmt.Fprintf(&shown, "%v %+v\n", err, err)
+	var lre *oauthbroker.LoginRequiredError
+	require.ErrorAs(t, err, &lre)
+	assert.Contains(t, lre.URL, "state=", "the human still gets a login URL")
+	assert.NotContains(t, err.Error(), "state=")
 	st, err := f.b.Status(ctx)
 	require.NoError(t, err)
 	fmt.Fprintf(&shown, "%+v %#v\n", st, st)
 	fmt.Fprintf(&shown, "%v %+v %#v %s\n", f.opts, f.opts, f.opts, f.opts)
+	fmt.Fprintf(&shown, "%v %+v %#v %s %v %+v %#v\n", f.b, f.b, f.b, f.b, *f.b, *f.b, f.b.Authenticator())
+	f.opts.Logger.Info("a broker", "broker", f.b, "value", *f.b)
+	alerts, err := f.b.Alerts(ctx)
+	require.NoError(t, err)
+	require.NotEmpty(t, alerts)
+	fmt.Fprintf(&shown, "%v %+v %#v\n", alerts, alerts, alerts)
 	resp, err := http.Get(f.web.URL + "/callback?state=" + strings.Repeat("0", 32) + "&code=" + f.fake.Secrets()[0])
 	require.NoError(t, err)
 	var body strings.Builder
@@ -48,6 +58,8 @@ func TestSecretsNeverShown(t *testing.T) {
 	shown.WriteString(body.String())
 	shown.WriteString(f.logs.String())
 
+	logsAndErrors := f.logs.String() + fmt.Sprint(err)
+	assert.NotContains(t, logsAndErrors, "state=", "no login URL with a state in a log or an error")
 	out := shown.String()
 	assert.Contains(t, out, "…(43)", "tokens appear redacted")
 	for _, secret := range append(f.fake.Secrets(), appSecret, "another-secret-value-1") {
