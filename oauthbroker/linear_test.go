@@ -17,7 +17,9 @@ import (
 )
 
 // rotationKey is the user's rotation marker.
-func (f *fixture) rotationKey() string { return f.redis.Prefix + ":{" + f.opts.User + "}:oauth:rotation" }
+func (f *fixture) rotationKey() string {
+	return f.redis.Prefix + ":{" + f.opts.User + "}:oauth:rotation"
+}
 
 // A rotation held while Redis lost its data and a human authorized again (a new
 // grant, whose generations start at 1 again) is never stored over the new grant.
