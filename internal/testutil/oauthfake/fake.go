@@ -12,7 +12,9 @@
 // HTTP 401 invalid_client):
 //   - grant_type=authorization_code: a code works once, within Options.CodeTTL, with
 //     the redirect_uri it was issued for and the PKCE verifier when a challenge was
-//     given. A code used twice revokes what it issued (RFC 6749 section 4.1.2).
+//     given (and refuses a verifier for a code issued without a challenge). A code
+//     used twice revokes what it issued (RFC 6749 section 4.1.2). A new authorization
+//     revokes every earlier grant of the app, as Schwab does: one grant per app.
 //   - grant_type=refresh_token: each answer rotates the refresh token (unless
 //     Options.KeepRefreshTokens) and the old one is dead. Presenting a dead refresh
 //     token of the family is reuse: the whole family (every refresh and access token
@@ -91,7 +93,8 @@ type Stats struct {
 	Exchanges       int // codes exchanged
 	Refreshes       int // refresh grants answered with new tokens
 	ReuseDetections int // dead refresh tokens (or codes) presented again
-	Revocations     int // families revoked
+	Revocations     int // families revoked for reuse
+	Superseded      int // families ended by a newer authorization of the app
 	Refused         int // invalid_grant answers
 	APICalls        int // API requests answered 200
 	APIRejected     int // API requests answered 401
@@ -449,6 +452,8 @@ func (s *Server) exchange(w http.ResponseWriter, c *client, f url.Values) {
 		problem = "redirect_uri does not match the authorization request"
 	case cd.challenge != "" && !pkceMatches(cd.challenge, f.Get("code_verifier")):
 		problem = "PKCE verification failed"
+	case cd.challenge == "" && f.Has("code_verifier"):
+		problem = "code_verifier sent for an authorization request without code_challenge"
 	}
 	if problem != "" {
 		if cd != nil && cd.clientID == c.id {
@@ -460,6 +465,12 @@ func (s *Server) exchange(w http.ResponseWriter, c *client, f url.Values) {
 		return
 	}
 	cd.used = true
+	for _, old := range s.families { // a new authorization ends the app's earlier grants
+		if old.clientID == c.id && !old.revoked {
+			old.revoked = true
+			s.stats.Superseded++
+		}
+	}
 	fam := &family{clientID: c.id, authorized: now}
 	cd.fam = fam
 	s.families = append(s.families, fam)

@@ -175,9 +175,32 @@ func TestPKCEAndKeptRefreshTokens(t *testing.T) {
 		assert.Equal(t, tok.RefreshToken, t2.RefreshToken)
 	}
 	assert.Equal(t, 3, s.Stats().Refreshes)
+
+	// A verifier for a code issued without a challenge is refused (RFC 7636 4.6).
+	code = authorize(t, conf.AuthCodeURL("s")).Get("code")
+	_, err = conf.Exchange(ctx, code, oauth2.VerifierOption(v))
+	assertGrantError(t, err, "invalid_grant")
 	s.RevokeAll()
 	_, err = conf.TokenSource(ctx, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
 	assertGrantError(t, err, "invalid_grant")
+}
+
+// A new authorization of the app ends its earlier grants: their refresh and access
+// tokens are refused from then on.
+func TestNewAuthorizationRevokesEarlierGrants(t *testing.T) {
+	s, conf := setup(t, oauthfake.Options{})
+	ctx := context.Background()
+	first, err := conf.Exchange(ctx, authorize(t, conf.AuthCodeURL("a")).Get("code"))
+	require.NoError(t, err)
+	second, err := conf.Exchange(ctx, authorize(t, conf.AuthCodeURL("b")).Get("code"))
+	require.NoError(t, err)
+	_, err = conf.TokenSource(ctx, &oauth2.Token{RefreshToken: first.RefreshToken}).Token()
+	assertGrantError(t, err, "invalid_grant")
+	assert.Equal(t, http.StatusUnauthorized, apiStatus(t, s, first.AccessToken))
+	assert.Equal(t, http.StatusOK, apiStatus(t, s, second.AccessToken))
+	_, err = conf.TokenSource(ctx, &oauth2.Token{RefreshToken: second.RefreshToken}).Token()
+	require.NoError(t, err)
+	assert.Equal(t, 1, s.Stats().Superseded)
 }
 
 func TestLoginForm(t *testing.T) {
