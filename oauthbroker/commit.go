@@ -158,7 +158,12 @@ func (b *Broker) store(ctx context.Context, pc *pendingCommit, timeout time.Dura
 			err = ev.Err()
 		}
 		if res, err = ev.StringSlice(); err == nil {
-			acked, _ = w.Int64()
+			var werr error
+			if acked, werr = w.Int64(); werr != nil {
+				acked = 0
+				b.opts.Logger.Warn("oauthbroker: WAIT after storing the rotation failed (does the writer role have +wait?)",
+					"user", b.opts.User, "err", werr)
+			}
 		}
 	} else {
 		res, err = commitScript.Run(ctx, b.opts.Redis, keys, args...).StringSlice()

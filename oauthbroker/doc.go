@@ -23,8 +23,11 @@
 //     that refresh the access token, following the rotation protocol below.
 //   - [ReadStatus] (reader rights, no secret): the grant's state, generation, refresh
 //     count, refresh-token expiry, a refresh in flight, why it was stopped.
-//   - [Broker.ExpiryAlerts]: the alerts due before the refresh token's expiry
-//     (default 24 h and 2 h), each returned once across the fleet.
+//   - [Broker.Alerts] and [Broker.Ack]: what a human must act on (a refused or lost
+//     refresh token, refused app credentials, the refresh token's expiry coming),
+//     delivered at least once across the fleet, one process at a time.
+//   - [Broker.Close]: stores a rotation Redis has not taken yet before the process
+//     ends.
 //
 // # Rotation is linear
 //
@@ -34,25 +37,32 @@
 // one caller at a time (its lease); because a lease can run out under a paused process,
 // the refresh token is guarded on its own:
 //
-//  1. One Lua script reads the stored refresh token of generation G and claims it with a
-//     rotation marker (owner, deadline in Redis time). Another owner's live marker makes
+//  1. One refresh per Broker at a time; none while it holds a rotation Redis has not
+//     taken yet.
+//  2. One Lua script reads the stored refresh token of generation G of grant X (a
+//     random id minted by each authorization) and claims it with a rotation marker
+//     (owner, deadline in Redis time). A live marker of (G, X), whoever owns it, makes
 //     the caller wait instead of sending G's refresh token too.
-//  2. The refresh is sent with a deadline inside the claim.
-//  3. New tokens are stored as generation G+1 by a compare-and-set on G (and on the
-//     marker's owner) before the access token is returned. Redis failures are retried
-//     until Redis takes it; once the caller's context ends (a cache closing on
-//     SIGTERM), for [Options.CommitGrace] more, detached from that context. What is
-//     still unstored stays in the Broker and is stored first by its next call.
-//  4. A refused grant (invalid_grant, or [Provider.GrantRefused]) deletes the dead
-//     refresh token and marks the status revoked, in one script: the process whose
-//     script did it calls [Hooks.Revoked], once for the fleet, and every later attempt
-//     fails with a [*LoginRequiredError] ([ErrRevoked]) without a request, until a
-//     human authorizes again. The error is not Temporary: the cache waits its RetryMax.
-//  5. No answer (a timeout, a lost connection, a process killed after the provider
+//  3. Right before sending, Redis's clock confirms the marker is still the caller's
+//     and bounds the request to what is left of the claim.
+//  4. New tokens are stored as generation G+1 by a compare-and-set on (G, X) (and on
+//     the marker's owner) before the access token is returned: a rotation never
+//     overwrites a newer grant, even after Redis lost its data and generations started
+//     again at 1. When Redis does not take it, the Broker holds it and a writer
+//     goroutine retries until Redis does or a newer grant supersedes it; callers get
+//     [ErrRotationPending] meanwhile, and [Broker.Close] stores it first.
+//  5. A refused grant (invalid_grant, or [Provider.GrantRefused]) of the stored (G, X)
+//     moves the refused record aside, marks the status revoked and records an alert,
+//     in one script: the process whose script did it calls [Hooks.Revoked], once for
+//     the fleet, and every later attempt fails with a [*LoginRequiredError]
+//     ([ErrRevoked]) without a request, until a human authorizes again. The error is
+//     not Temporary: the cache waits its RetryMax. A refusal of a refresh token that is
+//     no longer the stored one claims the stored one instead.
+//  6. No answer (a timeout, a lost connection, a process killed after the provider
 //     rotated): the marker stays. After its deadline and a takeover delay, the next
 //     process sends G's refresh token again: if the provider never saw it, the fleet
 //     goes on; if it had rotated it, a strict provider refuses it as reused and the
-//     user stops as in 4, with the status naming the interrupted refresh. This is the
+//     user stops as in 5, with the status naming the interrupted refresh. This is the
 //     one case in which a human must authorize again early, and it is never silent.
 //
 // # Keys
@@ -60,17 +70,20 @@
 // With the cache's Prefix P (default "brokertoken") and the user U:
 //
 //	P:secret:{U}:oauth          the refresh token and newest access token (writer only)
-//	P:{U}:oauth                 the status: state, generation, expiry (every role)
+//	P:secret:{U}:oauth:refused  the last refused secret, kept as evidence (writer only)
+//	P:{U}:oauth                 the status: state, generation, grant, expiry (every role)
 //	P:{U}:oauth:rotation        the rotation marker (every role may read it)
-//	P:{U}:oauth:alert:<exp>:<s> an expiry alert's once-only claim
+//	P:{U}:oauth:alerts          the alerts, a hash (no secret)
 //	P:oauth:state:<state>       a login state, for StateTTL (writer only: PKCE verifier)
 //
 // The hash tag {U} puts a user's keys in the slot of its token record, so the scripts
-// work on Redis Cluster. Records are "o1:<generation>:<JSON>", written only by the
-// scripts in scripts/. The README's writer and reader ACLs cover them unchanged: the
-// scripts use GET, SET, DEL and TIME; readers read "P:{*" but not "P:secret:*" nor
-// "P:oauth:state:*". Redis should persist (append-only file): a restart without
-// persistence loses the refresh token, except one being stored at that moment.
+// work on Redis Cluster. Records are "o1:<generation>:<grant>:<JSON>", written only by
+// the scripts in scripts/. The README's writer and reader ACLs cover them: the scripts
+// use GET, SET, DEL, TIME, HGET, HSET, HDEL and HGETALL; readers read "P:{*" but not
+// "P:secret:*" nor "P:oauth:state:*". Redis must keep the refresh token: run it with
+// maxmemory-policy noeviction and persistence (append-only file); a loss turns the
+// status "lost" ([StateLost], [ErrLost]) with an alert, and a human must authorize
+// again.
 //
 // Nothing this package logs, returns or renders contains a token, a code or the client
 // secret: tokens appear as [tokencache.Redact] prefixes, and the provider's error

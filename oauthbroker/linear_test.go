@@ -313,3 +313,15 @@ func TestAlertsAreRedeliveredUntilAcknowledged(t *testing.T) {
 }
 
 func refusedTokenOf(raw string) string { return refreshTokenIn(raw) }
+
+// With CommitReplicas, a commit WAITs for the replicas on its own connection; a
+// standalone Redis has none, so the shortfall is logged and the token still served
+// (the provider rotated it already).
+func TestCommitWaitsForReplicas(t *testing.T) {
+	f := newFixture(t, fixtureConfig{broker: func(o *oauthbroker.Options) { o.CommitReplicas = 1 }})
+	f.mustAuthorize(t)
+	tok, err := f.broker(t, nil).Authenticator().Login(context.Background(), f.opts.User)
+	require.NoError(t, err)
+	assert.Equal(t, accessTokenIn(f.secret(t)), tok.AccessToken)
+	assert.Contains(t, f.logs.String(), "fewer replicas than Options.CommitReplicas confirmed it")
+}
