@@ -326,6 +326,9 @@ func TestAccountSyncFollowsTheNewestAnswerOfTheFleet(t *testing.T) {
 	require.Eventually(t, shared(func(n []string) bool { return !slices.Contains(n, pa1) }), 20*time.Second, 5*time.Millisecond)
 	slow.sync.Nudge(u)
 	require.Eventually(t, func() bool { return !slices.Contains(slow.m.AccountsFor(u), pa1) }, 20*time.Second, 5*time.Millisecond)
+	// The fast process shares its answer before it deletes the keys it saw go: the
+	// slow one may adopt it first.
+	require.Eventually(t, func() bool { return len(deleted()) > 0 }, 20*time.Second, 5*time.Millisecond)
 	assert.Equal(t, []string{"token:" + pa1}, deleted(), "deleted once, by the process that saw it go")
 	for _, a := range []string{pa2, pa3} {
 		assert.Equal(t, tok.AccessToken, rdb.Get(ctx, "token:"+a).Val())
