@@ -53,8 +53,9 @@ const (
 type record struct {
 	Access     string `json:"a"`
 	MD         string `json:"m,omitempty"`
-	Expiry     int64  `json:"e"` // Unix milliseconds
-	ObtainedAt int64  `json:"o"` // Unix milliseconds
+	Expiry     int64  `json:"e"`           // Unix milliseconds
+	ObtainedAt int64  `json:"o"`           // Unix milliseconds
+	RenewAt    int64  `json:"r,omitempty"` // Unix milliseconds; 0: the usual refresh point
 	ObtainedBy string `json:"by,omitempty"`
 }
 
@@ -109,7 +110,8 @@ func parseRecord(raw string, now time.Time) parsedRecord {
 		p.err = fmt.Errorf("%w: missing token or expiry", errCorrupt)
 		return p
 	}
-	if r.Expiry > now.Add(maxLifetime+maxVersionAhead).UnixMilli() || r.ObtainedAt < -maxUnixMilli || r.ObtainedAt > maxUnixMilli {
+	if r.Expiry > now.Add(maxLifetime+maxVersionAhead).UnixMilli() || r.ObtainedAt < -maxUnixMilli || r.ObtainedAt > maxUnixMilli ||
+		r.RenewAt < 0 || r.RenewAt > maxUnixMilli {
 		p.err = fmt.Errorf("%w: expiry or obtained time out of range", errCorrupt)
 		return p
 	}
@@ -119,6 +121,9 @@ func parseRecord(raw string, now time.Time) parsedRecord {
 		Expiry:        time.UnixMilli(r.Expiry),
 		ObtainedAt:    time.UnixMilli(r.ObtainedAt),
 		Version:       version,
+	}
+	if r.RenewAt != 0 {
+		p.tok.RenewAt = time.UnixMilli(r.RenewAt)
 	}
 	p.by = r.ObtainedBy
 	return p
@@ -180,7 +185,7 @@ func versionInRange(v int64, now time.Time) bool {
 }
 
 // decodeBody reads a body exactly as encodeBody writes it: {"a":S,"m":S,"e":N,"o":N,
-// "by":S} with "m" and "by" optional, strings without escapes, integers without leading
+// "r":N,"by":S} with "m", "r" and "by" optional, strings without escapes, integers without leading
 // zeros. It is the miss path's parser: no allocation (the strings share body's memory).
 // Anything else, including every body that needs unescaping, is not ok: the caller then
 // reads it with encoding/json, which gives the same record for every body decodeBody
@@ -202,6 +207,11 @@ func decodeBody(body string) (r record, ok bool) {
 	}
 	if r.ObtainedAt, ok = p.num(); !ok {
 		return r, false
+	}
+	if p.lit(`,"r":`) {
+		if r.RenewAt, ok = p.num(); !ok || r.RenewAt == 0 {
+			return r, false // encodeBody omits a zero
+		}
 	}
 	if p.lit(`,"by":`) {
 		if r.ObtainedBy, ok = p.str(); !ok {
@@ -301,9 +311,19 @@ func encodeBody(t *Token, by string) string {
 		MD:         t.MDAccessToken,
 		Expiry:     t.Expiry.UnixMilli(),
 		ObtainedAt: t.ObtainedAt.UnixMilli(),
+		RenewAt:    renewAtMilli(t.RenewAt),
 		ObtainedBy: by,
 	})
 	return string(b)
+}
+
+// renewAtMilli is t in Unix milliseconds, 0 for the zero time (and for a time at or
+// before 1970, which no renewal point is).
+func renewAtMilli(t time.Time) int64 {
+	if t.IsZero() || t.UnixMilli() <= 0 {
+		return 0
+	}
+	return t.UnixMilli()
 }
 
 // checkStorable returns why t cannot be stored byte for byte and served at now, or

@@ -587,7 +587,8 @@ func (c *Cache) fire(e *entry) {
 // points returns when t turns stale in this process and when it stops being served.
 //
 // Stale: RefreshBefore before expiry, capped at half its lifetime, minus a per-process
-// jitter of up to a tenth of that window, so a fleet does not wake at once. Unusable:
+// jitter of up to a tenth of that window, so a fleet does not wake at once; or t's
+// RenewAt when that is earlier. Unusable:
 // Leeway before expiry, capped at a tenth of its lifetime.
 func (c *Cache) points(t *Token) (staleAt, unusable time.Time) {
 	exp := t.Expiry.UnixNano()
@@ -609,7 +610,11 @@ func (c *Cache) points(t *Token) (staleAt, unusable time.Time) {
 		z ^= z >> 31
 		window += int64(z % span)
 	}
-	return t.Expiry.Add(-time.Duration(window)), t.Expiry.Add(-time.Duration(leeway))
+	staleAt, unusable = t.Expiry.Add(-time.Duration(window)), t.Expiry.Add(-time.Duration(leeway))
+	if !t.RenewAt.IsZero() && t.RenewAt.Before(staleAt) {
+		staleAt = t.RenewAt // the Authenticator asked for an early renewal
+	}
+	return staleAt, unusable
 }
 
 // unusableAt is when t stops being served (see points).

@@ -415,6 +415,9 @@ func FuzzDecodeBody(f *testing.F) {
 	f.Add(`{"a":"x","A":"EVIL","e":1,"o":1}`)
 	f.Add(`{"a":"x","e":01,"o":1}`)
 	f.Add(`{"a":"x\u0041","e":1,"o":1}`)
+	f.Add(encodeBody(&Token{AccessToken: "x", Expiry: time.UnixMilli(1760789707000), RenewAt: time.UnixMilli(1760789700000)}, "login"))
+	f.Add(`{"a":"x","e":1,"o":1,"r":0}`)
+	f.Add(`{"a":"x","e":1,"o":1,"r":-5,"by":"login"}`)
 	f.Fuzz(func(t *testing.T, body string) {
 		r, ok := decodeBody(body)
 		if !ok {
@@ -435,6 +438,7 @@ func TestDecodeBodyReadsWhatEncodeBodyWrites(t *testing.T) {
 		{AccessToken: "eyJ.a-_~+/=", MDAccessToken: "md", Expiry: time.UnixMilli(1760789707000), ObtainedAt: time.UnixMilli(1760784307000)},
 		{AccessToken: "x", Expiry: time.UnixMilli(1)},
 		{AccessToken: "ünïcödé", Expiry: time.UnixMilli(1), ObtainedAt: time.UnixMilli(-1)},
+		{AccessToken: "tv", Expiry: time.UnixMilli(1760789707000), ObtainedAt: time.UnixMilli(1760784307000), RenewAt: time.UnixMilli(1760784337000)},
 	} {
 		for _, by := range []string{"", "login", "renew", "set", "reseed", "other"} {
 			body := encodeBody(tok, by)
@@ -444,6 +448,7 @@ func TestDecodeBodyReadsWhatEncodeBodyWrites(t *testing.T) {
 			assert.Equal(t, tok.MDAccessToken, r.MD)
 			assert.Equal(t, tok.Expiry.UnixMilli(), r.Expiry)
 			assert.Equal(t, tok.ObtainedAt.UnixMilli(), r.ObtainedAt)
+			assert.Equal(t, renewAtMilli(tok.RenewAt), r.RenewAt)
 			assert.Equal(t, by, r.ObtainedBy)
 		}
 	}

@@ -23,6 +23,12 @@ type Token struct {
 	Expiry time.Time
 	// ObtainedAt is when the token was obtained from the broker.
 	ObtainedAt time.Time
+	// RenewAt, when set and earlier than the usual refresh point (RefreshBefore before
+	// Expiry), is when the writers renew the token instead: an Authenticator that got
+	// an incomplete token sets it to ask for an early renewal (Tradovate's login whose
+	// market-data token could not be had yet). It is stored in the record; zero means
+	// the usual point.
+	RenewAt time.Time
 	// Version increases strictly with every write of a login user's token to Redis.
 	// The cache assigns it; a token not yet stored has Version 0.
 	Version int64

@@ -63,8 +63,9 @@ func (a *Authenticator) Login(ctx context.Context, user string) (*tokencache.Tok
 		case errors.Is(err, tokencache.ErrTokenRejected):
 			return nil, err
 		case err != nil:
-			a.opts.Logger.Warn("tradovate: could not exchange the TradingView token for a REST pair; using it as is",
-				"user", user, "err", err.Error())
+			tok.RenewAt = time.Now().Add(a.opts.ExchangeRetryAfter)
+			a.opts.Logger.Warn("tradovate: could not exchange the TradingView token for a REST pair; using it as is, renewed early for its market-data token",
+				"user", user, "renew_at", tok.RenewAt, "err", err.Error())
 		default:
 			tok, info = pair, mergeUser(info, pairInfo)
 		}

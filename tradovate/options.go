@@ -51,8 +51,13 @@ type Options struct {
 	// (accessToken and mdAccessToken) by calling renewaccesstoken with it (default false:
 	// the TradingView token is returned as is, as the original system stores it). If the
 	// exchange fails for a reason other than a rejected token, the TradingView token is
-	// returned and a warning logged.
+	// returned with a warning logged and its RenewAt ExchangeRetryAfter later, so the
+	// cache renews it early and the market-data token comes with that renewal.
 	ExchangeTVToken bool
+	// ExchangeRetryAfter is how soon a TradingView token whose exchange failed asks to
+	// be renewed (default 1 minute). A failed renewal is then retried with the cache's
+	// backoff.
+	ExchangeRetryAfter time.Duration
 
 	// Credentials finds each user's password and per-user settings. Required; usually a
 	// [*Credentials] from [LoadCredentials] or [CredentialsFromEnv].
@@ -160,6 +165,9 @@ func (o *Options) init() {
 	}
 	if o.Cooldown <= 0 {
 		o.Cooldown = defaultCooldown
+	}
+	if o.ExchangeRetryAfter <= 0 {
+		o.ExchangeRetryAfter = time.Minute
 	}
 	switch {
 	case o.MaxPenaltyRetries == 0:

@@ -172,8 +172,40 @@ func TestTradingViewExchangeFailureFallsBackToTheLoginToken(t *testing.T) {
 	user := f.users[0]
 	f.fake.Script(tradovatefake.RenewAccessToken, user, tradovatefake.Status(500), tradovatefake.Status(500), tradovatefake.Status(500))
 	a := f.auth(t, f.credentials(t, nil), func(o *tradovate.Options) { o.ExchangeTVToken = true })
+	before := time.Now()
 	tok, err := a.Login(context.Background(), user)
 	require.NoError(t, err)
 	assert.Empty(t, tok.MDAccessToken)
 	assert.True(t, f.fake.Valid(tok.AccessToken))
+	assert.WithinDuration(t, before.Add(time.Minute), tok.RenewAt, 5*time.Second, "asks for a renewal a minute later (the default)")
+}
+
+// A fleet whose login could not be exchanged at once renews the token early, once, and
+// the market-data token comes with that renewal, long before the usual refresh point.
+func TestTradingViewExchangeFailureIsRenewedEarly(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, tradovatefake.Options{}, 1)
+	user := f.users[0]
+	f.fake.Script(tradovatefake.RenewAccessToken, user, tradovatefake.Status(500), tradovatefake.Status(500), tradovatefake.Status(500))
+	caches := f.fleet(t, 3, f.credentials(t, nil), func(o *tradovate.Options) {
+		o.ExchangeTVToken, o.ExchangeRetryAfter = true, 300*time.Millisecond
+	}, nil)
+	ctx := tokenCtx(t)
+	first, err := caches[0].Token(ctx, user)
+	require.NoError(t, err)
+	require.Empty(t, first.MDAccessToken, "the exchange failed")
+	var got *tokencache.Token
+	require.Eventually(t, func() bool { // the services keep asking, as the daemon's checks do
+		for _, c := range caches {
+			if got, err = c.Token(ctx, user); err != nil || got.MDAccessToken != "" {
+				return err == nil
+			}
+		}
+		return false
+	}, 20*time.Second, 20*time.Millisecond)
+	assert.True(t, f.fake.Valid(got.MDAccessToken))
+	assert.True(t, got.RenewAt.IsZero())
+	assert.Equal(t, 1, f.fake.Calls(tradovatefake.Authorize, user), "one login")
+	assert.Equal(t, 1, f.fake.Renewals(user), "one early renewal for the fleet")
+	assert.Equal(t, 4, f.fake.Calls(tradovatefake.RenewAccessToken, user), "the three failed exchange attempts, then that renewal")
 }
