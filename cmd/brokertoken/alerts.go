@@ -33,6 +33,9 @@ const (
 	eventLoginNeeded    = "login_needed"    // reminder: a browser-login user has no valid token for the day
 	eventTokenRejected  = "token_rejected"  // the broker rejected a browser-login user's token before its expiry
 	eventTokenUnchecked = "token_unchecked" // such a token was reported bad, but the broker could not be asked
+
+	eventGrantRevoked    = "refresh_token_revoked"  // an OAuth2 provider refused a user's refresh token (invalid_grant)
+	eventRefreshExpiring = "refresh_token_expiring" // an OAuth2 user's refresh token expires within a lead time
 )
 
 // Fleet agreement: how long the keys that make one alert per event live.
@@ -59,6 +62,10 @@ type alertEvent struct {
 	URL      string // the login page, for login_needed and token_rejected
 	Day      string // the reminder's day (IST date), for login_needed
 	Reminder string // the reminder's time and days, for login_needed
+
+	Since         time.Time     // when the provider refused the refresh token, for refresh_token_revoked
+	RefreshExpiry time.Time     // when the refresh token expires, for refresh_token_expiring
+	Lead          time.Duration // the lead time that fell due, for refresh_token_expiring
 }
 
 // alerter delivers alerts to the webhook, one at a time, in the background.
@@ -81,6 +88,12 @@ type alertEvent struct {
 //   - token_unchecked (such a token reported bad, the broker not reachable to check
 //     it): SET {prefix}:{user}:alert-unchecked:<version> NX, for two days, and the
 //     incident.
+//   - refresh_token_revoked (an OAuth2 provider refused the refresh token): oauthbroker
+//     calls its Revoked hook in one process of the fleet; that daemon also sets
+//     {prefix}:{user}:alert-revoked:<when, ms> NX, for two days, and the incident, so
+//     the authorization that ends it is reported as a recovery.
+//   - refresh_token_expiring: oauthbroker's ExpiryAlerts returns each lead time once for
+//     the fleet (its own claim in Redis); nothing more to agree on.
 //   - recovery: DEL {prefix}:{user}:alert; only the daemon whose DEL removed the key
 //     sends it, so a recovery is reported once, and only after a failure was.
 //
@@ -167,7 +180,8 @@ func (a *alerter) handle(ctx context.Context, ev alertEvent) {
 			"event", ev.Event, "user", ev.User, "err", a.scrub.scrub(oneLine(err.Error())))
 		send = true
 		if ev.Event == eventFailure || ev.Event == eventCaptcha || ev.Event == eventLockedOut ||
-			ev.Event == eventLoginNeeded || ev.Event == eventTokenRejected || ev.Event == eventTokenUnchecked {
+			ev.Event == eventLoginNeeded || ev.Event == eventTokenRejected || ev.Event == eventTokenUnchecked ||
+			ev.Event == eventGrantRevoked {
 			a.mu.Lock()
 			a.unagreed[ev.User] = true
 			a.mu.Unlock()
@@ -200,6 +214,9 @@ func (a *alerter) loginKey(user, day string) string {
 }
 func (a *alerter) rejectedKey(user string, version int64) string {
 	return a.prefix + ":{" + user + "}:alert-rejected:" + strconv.FormatInt(version, 10)
+}
+func (a *alerter) revokedKey(user string, since time.Time) string {
+	return a.prefix + ":{" + user + "}:alert-revoked:" + strconv.FormatInt(since.UnixMilli(), 10)
 }
 func (a *alerter) uncheckedKey(user string, version int64) string {
 	return a.prefix + ":{" + user + "}:alert-unchecked:" + strconv.FormatInt(version, 10)
@@ -240,13 +257,15 @@ func (a *alerter) claim(ctx context.Context, ev alertEvent) (bool, error) {
 	case eventForeignWriter:
 		// Once a day per user for the fleet: the other writer runs until a human stops it.
 		return a.rdb.SetNX(ctx, a.foreignKey(ev.User), record, incidentTTL).Result()
-	case eventLoginNeeded, eventTokenRejected, eventTokenUnchecked:
+	case eventLoginNeeded, eventTokenRejected, eventTokenUnchecked, eventGrantRevoked:
 		key := a.loginKey(ev.User, ev.Day)
 		switch ev.Event {
 		case eventTokenRejected:
 			key = a.rejectedKey(ev.User, ev.Version)
 		case eventTokenUnchecked:
 			key = a.uncheckedKey(ev.User, ev.Version)
+		case eventGrantRevoked:
+			key = a.revokedKey(ev.User, ev.Since)
 		}
 		won, err := a.rdb.SetNX(ctx, key, record, humanAlertTTL).Result()
 		if err != nil {
@@ -407,6 +426,18 @@ func (a *alerter) alertText(ev alertEvent) (title, text, severity string) {
 		return ev.Broker + " token reported refused, not confirmed: " + ev.User,
 			fmt.Sprintf("A service reported that %s refused the token of %s (version %d), but the daemon could not ask %s whether it still accepts it (%s), and cannot renew it without a human. The token stays in Redis and is checked again while services report it. If services keep failing, log in: %s.",
 				ev.Broker, ev.User, ev.Version, ev.Broker, ev.Error, loginHint(ev)), "warning"
+	case eventGrantRevoked:
+		why := ""
+		if ev.Error != "" {
+			why = " (" + ev.Error + ")"
+		}
+		return ev.Broker + " refresh token refused: " + ev.User,
+			fmt.Sprintf("%s refused the refresh token of %s%s at %s. No process refreshes it any more (no retries);%s A human must authorize the app again: %s.",
+				ev.Broker, ev.User, why, ev.Since.UTC().Format(time.RFC3339), left, authorizeHint(ev)), "critical"
+	case eventRefreshExpiring:
+		return ev.Broker + " refresh token expiring: " + ev.User,
+			fmt.Sprintf("The %s refresh token of %s expires in %s (at %s; alert %s before). After that every service loses the token until a human authorizes the app again: %s.",
+				ev.Broker, ev.User, time.Until(ev.RefreshExpiry).Round(time.Minute), ev.RefreshExpiry.UTC().Format(time.RFC3339), ev.Lead, authorizeHint(ev)), "warning"
 	case eventRedisDown:
 		return "Redis unreachable",
 			fmt.Sprintf("brokertoken on %s cannot reach Redis: %s. Consumers cannot read tokens and no token is refreshed until it is back.", a.host, ev.Error),
@@ -426,6 +457,15 @@ func loginHint(ev alertEvent) string {
 		return fmt.Sprintf("open the login page of a daemon that serves one (this daemon serves none: see --listen and --login-listen) and press \"Log in with %s\"", ev.Broker)
 	}
 	return fmt.Sprintf("open %s and press \"Log in with %s\"", ev.URL, ev.Broker)
+}
+
+// authorizeHint says where a human authorizes an OAuth2 app again: the login page, or
+// (a daemon that serves none) another daemon's page or the authorize command.
+func authorizeHint(ev alertEvent) string {
+	if ev.URL == "" {
+		return fmt.Sprintf("open the login page of a daemon that serves one and press \"Log in with %s\", or run `brokertoken authorize %s --paste`", ev.Broker, ev.User)
+	}
+	return fmt.Sprintf("open %s and press \"Log in with %s\" (or run `brokertoken authorize %s --paste`)", ev.URL, ev.Broker, ev.User)
 }
 
 // render returns ev's webhook body: a Discord embed (red for failures, orange for
@@ -510,6 +550,15 @@ func (a *alerter) render(ev alertEvent) ([]byte, error) {
 	}
 	if ev.Broker != "" {
 		plain["broker"] = ev.Broker
+	}
+	if !ev.Since.IsZero() {
+		plain["since"] = ev.Since.UTC().Format(time.RFC3339)
+	}
+	if !ev.RefreshExpiry.IsZero() {
+		plain["refresh_token_expires_at"] = ev.RefreshExpiry.UTC().Format(time.RFC3339)
+	}
+	if ev.Lead != 0 {
+		plain["lead"] = ev.Lead.String()
 	}
 	return json.Marshal(plain)
 }

@@ -19,6 +19,7 @@ var commands = []struct{ name, args, about string }{
 	{"decode", "[TOKEN|-] [--json]", "print a JWT's header, claims and expiry, without verifying it"},
 	{"invalidate", "ACCOUNT", "report ACCOUNT's stored token as bad to the fleet and wait until a daemon stores a newer one"},
 	{"clear-cooldown", "USER", "end USER's Tradovate cool-down (captcha, lockout, unread login answer) for the whole fleet, once the cause is dealt with"},
+	{"authorize", "USER [--paste]", "print an authorization URL for an OAuth2 app (Schwab...) of the credentials file; --paste: then read the address the browser was sent back to and complete it"},
 	{"version", "", "print the version"},
 }
 
@@ -32,7 +33,7 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		return exitCode(err)
 	}
 	if len(args) == 0 {
-		return fail(usagef("missing command: one of run, token, status, decode, invalidate, clear-cooldown (see brokertoken -h)"), nil)
+		return fail(usagef("missing command: one of run, token, status, decode, invalidate, clear-cooldown, authorize (see brokertoken -h)"), nil)
 	}
 	cmd := args[0]
 	switch cmd {
@@ -53,14 +54,16 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		return fail(usagef("flags go after the command: brokertoken COMMAND [flags] (see brokertoken -h)"), nil)
 	}
 	if _, ok := commandOptions[cmd]; !ok {
-		return fail(usagef("unknown command %q: want run, token, status, decode, invalidate or clear-cooldown (see brokertoken -h)", cmd), nil)
+		return fail(usagef("unknown command %q: want run, token, status, decode, invalidate, clear-cooldown or authorize (see brokertoken -h)", cmd), nil)
 	}
 
 	f := newFlags(cmd, env)
-	var md, asJSON bool
+	var md, asJSON, paste bool
 	switch cmd {
 	case "token":
 		f.fs.BoolVar(&md, "md", false, "print the market-data token (mdAccessToken) instead")
+	case "authorize":
+		f.fs.BoolVar(&paste, "paste", false, "after printing the URL, read the address the browser was sent back to from stdin and complete the authorization")
 	case "status", "decode":
 		f.fs.BoolVar(&asJSON, "json", false, "print JSON")
 	}
@@ -96,6 +99,8 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		err = cmdInvalidate(ctx, cfg, log, s, pos, stdout, stderr)
 	case "clear-cooldown":
 		err = cmdClearCooldown(ctx, cfg, log, s, pos, stdout)
+	case "authorize":
+		err = cmdAuthorize(ctx, cfg, log, s, pos, paste, stdin, stdout, stderr)
 	}
 	if err != nil {
 		if cmd != "run" && ctx.Err() != nil && exitCode(err) != exitUsage {
@@ -123,7 +128,7 @@ func newScrubber(cfg *config, env func(string) (string, bool)) *scrubber {
 
 func printUsage(w io.Writer) {
 	var b strings.Builder
-	b.WriteString("brokertoken keeps Tradovate tokens fresh in Redis and hands them to operators.\n\nUsage:\n")
+	b.WriteString("brokertoken keeps broker tokens (Tradovate, Kite, Schwab and other OAuth2 apps) fresh in Redis and hands them to operators.\n\nUsage:\n")
 	for _, c := range commands {
 		fmt.Fprintf(&b, "  brokertoken %-36s %s\n", strings.TrimSpace(c.name+" "+c.args), c.about)
 	}

@@ -370,6 +370,8 @@ type userStatus struct {
 	// page where that human logs in, while no valid token is stored.
 	Broker   string `json:"broker,omitempty"`
 	LoginURL string `json:"login_url,omitempty"`
+	// Grant is an OAuth2 user's grant: refresh-token expiry, refreshes, revoked.
+	Grant *grantView `json:"grant,omitempty"`
 }
 
 // statusDaemon is a daemon in the status command's JSON.
@@ -473,7 +475,9 @@ func cmdStatus(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, 
 				row.ObtainedAt = &got
 			}
 		}
-		d.browserStatus(&row, entry)
+		if err := d.browserStatus(ctx, cfg.prefix, &row, entry); err != nil {
+			return fmt.Errorf("status of %s: %w", u, err)
+		}
 		if row.Broker == "" {
 			ucfg := cfg.forUser(entry)
 			opts := tradovate.Options{Redis: d.rdb, Environment: ucfg.environment, RESTURL: ucfg.restURL}
@@ -547,6 +551,9 @@ func statusNote(r userStatus, now time.Time) string {
 	}
 	if r.LeaseSeconds != nil {
 		notes = append(notes, "refreshing now (lease held)")
+	}
+	if n := r.Grant.note(now); n != "" {
+		notes = append(notes, n)
 	}
 	if r.LoginURL != "" {
 		notes = append(notes, "a human must log in: "+r.LoginURL)

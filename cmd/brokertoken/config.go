@@ -63,10 +63,14 @@ var commandOptions = map[string][]option{
 		optConcurrency, optRefreshBefore, optLeeway, optRetryMax, optCheckInterval, optLoginBudget, optTimeout,
 		optDiscoverAccounts, optAccountsEvery, optLegacyTimeZone, optExchangeTVToken,
 		optLoginListen, optLoginURL, optLoginBasicAuth, optLoginSecret, optKiteReminder, optKiteReminderDays,
-		optKiteAPIURL, optKiteLoginURL},
+		optKiteAPIURL, optKiteLoginURL, optSchwabURL, optOAuthAlerts},
 	"token": {optRedis, optRedisCA, optCredentials, optEnv, optTradovateURL, optTVURL, optPrefix,
 		optLegacyKeys, optLogFormat, optLogLevel, optRefreshBefore, optLeeway, optRetryMax, optLoginBudget, optTimeout,
-		optLegacyTimeZone, optExchangeTVToken, optKiteAPIURL, optKiteLoginURL},
+		optLegacyTimeZone, optExchangeTVToken, optKiteAPIURL, optKiteLoginURL, optSchwabURL},
+	// authorize mints an authorization URL with the daemon's redirect URL (from the
+	// same page options) and, with --paste, completes it: the writer role.
+	"authorize": {optRedis, optRedisCA, optCredentials, optPrefix, optLogFormat, optLogLevel, optTimeout,
+		optListen, optLoginListen, optLoginURL, optSchwabURL},
 	// invalidate only reads and reports (the reporter role): no credentials, no broker.
 	"invalidate": {optRedis, optRedisCA, optEnv, optTradovateURL, optPrefix, optLogFormat, optLogLevel, optTimeout},
 	"status": {optRedis, optRedisCA, optCredentials, optEnv, optTradovateURL, optPrefix, optLogFormat, optLogLevel,
@@ -254,7 +258,7 @@ type config struct {
 	legacyZone       *time.Location // of token_expiry:{user}; nil when the command has no legacy keys
 	exchangeTVToken  bool           // renew after a TradingView-style login for an mdAccessToken
 
-	login loginConfig // the login page, the Kite reminder, Kite's addresses
+	login loginConfig // the login page, the Kite reminder, Kite's and Schwab's addresses, OAuth2 expiry alerts
 }
 
 // load resolves and checks every option f's command uses. It touches no network and

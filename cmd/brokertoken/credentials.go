@@ -18,12 +18,16 @@ import (
 // credentialsFile is what a credentials file holds: one JSON array whose entries are
 // told apart by their "broker" field. An entry without one is a Tradovate login (the
 // original {"username","password"} objects stay valid); {"broker":"kite",...} is a Kite
-// Connect app whose token a human obtains in a browser once a day. Another broker kind
-// is one more case in parseEntry and one more list here.
+// Connect app whose token a human obtains in a browser once a day;
+// {"broker":"schwab",...} and {"broker":"oauth2",...} are OAuth2 apps a human
+// authorizes in a browser, whose refresh token the daemon then uses until it lapses
+// (oauthentry.go). Another broker kind is one more case in parseCredentials and one
+// more list here.
 type credentialsFile struct {
 	path      string
 	tradovate *tradovate.Credentials // nil when the file has no Tradovate entry
 	kite      []kiteEntry            // in file order
+	oauth     []oauthEntry           // in file order
 	order     []fileUser             // every user, in file order
 	warnings  []string               // problems that do not stop the load (a readable file)
 }
@@ -31,7 +35,7 @@ type credentialsFile struct {
 // fileUser is one user of the file and its broker kind.
 type fileUser struct {
 	name   string
-	broker string // "" (Tradovate) or brokerKite
+	broker string // "" (Tradovate), brokerKite, brokerSchwab or brokerOAuth2
 }
 
 // users returns every user of the file, in file order.
@@ -47,6 +51,8 @@ func (f *credentialsFile) users() []string {
 const (
 	brokerTradovate = "tradovate"
 	brokerKite      = "kite"
+	brokerSchwab    = "schwab"
+	brokerOAuth2    = "oauth2"
 )
 
 // kiteEntry is a {"broker":"kite"} entry: one Kite Connect app and the name its token is
@@ -126,7 +132,7 @@ func parseCredentials(name string, data []byte) (*credentialsFile, error) {
 	if err := dec.Decode(&raw); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) {
-			return nil, fail("want a JSON array of objects (Tradovate logins, {\"broker\":\"kite\",...} apps), found a JSON %s", typeErr.Value)
+			return nil, fail("want a JSON array of objects (Tradovate logins, {\"broker\":\"kite\"|\"schwab\"|\"oauth2\",...} apps), found a JSON %s", typeErr.Value)
 		}
 		return nil, fail("%s", secretfile.JSONProblem(err))
 	}
@@ -166,8 +172,17 @@ func parseCredentials(name string, data []byte) (*credentialsFile, error) {
 			k.index = i
 			cf.kite = append(cf.kite, k)
 			user = k.Name
+		case brokerSchwab, brokerOAuth2:
+			o, err := parseOAuthEntry(entry, broker)
+			if err != nil {
+				return nil, fail("entry %d: %s", i, err)
+			}
+			o.index = i
+			cf.oauth = append(cf.oauth, o)
+			user = o.Name
 		default:
-			return nil, fail("entry %d: broker %q is not one of %q (the default) or %q", i, clip(broker, 40), brokerTradovate, brokerKite)
+			return nil, fail("entry %d: broker %q is not one of %q (the default), %q, %q or %q", i, clip(broker, 40),
+				brokerTradovate, brokerKite, brokerSchwab, brokerOAuth2)
 		}
 		if prev, dup := seen[user]; dup {
 			return nil, fail("entry %d: user name %q already given by entry %d", i, user, prev)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/brokertoken/brokertoken/internal/legacykeys"
+	"github.com/brokertoken/brokertoken/oauthbroker"
 	"github.com/brokertoken/brokertoken/tokencache"
 )
 
@@ -118,7 +119,8 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 	}
 
 	deps, err := setup(ctx, cfg, log, scrub, setupOptions{creds: credsRequired,
-		hooks: dm.metrics.cache.Wrap(dm.hooks()), brokerCalls: cfg.concurrency, checked: dm.desk.checked})
+		hooks: dm.metrics.cache.Wrap(dm.hooks()), brokerCalls: cfg.concurrency, checked: dm.desk.checked,
+		oauth: oauthHooks{revoked: dm.desk.revoked}})
 	if err != nil {
 		return err
 	}
@@ -502,9 +504,11 @@ type userView struct {
 	lastErr  string
 	lastKind string
 
-	human       bool // a human logs the user in through a browser (Kite)
-	loginNeeded bool // ...and must now: the reminder time passed without a valid token
+	human       bool // a human logs the user in through a browser every day (Kite)
+	loginNeeded bool // a browser-login user must be logged in by a human now (see loginDesk.loginDue)
 	rejected    bool // tok is a version the broker refused before its expiry
+
+	refreshExpiry time.Time // an OAuth2 user's active grant: when its refresh token expires (zero: unknown)
 }
 
 func (dm *daemon) view(user string) userView {
@@ -516,7 +520,11 @@ func (dm *daemon) view(user string) userView {
 	}
 	st.mu.Unlock()
 	if dm.desk.has(user) {
-		v.human, v.loginNeeded, v.rejected = true, dm.desk.loginDue(user, v.tok), dm.desk.rejectedToken(user, v.tok)
+		v.human = dm.deps.kiteUser(user) != nil
+		v.loginNeeded, v.rejected = dm.desk.loginDue(user, v.tok), dm.desk.rejectedToken(user, v.tok)
+		if g := dm.desk.grantOf(user); g != nil && g.State == oauthbroker.StateActive {
+			v.refreshExpiry = g.RefreshExpiry
+		}
 	}
 	return v
 }

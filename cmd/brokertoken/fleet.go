@@ -60,14 +60,18 @@ const (
 // fleetUser is a user's entry in {prefix}:users.
 type fleetUser struct {
 	Accounts    []string  `json:"accounts"`
-	Broker      string    `json:"broker"`             // "tradovate" or "kite"
+	Broker      string    `json:"broker"`             // "tradovate", "kite", "schwab" or "oauth2"
 	Environment string    `json:"environment"`        // demo or live
 	RESTURL     string    `json:"rest_url,omitempty"` // when not the environment's
 	Daemon      string    `json:"daemon"`             // id of the daemon that wrote the entry
 	Updated     time.Time `json:"updated"`
 
-	// LoginURL is the login page of a user a human logs in through a browser ("kite").
+	// LoginURL is the login page of a user a human logs in through a browser ("kite",
+	// "schwab", "oauth2").
 	LoginURL string `json:"login_url,omitempty"`
+	// Provider names an OAuth2 user's provider ("schwab", or the entry's provider);
+	// its grant's status is at {prefix}:{USER}:oauth (oauthbroker.ReadStatus).
+	Provider string `json:"provider,omitempty"`
 }
 
 // daemonInfo is a daemon's entry in {prefix}:daemons.

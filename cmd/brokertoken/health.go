@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/brokertoken/brokertoken/oauthbroker"
 	"github.com/brokertoken/brokertoken/tokencache"
 )
 
@@ -46,10 +47,15 @@ type userHealth struct {
 	Kind      string   `json:"kind,omitempty"`  // kind of the last failure, while failing
 	Error     string   `json:"error,omitempty"` // the last failure, while failing
 
-	// Broker is "kite" for a user a human logs in through a browser; LoginURL is where,
-	// while its token is not valid.
+	// Broker is "kite", "schwab" or "oauth2" for a user a human logs in through a
+	// browser; LoginURL is where, while its token is not valid (or, for an OAuth2 user,
+	// its grant needs a human).
 	Broker   string `json:"broker,omitempty"`
 	LoginURL string `json:"login_url,omitempty"`
+	// Grant is an OAuth2 user's grant state (active, revoked or missing) and
+	// RefreshExpiresIn the seconds until its refresh token expires.
+	Grant            string   `json:"grant,omitempty"`
+	RefreshExpiresIn *float64 `json:"refresh_token_expires_in_seconds,omitempty"`
 }
 
 // healthAnswer is the /healthz body.
@@ -87,11 +93,18 @@ func (dm *daemon) handleHealth(w http.ResponseWriter, r *http.Request) {
 					secs := math.Round(st.Token.Expiry.Sub(now).Seconds())
 					h.ExpiresIn, h.Version = &secs, st.Token.Version
 				}
-				if dm.desk.has(u) {
-					// A missing token of a browser-login user is normal until the day's
-					// reminder time: Kite expires every token at 06:00 IST.
+				if bu := dm.desk.byName[u]; bu != nil {
+					// A missing token of a Kite user is normal until the day's reminder
+					// time: Kite expires every token at 06:00 IST.
 					var unhealthy bool
-					h.Broker = brokerKite
+					h.Broker = bu.kind()
+					if g, err := bu.grant(ctx); err == nil && g != nil {
+						h.Grant = string(g.State)
+						if !g.RefreshExpiry.IsZero() && g.State == oauthbroker.StateActive {
+							secs := math.Round(g.RefreshExpiry.Sub(now).Seconds())
+							h.RefreshExpiresIn = &secs
+						}
+					}
 					h.State, unhealthy, h.LoginURL = dm.desk.judge(u, st)
 					if unhealthy {
 						ans.Unhealthy = append(ans.Unhealthy, u)

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/brokertoken/brokertoken/oauthbroker"
 	"github.com/brokertoken/brokertoken/tokencache"
 	"github.com/brokertoken/brokertoken/zerodha"
 )
@@ -71,7 +73,7 @@ func (d *deps) kiteUser(user string) *kiteUser {
 // and renewals run at once, whatever the broker. Reports of bad tokens are checked with
 // the user's broker (brokerRoutes.Check); checked, when not nil, hears each answer.
 func (d *deps) authenticator(brokerCalls int, log *slog.Logger, checked checkListener) tokencache.Authenticator {
-	if d.auth == nil && len(d.kite) == 0 {
+	if d.auth == nil && len(d.kite) == 0 && len(d.oauth) == 0 {
 		return nil
 	}
 	r := &brokerRoutes{byUser: map[string]routedAuth{}, checked: checked}
@@ -91,6 +93,9 @@ func (d *deps) authenticator(brokerCalls int, log *slog.Logger, checked checkLis
 	for _, k := range d.kite {
 		a := k.app.Authenticator()
 		r.byUser[k.entry.Name] = routedAuth{auth: bound(a), checker: a}
+	}
+	for _, o := range d.oauth { // no checker: a reported token is refreshed (one cheap request)
+		r.byUser[o.entry.Name] = routedAuth{auth: bound(o.b.Authenticator())}
 	}
 	return r
 }
@@ -165,6 +170,9 @@ func (r *brokerRoutes) Check(ctx context.Context, user string, t *tokencache.Tok
 	if err != nil {
 		return err
 	}
+	if a.checker == nil {
+		return errNotChecked
+	}
 	err = a.checker.Check(ctx, user, t)
 	if r.checked != nil {
 		r.checked(user, t, err)
@@ -172,14 +180,23 @@ func (r *brokerRoutes) Check(ctx context.Context, user string, t *tokencache.Tok
 	return err
 }
 
+// errNotChecked answers Check for an OAuth2 user: no provider has a standard endpoint
+// to ask about an access token, so a token reported bad is replaced by a refresh (one
+// request, no human), as if refused.
+var errNotChecked = fmt.Errorf("%w: an OAuth2 token reported bad is replaced by a refresh without asking the provider", tokencache.ErrTokenRejected)
+
 var _ browserUser = (*kiteUser)(nil)
 
 func (k *kiteUser) name() string   { return k.entry.Name }
 func (k *kiteUser) broker() string { return "Kite" }
+func (k *kiteUser) kind() string   { return brokerKite }
+func (k *kiteUser) daily() bool    { return true }
 
 func (k *kiteUser) loginURL(ctx context.Context) (string, error) { return k.app.LoginURL(ctx) }
 
-func (k *kiteUser) redirect(store zerodha.Store) http.Handler { return k.app.RedirectHandler(store) }
+func (k *kiteUser) redirect(store tokenStore) http.Handler { return k.app.RedirectHandler(store) }
+
+func (k *kiteUser) grant(context.Context) (*oauthbroker.Status, error) { return nil, nil }
 
 // who is the Kite user of the last login ("AB1234 (Name)"), else the configured
 // user_id.
@@ -195,22 +212,38 @@ func (k *kiteUser) who(ctx context.Context) string {
 
 // browserUsers returns the users of d that log in through a browser.
 func (d *deps) browserUsers() []browserUser {
-	out := make([]browserUser, 0, len(d.kite))
-	for _, k := range d.kite {
-		out = append(out, k)
+	out := make([]browserUser, 0, len(d.kite)+len(d.oauth))
+	if d.file == nil {
+		return out
+	}
+	for _, u := range d.file.order { // file order, whatever the broker
+		if k := d.kiteUser(u.name); k != nil {
+			out = append(out, k)
+		} else if o := d.oauthUser(u.name); o != nil {
+			out = append(out, o)
+		}
 	}
 	return out
 }
 
 // browserStatus completes a status row of a user a human logs in through a browser (a
-// Kite app of the credentials file or of the registry): a token its broker rejected
-// before its expiry reads "rejected", and while no valid token is stored the row gives
-// the login page.
-func (d *deps) browserStatus(row *userStatus, entry fleetUser) {
-	if entry.Broker != brokerKite && d.kiteUser(row.User) == nil {
-		return
+// Kite or OAuth2 app of the credentials file or of the registry): a token its broker
+// rejected before its expiry reads "rejected"; an OAuth2 user's row gets its grant
+// (refresh-token expiry, revoked), read with reader rights; and while no valid token
+// is stored, or the grant needs a human, the row gives the login page.
+func (d *deps) browserStatus(ctx context.Context, prefix string, row *userStatus, entry fleetUser) error {
+	kind := entry.Broker
+	if d.kiteUser(row.User) != nil {
+		kind = brokerKite
+	} else if o := d.oauthUser(row.User); o != nil {
+		kind = o.entry.Broker
 	}
-	row.Broker = brokerKite
+	switch kind {
+	case brokerKite, brokerSchwab, brokerOAuth2:
+	default:
+		return nil
+	}
+	row.Broker = kind
 	var login *loginRecord
 	if row.Health != nil {
 		login = row.Health.Login
@@ -218,8 +251,17 @@ func (d *deps) browserStatus(row *userStatus, entry fleetUser) {
 	if login != nil && login.Rejected != 0 && login.Rejected == row.Version {
 		row.State, row.TokenState = "rejected", "rejected"
 	}
-	if row.State == string(tokencache.StateFresh) || row.State == string(tokencache.StateStale) {
-		return
+	grantOK := true
+	if kind != brokerKite {
+		st, err := oauthbroker.ReadStatus(ctx, d.rdb, prefix, row.User)
+		if err != nil {
+			return err
+		}
+		row.Grant = newGrantView(st, time.Now())
+		grantOK = st.State == oauthbroker.StateActive && (st.RefreshExpiry.IsZero() || time.Now().Before(st.RefreshExpiry))
+	}
+	if grantOK && (row.State == string(tokencache.StateFresh) || row.State == string(tokencache.StateStale)) {
+		return nil
 	}
 	switch {
 	case login != nil && login.URL != "":
@@ -229,4 +271,5 @@ func (d *deps) browserStatus(row *userStatus, entry fleetUser) {
 	default:
 		row.LoginURL = "(the daemon's login page)"
 	}
+	return nil
 }

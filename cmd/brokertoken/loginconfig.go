@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,6 +22,8 @@ var (
 	optKiteReminderDays = option{name: "kite-reminder-days", env: "BROKERTOKEN_KITE_REMINDER_DAYS", def: "mon-fri", kind: "DAYS", usage: "days (in India) the reminder applies, e.g. mon-fri or mon,wed,sat"}
 	optKiteAPIURL       = option{name: "kite-api-url", env: "KITE_API_URL", kind: "URL", usage: "Kite Connect API root override (default https://api.kite.trade)"}
 	optKiteLoginURL     = option{name: "kite-login-url", env: "KITE_LOGIN_URL", kind: "URL", usage: "Kite login page override (default https://kite.zerodha.com/connect/login)"}
+	optSchwabURL        = option{name: "schwab-url", env: "SCHWAB_URL", kind: "URL", usage: "root of Schwab's authorization and token endpoints, for a proxy or a fake (default https://api.schwabapi.com)"}
+	optOAuthAlerts      = option{name: "oauth-expiry-alerts", env: "BROKERTOKEN_OAUTH_EXPIRY_ALERTS", def: "24h,2h", kind: "DURATIONS|off", usage: "how long before an OAuth2 user's refresh token expires (Schwab: 7 days after the authorization) one alert each is sent with the login page's URL, e.g. 24h,2h"}
 )
 
 // loginConfig is the resolved configuration of the login page and the reminder.
@@ -36,6 +39,18 @@ type loginConfig struct {
 	remind reminder // when to remind, in IST
 
 	kiteAPIURL, kiteLoginURL string // "" for Kite's own
+	schwabURL                string // "" for Schwab's own
+
+	oauthLeads []time.Duration // --oauth-expiry-alerts, ascending; empty: none
+}
+
+// redirectURL is where the page answers a broker's redirect for user (the URL to
+// register with the broker); "" when no page is served.
+func (l *loginConfig) redirectURL(user string) string {
+	if l.pageURL == "" {
+		return ""
+	}
+	return l.pageURL + "/" + url.PathEscape(user) + "/redirect"
 }
 
 // pagePathPattern is the paths the page may be served at: plain segments, so the path
@@ -52,7 +67,7 @@ func (f *flags) loadLogin(c *config) error {
 	for _, u := range []struct {
 		o   option
 		dst *string
-	}{{optKiteAPIURL, &l.kiteAPIURL}, {optKiteLoginURL, &l.kiteLoginURL}} {
+	}{{optKiteAPIURL, &l.kiteAPIURL}, {optKiteLoginURL, &l.kiteLoginURL}, {optSchwabURL, &l.schwabURL}} {
 		if !has(u.o) {
 			continue
 		}
@@ -64,6 +79,14 @@ func (f *flags) loadLogin(c *config) error {
 			return usagef("%s: %v", where(urlOption(u.o, v), v, src), err)
 		}
 		*u.dst = v
+	}
+	if has(optOAuthAlerts) {
+		v, src := f.lookup(optOAuthAlerts)
+		leads, err := parseLeads(v)
+		if err != nil {
+			return usagef("%s: %v", where(optOAuthAlerts, v, src), err)
+		}
+		l.oauthLeads = leads
 	}
 	if !has(optLoginURL) {
 		return nil // a command without the page
@@ -141,6 +164,25 @@ func (f *flags) loadLogin(c *config) error {
 	}
 	l.remind = reminder{at: at, days: days, off: at < 0}
 	return nil
+}
+
+// parseLeads parses --oauth-expiry-alerts: a comma list of positive durations
+// ("24h,2h"), or "off" for none. The result is ascending, without repeats.
+func parseLeads(s string) ([]time.Duration, error) {
+	s = strings.TrimSpace(strings.ToLower(s))
+	if s == "off" || s == "none" {
+		return []time.Duration{}, nil
+	}
+	var out []time.Duration
+	for _, part := range strings.Split(s, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(part))
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("want positive durations such as 24h,2h, or off")
+		}
+		out = append(out, d)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // urlOption is o as errors name it for the URL v: without the value when v may hold a

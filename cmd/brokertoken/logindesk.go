@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/brokertoken/brokertoken/oauthbroker"
 	"github.com/brokertoken/brokertoken/tokencache"
 	"github.com/brokertoken/brokertoken/zerodha"
 )
@@ -16,27 +17,50 @@ import (
 // browserUser is a user whose token a human obtains in a browser: the daemon's page
 // sends the browser to the broker's login with a single-use state, and the broker sends
 // it back to the daemon with a one-use code that the daemon exchanges and stores with
-// the cache. Kite apps are the first kind (kiteUser); another broker (OAuth2's
-// authorization-code flow) plugs into the page, the reminder and the health checks by
-// implementing it.
+// the cache. Kite apps (kiteUser), whose token lapses every day, and OAuth2 apps
+// (oauthUser: Schwab, any authorization-code provider), which a human authorizes
+// once per refresh-token lifetime, are the two kinds; each plugs into the page, the
+// reminder and the health checks by implementing it.
 type browserUser interface {
 	// name is the user name the token is stored under.
 	name() string
-	// broker is the broker's name as humans know it: "Kite".
+	// broker is the broker's name as humans know it: "Kite", "Schwab".
 	broker() string
+	// kind is the credentials file's broker: brokerKite, brokerSchwab or brokerOAuth2
+	// (the registry's, status's and /healthz's "broker").
+	kind() string
+	// daily reports whether the token lapses every day by design (Kite): the daily
+	// reminder applies, and a missing token is normal before its time.
+	daily() bool
 	// loginURL returns the broker's login page with a new single-use state.
 	loginURL(ctx context.Context) (string, error)
 	// redirect answers the broker's redirect: it checks the state, exchanges the code,
 	// stores the token in store and shows the human a page saying what happened.
-	redirect(store zerodha.Store) http.Handler
+	redirect(store tokenStore) http.Handler
 	// who describes the broker's user whose login is stored (or expected), for the
 	// page: "AB1234 (Kite Fake)"; "" when unknown.
 	who(ctx context.Context) string
+	// grant reads the refresh grant's status (reader rights) of a broker whose refresh
+	// token a human's authorization starts (OAuth2); nil for the others.
+	grant(ctx context.Context) (*oauthbroker.Status, error)
 }
+
+// tokenStore is where a redirect stores the token: the daemon's cache (it announces
+// each new version to every process). It is zerodha.Store and oauthbroker.Store.
+type tokenStore interface {
+	Set(ctx context.Context, user string, t *tokencache.Token) (*tokencache.Token, error)
+}
+
+var (
+	_ zerodha.Store     = tokenStore(nil)
+	_ oauthbroker.Store = tokenStore(nil)
+)
 
 // browserLoginNeeded reports whether err says that only a human login gives the user a
 // token now (no refresh token, or the broker refused it).
-func browserLoginNeeded(err error) bool { return errors.Is(err, zerodha.ErrLoginRequired) }
+func browserLoginNeeded(err error) bool {
+	return errors.Is(err, zerodha.ErrLoginRequired) || errors.Is(err, oauthbroker.ErrLoginRequired)
+}
 
 // renewalNotDue reports whether err is a renewal asked for before it can help (Kite
 // expires every token at 06:00 IST, so renewing earlier gains nothing): not a failure.
@@ -64,6 +88,10 @@ type loginDesk struct {
 	byName  map[string]browserUser
 	failure func(user string) (failing bool, kind, msg string) // the daemon's view of refresh failures
 	changed func(user string, rec *loginRecord)                // publishes the user's login record
+	// alertEvery is how often the OAuth2 users' expiry alerts are asked for
+	// (oauthPollEvery); lastAlerts is when they last were (the desk's goroutine only).
+	alertEvery time.Duration
+	lastAlerts time.Time
 
 	mu     sync.Mutex              // guards state and checks
 	state  map[string]*loginState  // by user name
@@ -90,6 +118,9 @@ type loginState struct {
 	remindedDay string    // the last day (IST date) whose reminder was sent
 	validUntil  time.Time // the reminder found a valid token until then (real clock): no need to look before
 	alerted     bool      // a reminder or rejection was alerted: the next login is a recovery
+
+	grant   *oauthbroker.Status // an OAuth2 user's grant as last read (each desk tick); nil: not read yet
+	revoked bool                // the provider refused the refresh token, seen by this daemon's refresh
 }
 
 // loginRecord is the part of a user's health record ({prefix}:{USER}:health) that says
@@ -106,9 +137,13 @@ type loginRecord struct {
 // loginEvent is a failed refresh of a browser-login user that needs a human.
 type loginEvent struct {
 	user string
-	op   string // the cache's op: "login" or "renew"
+	op   string // the cache's op: "login" or "renew"; opRevoked for an OAuth2 grant refused
 	err  error
 }
+
+// opRevoked is the op of a loginEvent that says the provider refused an OAuth2 user's
+// refresh token, heard once for the fleet (oauthbroker.Hooks.Revoked) in this process.
+const opRevoked = "revoked"
 
 // newLoginDesk returns a desk with no users; attach gives it the daemon's pieces.
 func newLoginDesk(cfg loginConfig, prefix string, log *slog.Logger, s *scrubber, now func() time.Time) *loginDesk {
@@ -159,6 +194,21 @@ func (d *loginDesk) noteFailure(user, op string, err error) bool {
 	return false
 }
 
+// revoked takes the provider's refusal of user's refresh token (oauthbroker's Revoked
+// hook, called once for the fleet in the process whose refresh was refused) to handle
+// it in the background: one alert, the user marked as needing a human. It never
+// blocks.
+func (d *loginDesk) revoked(user string, err *oauthbroker.LoginRequiredError) {
+	if d == nil {
+		return
+	}
+	select {
+	case d.events <- loginEvent{user: user, op: opRevoked, err: err}:
+	default:
+		d.log.Error("brokertoken: login event queue full; refresh token refusal not alerted", "user", user)
+	}
+}
+
 // checked notes the broker's answer to the check of t, a token of user that a service
 // reported bad (a checkListener, called by brokerRoutes.Check before the cache acts on
 // the answer): handle calls the token rejected only when the broker refused it, not
@@ -180,6 +230,7 @@ func (d *loginDesk) checked(user string, t *tokencache.Token, err error) {
 func (d *loginDesk) run(ctx context.Context, every time.Duration) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
+	d.pollGrants(ctx)
 	d.remind(ctx)
 	for {
 		select {
@@ -188,6 +239,7 @@ func (d *loginDesk) run(ctx context.Context, every time.Duration) {
 		case ev := <-d.events:
 			d.handle(ctx, ev)
 		case <-tick.C:
+			d.pollGrants(ctx)
 			d.remind(ctx)
 		}
 	}
@@ -212,6 +264,10 @@ func (d *loginDesk) handle(ctx context.Context, ev loginEvent) {
 	if u == nil {
 		return
 	}
+	if ev.op == opRevoked {
+		d.handleRevoked(ctx, u, ev)
+		return
+	}
 	rctx, cancel := context.WithTimeout(ctx, readTimeout)
 	st, err := d.cache.Status(rctx, ev.user)
 	cancel()
@@ -229,8 +285,12 @@ func (d *loginDesk) handle(ctx context.Context, ev loginEvent) {
 	now := time.Now()
 	renewErr := ""
 	var lr *zerodha.LoginRequiredError
-	if errors.As(ev.err, &lr) && lr.RenewErr != nil {
+	var olr *oauthbroker.LoginRequiredError
+	switch {
+	case errors.As(ev.err, &lr) && lr.RenewErr != nil:
 		renewErr = d.scrub.scrub(oneLine(lr.RenewErr.Error()))
+	case errors.As(ev.err, &olr):
+		renewErr = oauthReason(olr, d.scrub)
 	}
 
 	d.mu.Lock()
@@ -303,6 +363,9 @@ func (d *loginDesk) remind(ctx context.Context) {
 		return
 	}
 	for _, u := range d.users {
+		if !u.daily() {
+			continue // an OAuth2 grant has no day: its expiry alerts come from pollGrants
+		}
 		name := u.name()
 		d.mu.Lock()
 		ls := d.state[name]
@@ -389,7 +452,7 @@ func (d *loginDesk) succeeded(user string, tok *tokencache.Token) {
 	recovered := ended && ls.alerted
 	if ended {
 		ls.needed, ls.neededAt, ls.since, ls.renewErr = false, 0, time.Time{}, ""
-		ls.alerted = false
+		ls.alerted, ls.revoked = false, false
 	}
 	cleared := ls.rejected != 0 && tok.Version > ls.rejected
 	if cleared {
@@ -441,6 +504,15 @@ func (d *loginDesk) judge(user string, st tokencache.Status) (state string, unhe
 	if rejected {
 		state = "rejected"
 	}
+	u := d.byName[user]
+	if u != nil && !u.daily() {
+		// An OAuth2 user has no day: without a valid token, its services have none.
+		url := ""
+		if !valid || d.grantNeedsHuman(user) {
+			url = d.cfg.pageURL
+		}
+		return state, !valid, url
+	}
 	if valid {
 		return state, false, ""
 	}
@@ -465,8 +537,15 @@ func (dm *daemon) attachDesk(served bool) {
 		st.login, st.dirty = rec, true
 		st.mu.Unlock()
 	}
+	d.alertEvery = oauthPollEvery(dm.cfg.checkInterval)
 	if len(d.users) == 0 {
 		return
+	}
+	for _, o := range dm.deps.oauth {
+		if cb := o.entry.CallbackURL; cb != "" && served && !d.servesRedirect(cb) {
+			dm.log.Warn("brokertoken: the OAuth2 app's callback_url is not one of this login page's redirect URLs: the provider sends the browser there, so route it to the page's redirect URL or complete the authorization with `brokertoken authorize USER --paste`",
+				"user", o.name(), "callback_url", cb, "page_redirect_url", d.redirectURL(o.name()))
+		}
 	}
 	for _, k := range dm.deps.kite {
 		if k.entry.UserID == "" {
@@ -490,6 +569,18 @@ func (dm *daemon) attachDesk(served bool) {
 	dm.log.Info("brokertoken: login page", "url", d.cfg.pageURL, "users", len(d.users), "reminder", d.cfg.remind.String())
 }
 
+// servesRedirect reports whether callback is the redirect URL of one of the page's
+// OAuth2 users (the page answers any of them for every OAuth2 user: the state names the
+// user).
+func (d *loginDesk) servesRedirect(callback string) bool {
+	for _, u := range d.users {
+		if !u.daily() && callback == d.redirectURL(u.name()) {
+			return true
+		}
+	}
+	return false
+}
+
 // loopbackAddr reports whether a listen address accepts connections from this machine
 // only.
 func loopbackAddr(addr string) bool {
@@ -508,6 +599,15 @@ func loopbackAddr(addr string) bool {
 // the day's reminder time has passed: tok, the daemon's newest token, is missing,
 // expired or rejected by the broker. It reads no Redis (for /metrics).
 func (d *loginDesk) loginDue(user string, tok *tokencache.Token) bool {
+	if u := d.byName[user]; u != nil && !u.daily() {
+		if d.grantNeedsHuman(user) {
+			return true
+		}
+		d.mu.Lock()
+		needed := d.state[user].needed
+		d.mu.Unlock()
+		return needed && (tok == nil || !time.Now().Before(tok.Expiry))
+	}
 	if _, due := d.cfg.remind.due(d.now()); !due {
 		return false
 	}

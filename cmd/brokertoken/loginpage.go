@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/brokertoken/brokertoken/oauthbroker"
 )
 
 // The login page: one row per browser-login user with its state and a button that
@@ -81,9 +83,7 @@ func (d *loginDesk) startPath(user string) string {
 	return d.cfg.pagePath + "/" + url.PathEscape(user) + "/start"
 }
 
-func (d *loginDesk) redirectURL(user string) string {
-	return d.cfg.pageURL + "/" + url.PathEscape(user) + "/redirect"
-}
+func (d *loginDesk) redirectURL(user string) string { return d.cfg.redirectURL(user) }
 
 // pagePathOrRoot is the page's path for links back to it.
 func (d *loginDesk) pagePathOrRoot() string {
@@ -262,12 +262,13 @@ type row struct {
 	User     string
 	Broker   string
 	Who      string
-	State    string // valid, missing, expired, rejected, failing or unknown (for machines: data-state)
+	State    string // valid, missing, expired, rejected, revoked, failing or unknown (for machines: data-state)
 	Class    string // ok, bad or wait (the colour)
 	Text     string
 	Detail   string
 	Start    string
 	Redirect string
+	Grant    string // an OAuth2 user's grant: active, revoked or missing (data-grant); "" for Kite
 }
 
 // pageData is the page.
@@ -334,12 +335,57 @@ func (d *loginDesk) row(ctx context.Context, u browserUser, now time.Time) row {
 	case ls.renewErr != "":
 		rw.Detail = "Renewing with the refresh token failed: " + ls.renewErr
 	}
+	if !u.daily() {
+		d.grantRow(ctx, u, &rw, valid, when)
+		return rw
+	}
 	if !valid {
 		if _, due := d.cfg.remind.due(d.now()); !due && !d.cfg.remind.off {
 			rw.Text += " (Not needed before the reminder, " + d.cfg.remind.String() + ".)"
 		}
 	}
 	return rw
+}
+
+// grantRow adds an OAuth2 user's grant to its row: when its refresh token expires, or
+// that it was refused or never given; and the callback URL the app must have.
+func (d *loginDesk) grantRow(ctx context.Context, u browserUser, rw *row, valid bool, when func(time.Time) string) {
+	if o, ok := u.(*oauthUser); ok && o.entry.CallbackURL != "" {
+		rw.Redirect = o.entry.CallbackURL
+	}
+	g, err := u.grant(ctx)
+	if err != nil {
+		rw.Detail = strings.TrimSpace(rw.Detail + " The grant cannot be read from Redis right now: " + d.scrub.scrub(oneLine(err.Error())))
+		return
+	}
+	rw.Grant = string(g.State)
+	switch g.State {
+	case oauthbroker.StateMissing:
+		if !valid {
+			rw.State, rw.Class = "missing", "bad"
+			rw.Text = "Not authorized yet: press the button and authorize the app at " + u.broker() + "."
+		}
+	case oauthbroker.StateRevoked:
+		rw.State, rw.Class = "revoked", "bad"
+		text := fmt.Sprintf("%s refused the refresh token at %s", u.broker(), when(g.RevokedAt))
+		if g.Detail != "" {
+			text += " (" + g.Detail + ")"
+		}
+		text += ". Nothing refreshes the token until the app is authorized again."
+		if valid && rw.Text != "" {
+			text += " " + rw.Text
+		}
+		rw.Text = text
+	default:
+		switch exp := g.RefreshExpiry; {
+		case exp.IsZero():
+		case !time.Now().Before(exp):
+			rw.State, rw.Class = "expired", "bad"
+			rw.Text += fmt.Sprintf(" The refresh token expired at %s: authorize the app again.", when(exp))
+		default:
+			rw.Text += fmt.Sprintf(" The refresh token expires at %s (in %s): authorize again before then.", when(exp), shortDuration(time.Until(exp)))
+		}
+	}
 }
 
 // obtainedBy says how a token was obtained, for the page.
@@ -422,15 +468,15 @@ input{font-size:1.1em;padding:.5em;width:100%;box-sizing:border-box;margin:.5em 
 <h1>Broker logins</h1>
 <p>{{.Now}}. {{with .Reminder}}Reminder: {{.}}.{{end}}</p>
 {{range .Rows}}
-<section data-user="{{.User}}" data-state="{{.State}}">
+<section data-user="{{.User}}" data-state="{{.State}}"{{with .Grant}} data-grant="{{.}}"{{end}}>
 <h2>{{.User}} <small>{{.Broker}}{{with .Who}}, {{.}}{{end}}</small></h2>
 <p class="state {{.Class}}">{{.Text}}</p>
 {{with .Detail}}<p><small>{{.}}</small></p>{{end}}
 <form method="post" action="{{.Start}}"><button type="submit">Log in with {{.Broker}}</button></form>
-<p><small>Redirect URL to register with {{.Broker}}: <code>{{.Redirect}}</code></small></p>
+<p><small>{{if .Grant}}Callback URL of the app at{{else}}Redirect URL to register with{{end}} {{.Broker}}: <code>{{.Redirect}}</code></small></p>
 </section>
 {{else}}
-<p>No user of the credentials file logs in through a browser.</p>
+<p>No user of the credentials file logs in through a browser (Kite, Schwab, OAuth2 apps).</p>
 {{end}}
 </body></html>
 {{end}}

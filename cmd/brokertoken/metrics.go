@@ -41,7 +41,7 @@ func newMetrics(views func() []userView, redisUp func() bool) (*metrics, error) 
 			Help: "Alerts that could not be delivered to the webhook."}),
 	}
 	for _, ev := range []string{eventFailure, eventCaptcha, eventLockedOut, eventRecovered, eventRedisDown, eventRedisUp, eventForeignWriter,
-		eventLoginNeeded, eventTokenRejected, eventTokenUnchecked} {
+		eventLoginNeeded, eventTokenRejected, eventTokenUnchecked, eventGrantRevoked, eventRefreshExpiring} {
 		m.alerts.WithLabelValues(ev)
 	}
 	b := readBuild()
@@ -91,12 +91,13 @@ var (
 	descUsers   = prometheus.NewDesc("brokertoken_users", "Login users in the credentials file.", nil, nil)
 
 	descHuman       = prometheus.NewDesc("brokertoken_human_login", "1 for a user a human logs in through a browser (Kite): its token lapses every day by design.", []string{"user"}, nil)
-	descLoginNeeded = prometheus.NewDesc("brokertoken_login_needed", "1 while such a user needs a human login and the day's reminder time has passed.", []string{"user"}, nil)
+	descLoginNeeded = prometheus.NewDesc("brokertoken_login_needed", "1 while a browser-login user needs a human login: a Kite user without a valid token once the day's reminder time has passed; an OAuth2 user whose grant is missing, refused or expired.", []string{"user"}, nil)
+	descRefreshExp  = prometheus.NewDesc("brokertoken_refresh_token_expiry_seconds", "Seconds until an OAuth2 user's refresh token expires (negative once expired), after which a human must authorize the app again; absent while unknown or not authorized.", []string{"user"}, nil)
 	descRedisUp     = prometheus.NewDesc("brokertoken_redis_up", "1 when Redis answered the last pings.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descExpiry, descValid, descFailing, descUsers, descRedisUp, descHuman, descLoginNeeded} {
+	for _, d := range []*prometheus.Desc{descExpiry, descValid, descFailing, descUsers, descRedisUp, descHuman, descLoginNeeded, descRefreshExp} {
 		ch <- d
 	}
 }
@@ -113,6 +114,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descFailing, prometheus.GaugeValue, b2f(v.failing), v.user)
 		ch <- prometheus.MustNewConstMetric(descHuman, prometheus.GaugeValue, b2f(v.human), v.user)
 		ch <- prometheus.MustNewConstMetric(descLoginNeeded, prometheus.GaugeValue, b2f(v.loginNeeded), v.user)
+		if !v.refreshExpiry.IsZero() {
+			secs := math.Round(v.refreshExpiry.Sub(now).Seconds()*1000) / 1000
+			ch <- prometheus.MustNewConstMetric(descRefreshExp, prometheus.GaugeValue, secs, v.user)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(descUsers, prometheus.GaugeValue, float64(len(views)))
 	ch <- prometheus.MustNewConstMetric(descRedisUp, prometheus.GaugeValue, b2f(c.redisUp()))

@@ -43,6 +43,10 @@ func (dm *daemon) fleetEntry(user string) fleetUser {
 	if dm.deps.kiteUser(user) != nil {
 		return fleetUser{Accounts: accounts, Broker: brokerKite, LoginURL: dm.cfg.login.pageURL, Daemon: dm.self.ID, Updated: now}
 	}
+	if o := dm.deps.oauthUser(user); o != nil {
+		return fleetUser{Accounts: accounts, Broker: o.entry.Broker, Provider: o.entry.providerName(), LoginURL: dm.cfg.login.pageURL,
+			Daemon: dm.self.ID, Updated: now}
+	}
 	return fleetUser{Accounts: accounts, Broker: "tradovate", Environment: string(dm.cfg.environment),
 		RESTURL: dm.cfg.restURL, Daemon: dm.self.ID, Updated: now}
 }

@@ -21,6 +21,7 @@ type deps struct {
 	file     *credentialsFile       // nil: no credentials file (read-only)
 	creds    *tradovate.Credentials // the file's Tradovate logins; nil without any
 	kite     []*kiteUser            // the file's Kite apps, in file order
+	oauth    []*oauthUser           // the file's OAuth2 apps (Schwab...), in file order
 	accounts *tradovate.AccountMap  // nil without credentials
 	auth     *tradovate.Authenticator
 	cache    *tokencache.Cache
@@ -98,6 +99,8 @@ type setupOptions struct {
 	// checked hears the broker's answers to the checks of reported tokens (the
 	// daemon's login desk); nil: nobody.
 	checked checkListener
+	// oauth is what the daemon hears from the OAuth2 users' brokers.
+	oauth oauthHooks
 }
 
 // pingTimeout bounds the start-up check that Redis answers.
@@ -129,6 +132,9 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 			}
 			for _, k := range file.kite {
 				s.add(k.APISecret)
+			}
+			for _, o := range file.oauth {
+				s.add(o.AppSecret)
 			}
 		case so.creds == credsOptional && cfg.credsSource == "default" && errors.Is(err, fs.ErrNotExist):
 			log.Debug("no credentials file: read-only, tokens are only read from Redis", "path", cfg.credentials)
@@ -208,6 +214,11 @@ func setup(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, so s
 	}
 	if len(d.file.kiteEntries()) > 0 {
 		if d.kite, err = newKiteUsers(d.file.kiteEntries(), d.rdb, cfg, log); err != nil {
+			return nil, usagef("%s", oneLine(err.Error()))
+		}
+	}
+	if len(d.file.oauthEntries()) > 0 {
+		if d.oauth, err = newOAuthUsers(d.file.oauthEntries(), d.rdb, cfg, log, so.oauth); err != nil {
 			return nil, usagef("%s", oneLine(err.Error()))
 		}
 	}

@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/brokertoken/brokertoken/oauthbroker"
+)
+
+// oauthUser is an OAuth2 app of the credentials file (Schwab, or any provider of the
+// authorization-code flow): the name its access token is stored under and the
+// oauthbroker.Broker that makes its authorization URLs, answers the provider's redirect
+// and refreshes with the refresh token kept in Redis. A human authorizes it on the same
+// login page as the Kite apps; from then on the daemon refreshes it until the refresh
+// token lapses (Schwab: 7 days), warning before (--oauth-expiry-alerts).
+type oauthUser struct {
+	entry oauthEntry
+	b     *oauthbroker.Broker
+	peers []*oauthbroker.Broker // every OAuth user's broker: the redirect finds its user by the state
+}
+
+// oauthHooks are what the daemon hears from its OAuth users' brokers.
+type oauthHooks struct {
+	// revoked is called, once for the fleet, when the provider refused a user's
+	// refresh token. It must not block.
+	revoked func(user string, err *oauthbroker.LoginRequiredError)
+}
+
+// newOAuthUsers makes one oauthbroker.Broker per OAuth entry. The brokers share the
+// cache's Redis and prefix; their StartURL is the login page, so every "authorize"
+// link a human sees (errors, alerts, the redirect's failure pages) leads to the page;
+// their redirect URL is the entry's callback_url, else the page's redirect URL of the
+// user.
+func newOAuthUsers(entries []oauthEntry, rdb redis.UniversalClient, cfg *config, log *slog.Logger, hooks oauthHooks) ([]*oauthUser, error) {
+	out := make([]*oauthUser, 0, len(entries))
+	all := make([]*oauthbroker.Broker, 0, len(entries))
+	for _, e := range entries {
+		callback := e.CallbackURL
+		if callback == "" {
+			callback = cfg.login.redirectURL(e.Name) // "": this process cannot authorize, only refresh
+		}
+		opts := oauthbroker.Options{
+			Provider:     e.provider(cfg.login.schwabURL),
+			ClientID:     e.AppKey,
+			ClientSecret: e.AppSecret,
+			RedirectURL:  callback,
+			User:         e.Name,
+			Redis:        rdb,
+			Prefix:       cfg.prefix,
+			StartURL:     cfg.login.pageURL,
+			AlertLeads:   cfg.login.oauthLeads,
+			Logger:       log,
+		}
+		if hooks.revoked != nil {
+			opts.Hooks.Revoked = hooks.revoked
+		}
+		b, err := oauthbroker.New(opts)
+		if err != nil {
+			return nil, fmt.Errorf("credentials file %s: entry %d: %w", cfg.credentials, e.index, err)
+		}
+		all = append(all, b)
+		out = append(out, &oauthUser{entry: e, b: b})
+	}
+	for _, u := range out {
+		u.peers = all
+	}
+	return out, nil
+}
+
+var _ browserUser = (*oauthUser)(nil)
+
+func (o *oauthUser) name() string   { return o.entry.Name }
+func (o *oauthUser) broker() string { return o.entry.brokerName() }
+func (o *oauthUser) kind() string   { return o.entry.Broker }
+func (o *oauthUser) daily() bool    { return false }
+
+func (o *oauthUser) loginURL(ctx context.Context) (string, error) { return o.b.LoginURL(ctx) }
+
+// redirect answers the provider's redirect for any OAuth user of the daemon: the state
+// names the user (users of one app may share its callback URL).
+func (o *oauthUser) redirect(store tokenStore) http.Handler {
+	return oauthbroker.RedirectHandler(store, o.peers...)
+}
+
+func (o *oauthUser) who(context.Context) string { return "" }
+
+func (o *oauthUser) grant(ctx context.Context) (*oauthbroker.Status, error) { return o.b.Status(ctx) }
+
+// oauthEntries returns the file's OAuth2 entries (none for a nil file).
+func (f *credentialsFile) oauthEntries() []oauthEntry {
+	if f == nil {
+		return nil
+	}
+	return f.oauth
+}
+
+// oauthUser returns the OAuth user named user, or nil.
+func (d *deps) oauthUser(user string) *oauthUser {
+	for _, o := range d.oauth {
+		if o.entry.Name == user {
+			return o
+		}
+	}
+	return nil
+}
+
+// oauthPollEvery is how often the daemon asks its OAuth users' brokers for the expiry
+// alerts that fell due: every minute, or every 30 checks when --check-interval is
+// under 2 s (tests).
+func oauthPollEvery(checkInterval time.Duration) time.Duration {
+	return min(time.Minute, 30*checkInterval)
+}
+
+// grantView is an OAuth2 user's grant as status and /healthz show it: what
+// oauthbroker.ReadStatus tells anyone with reader rights, never a token.
+type grantView struct {
+	State            string     `json:"state"` // active, revoked or missing
+	Provider         string     `json:"provider,omitempty"`
+	AuthorizedAt     *time.Time `json:"authorized_at,omitempty"`
+	Rotations        int64      `json:"rotations"`
+	RotatedAt        *time.Time `json:"rotated_at,omitempty"`
+	RefreshExpiresAt *time.Time `json:"refresh_token_expires_at,omitempty"`
+	RefreshExpiresIn *float64   `json:"refresh_token_expires_in_seconds,omitempty"`
+	RevokedAt        *time.Time `json:"revoked_at,omitempty"`
+	Detail           string     `json:"detail,omitempty"` // why it was revoked
+	RefreshingBy     string     `json:"refreshing_by,omitempty"`
+}
+
+// newGrantView is st as seen at now.
+func newGrantView(st *oauthbroker.Status, now time.Time) *grantView {
+	at := func(t time.Time) *time.Time {
+		if t.IsZero() {
+			return nil
+		}
+		u := t.UTC()
+		return &u
+	}
+	g := &grantView{State: string(st.State), Provider: st.Provider, AuthorizedAt: at(st.AuthorizedAt), Rotations: st.Rotations,
+		RotatedAt: at(st.RotatedAt), RefreshExpiresAt: at(st.RefreshExpiry), RevokedAt: at(st.RevokedAt), Detail: st.Detail}
+	if !st.RefreshExpiry.IsZero() {
+		secs := math.Round(st.RefreshExpiry.Sub(now).Seconds())
+		g.RefreshExpiresIn = &secs
+	}
+	if st.Rotation != nil {
+		g.RefreshingBy = st.Rotation.Owner
+	}
+	return g
+}
+
+// needsHuman reports whether only a human's authorization gives the user tokens
+// again: never authorized, refused by the provider, or the refresh token expired.
+func (g *grantView) needsHuman(now time.Time) bool {
+	if g == nil {
+		return false
+	}
+	return g.State != string(oauthbroker.StateActive) || g.RefreshExpiresAt != nil && !now.Before(*g.RefreshExpiresAt)
+}
+
+// note is the grant for the status table's NOTE cell.
+func (g *grantView) note(now time.Time) string {
+	switch {
+	case g == nil:
+		return ""
+	case g.State == string(oauthbroker.StateMissing):
+		return "not authorized yet"
+	case g.State == string(oauthbroker.StateRevoked):
+		n := "refresh token refused"
+		if g.RevokedAt != nil {
+			n += " at " + g.RevokedAt.Local().Format("2006-01-02 15:04:05")
+		}
+		if g.Detail != "" {
+			n += " (" + g.Detail + ")"
+		}
+		return n
+	case g.RefreshExpiresAt == nil:
+		return "refresh token expiry unknown"
+	case !now.Before(*g.RefreshExpiresAt):
+		return "refresh token expired " + shortDuration(now.Sub(*g.RefreshExpiresAt)) + " ago"
+	}
+	return "refresh token expires in " + shortDuration(g.RefreshExpiresAt.Sub(now)) + " (" + g.RefreshExpiresAt.Local().Format("2006-01-02 15:04") + ")"
+}
+
+// oauthReason says why an OAuth2 user needs a human, for logs, pages and alerts: the
+// stored detail (the provider's refusal, an interrupted rotation) or the reason.
+func oauthReason(err *oauthbroker.LoginRequiredError, s *scrubber) string {
+	switch {
+	case err.Detail != "":
+		return s.scrub(oneLine(err.Detail))
+	case errors.Is(err.Reason, oauthbroker.ErrRevoked):
+		return "the provider refused the refresh token"
+	case errors.Is(err.Reason, oauthbroker.ErrNotAuthorized):
+		return "the app was never authorized (no refresh token is stored)"
+	}
+	return ""
+}
+
+// handleRevoked handles the provider's refusal of u's refresh token, heard in this
+// process once for the fleet: the user needs a human from now on (the cache stops
+// asking the provider: every later attempt fails at once with the typed error), and
+// one alert says so with the page's URL. The authorization that follows is reported as
+// a recovery.
+func (d *loginDesk) handleRevoked(ctx context.Context, u browserUser, ev loginEvent) {
+	var lre *oauthbroker.LoginRequiredError
+	if !errors.As(ev.err, &lre) {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, readTimeout)
+	st, err := d.cache.Status(rctx, ev.user)
+	cancel()
+	var stored int64
+	if err == nil && st.Token != nil {
+		stored = st.Token.Version
+	}
+	now := time.Now()
+	since := lre.Since
+	if since.IsZero() {
+		since = now
+	}
+	reason := oauthReason(lre, d.scrub)
+	d.mu.Lock()
+	ls := d.state[ev.user]
+	if !ls.needed {
+		ls.needed, ls.neededAt, ls.since = true, stored, now
+	}
+	ls.renewErr, ls.revoked, ls.alerted = reason, true, true
+	rec := d.recordLocked(ls)
+	d.mu.Unlock()
+	d.changed(ev.user, rec)
+	d.log.Error("brokertoken: "+u.broker()+" refused the refresh token; no process refreshes the user until a human authorizes the app again",
+		"user", ev.user, "reason", reason, "login_page", d.cfg.pageURL)
+	alert := alertEvent{Event: eventGrantRevoked, User: ev.user, Broker: u.broker(), Error: reason, URL: d.cfg.pageURL, Since: since, Time: now}
+	if err == nil && st.Token != nil {
+		alert.Version, alert.Expiry = st.Token.Version, st.Token.Expiry
+	}
+	d.alerts.enqueue(alert)
+}
+
+// pollGrants reads the grant of each OAuth2 user (for the page, /metrics and
+// loginDue), and every alertEvery asks each broker for the expiry alerts that fell due
+// (claimed once for the fleet by oauthbroker) and sends them. Redis errors are left to
+// the next tick (watchRedis alerts an outage).
+func (d *loginDesk) pollGrants(ctx context.Context) {
+	alerts := d.alertEvery > 0 && time.Since(d.lastAlerts) >= d.alertEvery
+	if alerts {
+		d.lastAlerts = time.Now()
+	}
+	for _, u := range d.users {
+		o, ok := u.(*oauthUser)
+		if !ok {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, readTimeout)
+		st, err := o.b.Status(rctx)
+		cancel()
+		if err == nil {
+			d.mu.Lock()
+			d.state[o.name()].grant = st
+			d.mu.Unlock()
+		}
+		if !alerts {
+			continue
+		}
+		rctx, cancel = context.WithTimeout(ctx, readTimeout)
+		due, err := o.b.ExpiryAlerts(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Warn("brokertoken: cannot look for refresh-token expiry alerts", "user", o.name(), "err", d.scrub.scrub(oneLine(err.Error())))
+			}
+			continue
+		}
+		for _, a := range due {
+			d.log.Warn("brokertoken: the "+o.broker()+" refresh token expires soon; a human must authorize the app again before then",
+				"user", a.User, "expires_at", a.Expiry.UTC().Format(time.RFC3339), "lead", a.Lead.String(), "login_page", d.cfg.pageURL)
+			url := d.cfg.pageURL
+			if url == "" {
+				url = a.URL
+			}
+			d.alerts.enqueue(alertEvent{Event: eventRefreshExpiring, User: a.User, Broker: o.broker(), RefreshExpiry: a.Expiry,
+				Lead: a.Lead, URL: url, Time: time.Now()})
+		}
+	}
+}
+
+// grantOf returns the OAuth2 user's grant as last read, or nil.
+func (d *loginDesk) grantOf(user string) *oauthbroker.Status {
+	if !d.has(user) {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if ls := d.state[user]; ls != nil {
+		return ls.grant
+	}
+	return nil
+}
+
+// grantNeedsHuman reports whether user's grant, as last read, needs a human's
+// authorization: never authorized, refused, or its refresh token expired (or this
+// daemon saw the refusal before reading it).
+func (d *loginDesk) grantNeedsHuman(user string) bool {
+	if !d.has(user) {
+		return false
+	}
+	d.mu.Lock()
+	ls := d.state[user]
+	g, revoked := ls.grant, ls.revoked
+	d.mu.Unlock()
+	if g == nil {
+		return revoked
+	}
+	return newGrantView(g, time.Now()).needsHuman(time.Now())
+}
