@@ -432,7 +432,7 @@ func (a *alerter) alertText(ev alertEvent) (title, text, severity string) {
 			why = " (" + ev.Error + ")"
 		}
 		return ev.Broker + " refresh token refused: " + ev.User,
-			fmt.Sprintf("%s refused the refresh token of %s%s at %s. No process refreshes it any more (no retries);%s A human must authorize the app again: %s.",
+			fmt.Sprintf("%s refused the refresh token of %s%s at %s. No process refreshes it any more (no retries).%s A human must authorize the app again: %s.",
 				ev.Broker, ev.User, why, ev.Since.UTC().Format(time.RFC3339), left, authorizeHint(ev)), "critical"
 	case eventRefreshExpiring:
 		return ev.Broker + " refresh token expiring: " + ev.User,

@@ -98,14 +98,15 @@ func (dm *daemon) handleHealth(w http.ResponseWriter, r *http.Request) {
 					// time: Kite expires every token at 06:00 IST.
 					var unhealthy bool
 					h.Broker = bu.kind()
-					if g, err := bu.grant(ctx); err == nil && g != nil {
+					g, err := bu.grant(ctx)
+					if err == nil && g != nil {
 						h.Grant = string(g.State)
 						if !g.RefreshExpiry.IsZero() && g.State == oauthbroker.StateActive {
 							secs := math.Round(g.RefreshExpiry.Sub(now).Seconds())
 							h.RefreshExpiresIn = &secs
 						}
 					}
-					h.State, unhealthy, h.LoginURL = dm.desk.judge(u, st)
+					h.State, unhealthy, h.LoginURL = dm.desk.judge(u, st, g)
 					if unhealthy {
 						ans.Unhealthy = append(ans.Unhealthy, u)
 					}

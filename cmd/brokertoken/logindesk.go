@@ -338,7 +338,10 @@ func (d *loginDesk) handle(ctx context.Context, ev loginEvent) {
 		d.alerts.enqueue(alertEvent{Event: eventTokenUnchecked, User: ev.user, Broker: u.broker(), Version: stored,
 			Expiry: st.Token.Expiry, URL: d.cfg.pageURL, Error: checkErr, Time: now})
 	case first:
-		attrs := []any{"user", ev.user, "login_page", d.cfg.pageURL, "reminder", d.cfg.remind.String()}
+		attrs := []any{"user", ev.user, "login_page", d.cfg.pageURL}
+		if u.daily() {
+			attrs = append(attrs, "reminder", d.cfg.remind.String())
+		}
 		if unexpired {
 			attrs = append(attrs, "valid_until", st.Token.Expiry.In(ist).Format(time.RFC3339))
 		}
@@ -494,7 +497,9 @@ func (d *loginDesk) recordLocked(ls *loginState) *loginRecord {
 // judge says how /healthz shows user given its stored token: its state ("rejected" for
 // a token the broker refused before its expiry) and whether it is unhealthy. A missing
 // token is unhealthy only once the day's reminder time has passed.
-func (d *loginDesk) judge(user string, st tokencache.Status) (state string, unhealthy bool, loginURL string) {
+//
+// grant is an OAuth2 user's grant as just read (nil: use the one the desk last read).
+func (d *loginDesk) judge(user string, st tokencache.Status, grant *oauthbroker.Status) (state string, unhealthy bool, loginURL string) {
 	d.mu.Lock()
 	ls := d.state[user]
 	valid := d.validLocked(ls, st)
@@ -508,7 +513,11 @@ func (d *loginDesk) judge(user string, st tokencache.Status) (state string, unhe
 	if u != nil && !u.daily() {
 		// An OAuth2 user has no day: without a valid token, its services have none.
 		url := ""
-		if !valid || d.grantNeedsHuman(user) {
+		needsHuman := d.grantNeedsHuman(user)
+		if grant != nil {
+			needsHuman = newGrantView(grant, time.Now()).needsHuman(time.Now())
+		}
+		if !valid || needsHuman {
 			url = d.cfg.pageURL
 		}
 		return state, !valid, url

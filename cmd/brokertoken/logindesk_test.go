@@ -60,7 +60,7 @@ func TestUncheckedReportIsNotAlertedAsRejected(t *testing.T) {
 
 	st, err := s.cache.Status(ctx, "kite_main")
 	require.NoError(t, err)
-	state, unhealthy, _ := s.desk.judge("kite_main", st)
+	state, unhealthy, _ := s.desk.judge("kite_main", st, nil)
 	assert.NotEqual(t, "rejected", state)
 	assert.False(t, unhealthy, "a token Kite did not refuse keeps the user healthy")
 	assert.False(t, s.desk.loginDue("kite_main", tok), "nor does /metrics count a login as due")
@@ -87,7 +87,7 @@ func TestUncheckedReportIsNotAlertedAsRejected(t *testing.T) {
 	assert.Equal(t, map[string]int{eventTokenUnchecked: 1, eventTokenRejected: 1}, s.flushAlerts())
 	st, err = s.cache.Status(ctx, "kite_main")
 	require.NoError(t, err)
-	state, unhealthy, _ = s.desk.judge("kite_main", st)
+	state, unhealthy, _ = s.desk.judge("kite_main", st, nil)
 	assert.Equal(t, "rejected", state)
 	assert.True(t, unhealthy)
 	assert.True(t, s.desk.loginDue("kite_main", tok))
