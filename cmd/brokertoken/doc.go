@@ -1,4 +1,4 @@
-// Command brokertoken keeps every Tradovate login's token fresh in Redis (the daemon)
+// Command brokertoken keeps every broker login's token fresh in Redis (the daemon)
 // and hands tokens to operators and scripts (the CLI). It replaces the original
 // "Token Refresher Service" and its helper scripts; the Python services that read
 // token:{account} from Redis keep working unchanged.
@@ -9,11 +9,12 @@
 //
 // # Commands
 //
-//	brokertoken run                        keep every login in the credentials file fresh; the Kite login page
+//	brokertoken run                        keep every login in the credentials file fresh; the login page (Kite, Schwab, OAuth2)
 //	brokertoken token ACCOUNT [--md]       print the bare access token (--md: market-data token)
 //	brokertoken status [USER...] [--json]  table of users, their tokens and the daemons
 //	brokertoken decode [TOKEN|-] [--json]  a JWT's header, claims and expiry, unverified
 //	brokertoken invalidate ACCOUNT         report ACCOUNT's token as bad; wait for a newer one
+//	brokertoken authorize USER [--paste]   an OAuth2 app's authorization URL; --paste: complete it here
 //	brokertoken version                    version and commit
 //
 // Flags go after the command and may follow its arguments (token ACCOUNT --md).
@@ -189,8 +190,8 @@
 // (discord.com, discordapp.com) get an embed, red for failures, dark red for captcha
 // and lockout, orange for warnings, green for recovery; any other URL gets a JSON
 // object with source, event (failure, captcha, locked_out, recovered, redis_down,
-// redis_up, foreign_writer, and for Kite users login_needed, token_rejected,
-// token_unchecked), severity, title, message, user, accounts, kind, error, version,
+// redis_up, foreign_writer, for Kite users login_needed, token_rejected,
+// token_unchecked, for OAuth2 users refresh_token_revoked, refresh_token_expiring), severity, title, message, user, accounts, kind, error, version,
 // expires_at, until, url, broker, host and time.
 //
 // Daemons sharing a Redis send each alert once: the first failure opens the user's
@@ -237,6 +238,35 @@
 // morning expiry (zerodha.ErrRenewalNotDue) is not a failure. status and /healthz show
 // Kite users with "broker": "kite", "rejected" for a token Kite refused, and the page's
 // URL while a human must log in.
+//
+// # OAuth2 apps in the daemon (Schwab)
+//
+// OAuth2 apps of the authorization-code flow go in the same file:
+//
+//	{"broker": "schwab", "name": "schwab_main", "app_key": "...", "app_secret": "...", "callback_url": "https://..."}
+//	{"broker": "oauth2", "name": "x", "app_key": "...", "app_secret": "...", "provider": "X",
+//	 "authorize_url": "https://...", "token_url": "https://...", "scopes": ["..."], "client_auth": "basic",
+//	 "pkce": false, "access_token_lifetime": "30m", "refresh_token_lifetime": "168h"}
+//
+// Each is an oauthbroker.Broker (the schwab preset for "schwab"; --schwab-url replaces
+// its API root) whose access token is stored under name (default: app_key).
+// callback_url (default <login-url>/<name>/redirect) is sent as redirect_uri and must be
+// the app's registered callback URL. The login page has a row per OAuth2 user (its
+// grant: active with the refresh token's expiry, missing, revoked) with the same
+// button and protection as Kite's; the redirect exchanges the code once and stores the
+// refresh token where only the writer role reads it. brokertoken authorize USER prints
+// an authorization URL for headless setups; with --paste it reads the address the
+// browser was sent back to and completes the authorization itself. The daemon then
+// refreshes the token with the refresh token (one process at a time, rotation kept
+// linear by oauthbroker) until the refresh token lapses (Schwab: 7 days after the
+// authorization): --oauth-expiry-alerts (default 24h,2h) sends one
+// refresh_token_expiring alert per lead time for the fleet, polled every minute. A
+// refresh token the provider refuses (invalid_grant: revoked, expired, reused) stops
+// every refresh of the user without retries and sends one refresh_token_revoked alert
+// with the page's URL; the next authorization is reported as a recovery. status,
+// /healthz and the registry show the grant (from oauthbroker.ReadStatus, reader
+// rights); /metrics has brokertoken_refresh_token_expiry_seconds and
+// brokertoken_login_needed for them.
 //
 // # Exit codes
 //
