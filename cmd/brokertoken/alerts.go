@@ -35,6 +35,8 @@ const (
 	eventTokenUnchecked = "token_unchecked" // such a token was reported bad, but the broker could not be asked
 
 	eventGrantRevoked    = "refresh_token_revoked"  // an OAuth2 provider refused a user's refresh token (invalid_grant)
+	eventGrantLost       = "refresh_token_lost"     // Redis lost an OAuth2 user's refresh token (data loss, eviction)
+	eventInvalidClient   = "invalid_client"         // an OAuth2 provider refused the app key/secret (invalid_client)
 	eventRefreshExpiring = "refresh_token_expiring" // an OAuth2 user's refresh token expires within a lead time
 )
 
@@ -63,9 +65,14 @@ type alertEvent struct {
 	Day      string // the reminder's day (IST date), for login_needed
 	Reminder string // the reminder's time and days, for login_needed
 
-	Since         time.Time     // when the provider refused the refresh token, for refresh_token_revoked
+	Since         time.Time     // when oauthbroker raised the alert, for refresh_token_revoked, _lost, invalid_client
 	RefreshExpiry time.Time     // when the refresh token expires, for refresh_token_expiring
 	Lead          time.Duration // the lead time that fell due, for refresh_token_expiring
+
+	// ack, when set, acknowledges the alert at its source (oauthbroker's Broker.Ack):
+	// called once the alert is delivered (or, without a webhook, logged), never when
+	// it was dropped or failed, so that the source returns it again.
+	ack func(context.Context)
 }
 
 // alerter delivers alerts to the webhook, one at a time, in the background.
@@ -88,12 +95,12 @@ type alertEvent struct {
 //   - token_unchecked (such a token reported bad, the broker not reachable to check
 //     it): SET {prefix}:{user}:alert-unchecked:<version> NX, for two days, and the
 //     incident.
-//   - refresh_token_revoked (an OAuth2 provider refused the refresh token): oauthbroker
-//     calls its Revoked hook in one process of the fleet; that daemon also sets
-//     {prefix}:{user}:alert-revoked:<when, ms> NX, for two days, and the incident, so
-//     the authorization that ends it is reported as a recovery.
-//   - refresh_token_expiring: oauthbroker's ExpiryAlerts returns each lead time once for
-//     the fleet (its own claim in Redis); nothing more to agree on.
+//   - the OAuth2 alerts (refresh_token_revoked, refresh_token_lost, invalid_client,
+//     refresh_token_expiring): oauthbroker's Broker.Alerts reserves each for one daemon
+//     of the fleet, and the daemon acknowledges it (Broker.Ack) once it was delivered,
+//     so nothing more is agreed on here (a second key would turn a failed delivery into
+//     no alert at all). All but refresh_token_expiring open the user's incident, so the
+//     token that ends them is reported as a recovery.
 //   - recovery: DEL {prefix}:{user}:alert; only the daemon whose DEL removed the key
 //     sends it, so a recovery is reported once, and only after a failure was.
 //
@@ -136,10 +143,14 @@ func (a *alerter) describe() string {
 	return a.format + " webhook at " + u.Scheme + "://" + u.Host
 }
 
-// enqueue hands ev to the sender without blocking. Without a webhook, alerts are only
-// the log lines the daemon writes anyway.
+// enqueue hands ev to the sender without blocking (but for ev.ack without a webhook:
+// one bounded Redis call). Without a webhook, alerts are only the log lines the daemon
+// writes anyway, and are acknowledged as delivered.
 func (a *alerter) enqueue(ev alertEvent) {
 	if a.url == "" {
+		if ev.ack != nil {
+			ev.ack(context.Background())
+		}
 		return
 	}
 	select {
@@ -181,7 +192,7 @@ func (a *alerter) handle(ctx context.Context, ev alertEvent) {
 		send = true
 		if ev.Event == eventFailure || ev.Event == eventCaptcha || ev.Event == eventLockedOut ||
 			ev.Event == eventLoginNeeded || ev.Event == eventTokenRejected || ev.Event == eventTokenUnchecked ||
-			ev.Event == eventGrantRevoked {
+			ev.Event == eventGrantRevoked || ev.Event == eventGrantLost || ev.Event == eventInvalidClient {
 			a.mu.Lock()
 			a.unagreed[ev.User] = true
 			a.mu.Unlock()
@@ -190,6 +201,9 @@ func (a *alerter) handle(ctx context.Context, ev alertEvent) {
 	if !send {
 		if ev.Event != eventRecovered {
 			a.log.Debug("brokertoken: alert already sent by another daemon", "event", ev.Event, "user", ev.User)
+		}
+		if ev.ack != nil {
+			ev.ack(ctx)
 		}
 		return
 	}
@@ -203,6 +217,9 @@ func (a *alerter) handle(ctx context.Context, ev alertEvent) {
 	}
 	a.metrics.alertSent(ev.Event)
 	a.log.Info("brokertoken: alert sent", "event", ev.Event, "user", ev.User)
+	if ev.ack != nil {
+		ev.ack(ctx)
+	}
 }
 
 func (a *alerter) incidentKey(user string) string { return a.prefix + ":{" + user + "}:alert" }
@@ -214,9 +231,6 @@ func (a *alerter) loginKey(user, day string) string {
 }
 func (a *alerter) rejectedKey(user string, version int64) string {
 	return a.prefix + ":{" + user + "}:alert-rejected:" + strconv.FormatInt(version, 10)
-}
-func (a *alerter) revokedKey(user string, since time.Time) string {
-	return a.prefix + ":{" + user + "}:alert-revoked:" + strconv.FormatInt(since.UnixMilli(), 10)
 }
 func (a *alerter) uncheckedKey(user string, version int64) string {
 	return a.prefix + ":{" + user + "}:alert-unchecked:" + strconv.FormatInt(version, 10)
@@ -257,15 +271,20 @@ func (a *alerter) claim(ctx context.Context, ev alertEvent) (bool, error) {
 	case eventForeignWriter:
 		// Once a day per user for the fleet: the other writer runs until a human stops it.
 		return a.rdb.SetNX(ctx, a.foreignKey(ev.User), record, incidentTTL).Result()
-	case eventLoginNeeded, eventTokenRejected, eventTokenUnchecked, eventGrantRevoked:
+	case eventGrantRevoked, eventGrantLost, eventInvalidClient:
+		// oauthbroker chose this daemon to send it (see alerter); the token that ends it
+		// is a recovery.
+		if err := a.rdb.SetNX(ctx, a.incidentKey(ev.User), record, incidentTTL).Err(); err != nil {
+			return false, err
+		}
+		return true, nil
+	case eventLoginNeeded, eventTokenRejected, eventTokenUnchecked:
 		key := a.loginKey(ev.User, ev.Day)
 		switch ev.Event {
 		case eventTokenRejected:
 			key = a.rejectedKey(ev.User, ev.Version)
 		case eventTokenUnchecked:
 			key = a.uncheckedKey(ev.User, ev.Version)
-		case eventGrantRevoked:
-			key = a.revokedKey(ev.User, ev.Since)
 		}
 		won, err := a.rdb.SetNX(ctx, key, record, humanAlertTTL).Result()
 		if err != nil {
@@ -434,6 +453,26 @@ func (a *alerter) alertText(ev alertEvent) (title, text, severity string) {
 		return ev.Broker + " refresh token refused: " + ev.User,
 			fmt.Sprintf("%s refused the refresh token of %s%s at %s. No process refreshes it any more (no retries).%s A human must authorize the app again: %s.",
 				ev.Broker, ev.User, why, ev.Since.UTC().Format(time.RFC3339), left, authorizeHint(ev)), "critical"
+	case eventGrantLost:
+		why := ""
+		if ev.Error != "" {
+			why = " (" + ev.Error + ")"
+		}
+		return ev.Broker + " refresh token lost: " + ev.User,
+			fmt.Sprintf("Redis no longer holds the %s refresh token of %s%s, noticed at %s: it lost its data or evicted the key (run it with persistence and maxmemory-policy noeviction). No process refreshes the user any more.%s A human must authorize the app again: %s.",
+				ev.Broker, ev.User, why, ev.Since.UTC().Format(time.RFC3339), left, authorizeHint(ev)), "critical"
+	case eventInvalidClient:
+		why := ""
+		if ev.Error != "" {
+			why = " (" + ev.Error + ")"
+		}
+		file := "the credentials file"
+		if a.cfg != nil && a.cfg.credentials != "" {
+			file += " (" + a.cfg.credentials + ")"
+		}
+		return ev.Broker + " app key/secret refused: " + ev.User,
+			fmt.Sprintf("%s refuses the app key or secret of %s (invalid_client)%s since %s: fix app_key and app_secret of the entry in %s and restart the daemons. No refresh succeeds until then; the refresh token is kept and no new authorization is needed.%s",
+				ev.Broker, ev.User, why, ev.Since.UTC().Format(time.RFC3339), file, left), "critical"
 	case eventRefreshExpiring:
 		return ev.Broker + " refresh token expiring: " + ev.User,
 			fmt.Sprintf("The %s refresh token of %s expires in %s (at %s; alert %s before). After that every service loses the token until a human authorizes the app again: %s.",

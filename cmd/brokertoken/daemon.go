@@ -239,6 +239,7 @@ func runDaemon(ctx context.Context, cfg *config, log *slog.Logger, scrub *scrubb
 	}
 	deps.cache.Close() // cancels refreshes in flight and releases their leases
 	bg.Wait()
+	deps.closeOAuth(log) // stores a rotated refresh token Redis has not taken yet
 	log.Info("brokertoken: stopped", "ran", time.Since(started).Round(time.Millisecond).String(),
 		"stop_took", time.Since(stopping).Round(time.Millisecond).String())
 	return nil
@@ -372,6 +373,9 @@ func (dm *daemon) failed(user string, err error) {
 		ev.Until, ev.AllUsers = cooldownOf(err)
 		dm.logCooldown(user, kind, ev.Until, ev.AllUsers)
 		dm.alerts.enqueue(ev)
+	case first && kind == "invalid_client":
+		// oauthbroker raises its own alert for the fleet (Broker.Alerts, see pollGrants),
+		// which says what to fix; the incident it opens makes the end a recovery.
 	case first:
 		ev.Event = eventFailure
 		dm.alerts.enqueue(ev)

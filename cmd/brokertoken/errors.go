@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/brokertoken/brokertoken/oauthbroker"
 	"github.com/brokertoken/brokertoken/tokencache"
 	"github.com/brokertoken/brokertoken/tradovate"
 	"github.com/brokertoken/brokertoken/zerodha"
@@ -53,9 +54,27 @@ func oneLine(s string) string {
 // label values: redis, unknown_login_answer, captcha, locked_out, bad_credentials, login_budget, penalty,
 // inactive_user, unavailable, malformed_response, unexpected_status, unknown_user,
 // token_rejected, login_required, renewal_not_due (Kite), no_token, timeout, canceled,
-// other.
+// other; for OAuth2 users (oauthbroker): refresh_token_revoked, grant_lost,
+// not_authorized, invalid_client, rotation_pending (a rotated refresh token held until
+// Redis takes it), rotation_lost, rotation_in_flight.
 func failureKind(err error) string {
 	switch {
+	// oauthbroker's first: a held rotation or a lost grant may wrap a Redis error too,
+	// and must be named as what it is.
+	case errors.Is(err, oauthbroker.ErrRotationPending):
+		return "rotation_pending"
+	case errors.Is(err, oauthbroker.ErrRotationLost):
+		return "rotation_lost"
+	case errors.Is(err, oauthbroker.ErrLost):
+		return "grant_lost"
+	case errors.Is(err, oauthbroker.ErrRevoked), errors.Is(err, oauthbroker.ErrInvalidGrant):
+		return "refresh_token_revoked"
+	case errors.Is(err, oauthbroker.ErrNotAuthorized):
+		return "not_authorized"
+	case errors.Is(err, oauthbroker.ErrInvalidClient):
+		return "invalid_client"
+	case errors.Is(err, oauthbroker.ErrRotationInFlight):
+		return "rotation_in_flight"
 	case errors.Is(err, tokencache.ErrRedisUnavailable):
 		return "redis"
 	case errors.Is(err, tradovate.ErrUnknownLoginAnswer):
@@ -88,6 +107,10 @@ func failureKind(err error) string {
 		return "unavailable"
 	case errors.Is(err, zerodha.ErrMalformedResponse):
 		return "malformed_response"
+	case errors.Is(err, oauthbroker.ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, oauthbroker.ErrLoginRequired):
+		return "login_required"
 	case errors.Is(err, tokencache.ErrTokenRejected), errors.Is(err, zerodha.ErrTokenException):
 		return "token_rejected"
 	case errors.Is(err, tokencache.ErrNoToken):

@@ -196,8 +196,8 @@ func (d *loginDesk) noteFailure(user, op string, err error) bool {
 
 // revoked takes the provider's refusal of user's refresh token (oauthbroker's Revoked
 // hook, called once for the fleet in the process whose refresh was refused) to handle
-// it in the background: one alert, the user marked as needing a human. It never
-// blocks.
+// it in the background: the user marked as needing a human at once (the alert comes
+// from Broker.Alerts, see pollGrants). It never blocks.
 func (d *loginDesk) revoked(user string, err *oauthbroker.LoginRequiredError) {
 	if d == nil {
 		return
@@ -205,7 +205,7 @@ func (d *loginDesk) revoked(user string, err *oauthbroker.LoginRequiredError) {
 	select {
 	case d.events <- loginEvent{user: user, op: opRevoked, err: err}:
 	default:
-		d.log.Error("brokertoken: login event queue full; refresh token refusal not alerted", "user", user)
+		d.log.Warn("brokertoken: login event queue full; refresh token refusal noted at the next poll", "user", user)
 	}
 }
 
@@ -265,7 +265,7 @@ func (d *loginDesk) handle(ctx context.Context, ev loginEvent) {
 		return
 	}
 	if ev.op == opRevoked {
-		d.handleRevoked(ctx, u, ev)
+		d.handleRevoked(u, ev)
 		return
 	}
 	rctx, cancel := context.WithTimeout(ctx, readTimeout)

@@ -41,7 +41,7 @@ func newMetrics(views func() []userView, redisUp func() bool) (*metrics, error) 
 			Help: "Alerts that could not be delivered to the webhook."}),
 	}
 	for _, ev := range []string{eventFailure, eventCaptcha, eventLockedOut, eventRecovered, eventRedisDown, eventRedisUp, eventForeignWriter,
-		eventLoginNeeded, eventTokenRejected, eventTokenUnchecked, eventGrantRevoked, eventRefreshExpiring} {
+		eventLoginNeeded, eventTokenRejected, eventTokenUnchecked, eventGrantRevoked, eventGrantLost, eventInvalidClient, eventRefreshExpiring} {
 		m.alerts.WithLabelValues(ev)
 	}
 	b := readBuild()

@@ -29,7 +29,8 @@ type oauthUser struct {
 // oauthHooks are what the daemon hears from its OAuth users' brokers.
 type oauthHooks struct {
 	// revoked is called, once for the fleet, when the provider refused a user's
-	// refresh token. It must not block.
+	// refresh token (a notification: the alert comes from Broker.Alerts). It must
+	// not block.
 	revoked func(user string, err *oauthbroker.LoginRequiredError)
 }
 
@@ -56,6 +57,7 @@ func newOAuthUsers(entries []oauthEntry, rdb redis.UniversalClient, cfg *config,
 			Prefix:       cfg.prefix,
 			StartURL:     cfg.login.pageURL,
 			AlertLeads:   cfg.login.oauthLeads,
+			AlertLease:   oauthAlertLease,
 			Logger:       log,
 		}
 		if hooks.revoked != nil {
@@ -202,50 +204,41 @@ func oauthReason(err *oauthbroker.LoginRequiredError, s *scrubber) string {
 }
 
 // handleRevoked handles the provider's refusal of u's refresh token, heard in this
-// process once for the fleet: the user needs a human from now on (the cache stops
-// asking the provider: every later attempt fails at once with the typed error), and
-// one alert says so with the page's URL. The authorization that follows is reported as
-// a recovery.
-func (d *loginDesk) handleRevoked(ctx context.Context, u browserUser, ev loginEvent) {
+// process once for the fleet (oauthbroker's Revoked hook): the user is marked as
+// needing a human at once, for status, /healthz and the page, without waiting for the
+// next poll. The alert itself comes from Broker.Alerts (pollGrants), which survives a
+// process that dies before sending it.
+func (d *loginDesk) handleRevoked(u browserUser, ev loginEvent) {
 	var lre *oauthbroker.LoginRequiredError
 	if !errors.As(ev.err, &lre) {
 		return
-	}
-	rctx, cancel := context.WithTimeout(ctx, readTimeout)
-	st, err := d.cache.Status(rctx, ev.user)
-	cancel()
-	var stored int64
-	if err == nil && st.Token != nil {
-		stored = st.Token.Version
-	}
-	now := time.Now()
-	since := lre.Since
-	if since.IsZero() {
-		since = now
 	}
 	reason := oauthReason(lre, d.scrub)
 	d.mu.Lock()
 	ls := d.state[ev.user]
 	if !ls.needed {
-		ls.needed, ls.neededAt, ls.since = true, stored, now
+		ls.needed, ls.since = true, time.Now()
 	}
-	ls.renewErr, ls.revoked, ls.alerted = reason, true, true
+	ls.renewErr, ls.revoked = reason, true
 	rec := d.recordLocked(ls)
 	d.mu.Unlock()
 	d.changed(ev.user, rec)
 	d.log.Error("brokertoken: "+u.broker()+" refused the refresh token; no process refreshes the user until a human authorizes the app again",
 		"user", ev.user, "reason", reason, "login_page", d.cfg.pageURL)
-	alert := alertEvent{Event: eventGrantRevoked, User: ev.user, Broker: u.broker(), Error: reason, URL: d.cfg.pageURL, Since: since, Time: now}
-	if err == nil && st.Token != nil {
-		alert.Version, alert.Expiry = st.Token.Version, st.Token.Expiry
-	}
-	d.alerts.enqueue(alert)
 }
 
+// oauthAlertLease is how long an alert returned by Broker.Alerts stays reserved for
+// this daemon (oauthbroker.Options.AlertLease): longer than the alerter takes to send
+// it (three tries of at most 10 s each, and the queue), so that no other daemon sends
+// it again meanwhile; a daemon that dies holding it delays it by that much.
+const oauthAlertLease = 5 * time.Minute
+
 // pollGrants reads the grant of each OAuth2 user (for the page, /metrics and
-// loginDue), and every alertEvery asks each broker for the expiry alerts that fell due
-// (claimed once for the fleet by oauthbroker) and sends them. Redis errors are left to
-// the next tick (watchRedis alerts an outage).
+// loginDue), and every alertEvery asks each broker for its alerts (Broker.Alerts:
+// claimed for the fleet by oauthbroker, at least once) and hands them to the alerter,
+// which acknowledges each (Broker.Ack) once it was delivered; one that is not is
+// returned again after oauthAlertLease. Redis errors are left to the next tick
+// (watchRedis alerts an outage).
 func (d *loginDesk) pollGrants(ctx context.Context) {
 	alerts := d.alertEvery > 0 && time.Since(d.lastAlerts) >= d.alertEvery
 	if alerts {
@@ -268,24 +261,75 @@ func (d *loginDesk) pollGrants(ctx context.Context) {
 			continue
 		}
 		rctx, cancel = context.WithTimeout(ctx, readTimeout)
-		due, err := o.b.ExpiryAlerts(rctx)
+		due, err := o.b.Alerts(rctx)
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
-				d.log.Warn("brokertoken: cannot look for refresh-token expiry alerts", "user", o.name(), "err", d.scrub.scrub(oneLine(err.Error())))
+				d.log.Warn("brokertoken: cannot look for OAuth2 alerts", "user", o.name(), "err", d.scrub.scrub(oneLine(err.Error())))
 			}
 			continue
 		}
 		for _, a := range due {
-			d.log.Warn("brokertoken: the "+o.broker()+" refresh token expires soon; a human must authorize the app again before then",
-				"user", a.User, "expires_at", a.Expiry.UTC().Format(time.RFC3339), "lead", a.Lead.String(), "login_page", d.cfg.pageURL)
-			url := d.cfg.pageURL
-			if url == "" {
-				url = a.URL
-			}
-			d.alerts.enqueue(alertEvent{Event: eventRefreshExpiring, User: a.User, Broker: o.broker(), RefreshExpiry: a.Expiry,
-				Lead: a.Lead, URL: url, Time: time.Now()})
+			d.sendOAuthAlert(ctx, o, a)
 		}
+	}
+}
+
+// sendOAuthAlert logs a and hands it to the alerter as the daemon's event, with an ack
+// that acknowledges it to oauthbroker once delivered.
+func (d *loginDesk) sendOAuthAlert(ctx context.Context, o *oauthUser, a oauthbroker.Alert) {
+	url := d.cfg.pageURL
+	if url == "" {
+		url = a.URL
+	}
+	detail := d.scrub.scrub(oneLine(a.Detail))
+	ev := alertEvent{User: a.User, Broker: o.broker(), URL: url, Error: detail, Since: a.At, Time: time.Now()}
+	switch a.Kind {
+	case oauthbroker.AlertExpiring:
+		ev.Event, ev.RefreshExpiry, ev.Lead = eventRefreshExpiring, a.Expiry, a.Lead
+		d.log.Warn("brokertoken: the "+o.broker()+" refresh token expires soon; a human must authorize the app again before then",
+			"user", a.User, "expires_at", a.Expiry.UTC().Format(time.RFC3339), "lead", a.Lead.String(), "login_page", d.cfg.pageURL)
+	case oauthbroker.AlertRevoked:
+		ev.Event = eventGrantRevoked
+		d.log.Error("brokertoken: alert: "+o.broker()+" refused the refresh token; a human must authorize the app again",
+			"user", a.User, "reason", detail, "login_page", d.cfg.pageURL)
+	case oauthbroker.AlertLost:
+		ev.Event = eventGrantLost
+		d.log.Error("brokertoken: alert: Redis lost the "+o.broker()+" refresh token; a human must authorize the app again (run Redis with persistence and maxmemory-policy noeviction)",
+			"user", a.User, "detail", detail, "login_page", d.cfg.pageURL)
+	case oauthbroker.AlertInvalidClient:
+		ev.Event, ev.URL = eventInvalidClient, ""
+		d.log.Error("brokertoken: alert: "+o.broker()+" refuses the app key or secret (invalid_client); fix them in the credentials file and restart the daemons",
+			"user", a.User, "detail", detail)
+	default:
+		d.log.Warn("brokertoken: an OAuth2 alert of a kind this daemon does not know; acknowledged", "user", a.User, "kind", string(a.Kind))
+		ackOAuth(ctx, d.log, o.b, a)
+		return
+	}
+	if ev.Event != eventRefreshExpiring {
+		// Only a human (or an operator) ends it: the token that follows is a recovery.
+		rctx, cancel := context.WithTimeout(ctx, readTimeout)
+		if cs, err := d.cache.Status(rctx, a.User); err == nil && cs.Token != nil {
+			ev.Version, ev.Expiry = cs.Token.Version, cs.Token.Expiry
+		}
+		cancel()
+		d.mu.Lock()
+		if ls := d.state[a.User]; ls != nil && ev.Event != eventInvalidClient {
+			ls.alerted = true
+		}
+		d.mu.Unlock()
+	}
+	ev.ack = func(ctx context.Context) { ackOAuth(ctx, d.log, o.b, a) }
+	d.alerts.enqueue(ev)
+}
+
+// ackOAuth acknowledges a to its broker (bounded by readTimeout); a failure is logged,
+// and the alert comes back after its lease (delivered twice rather than never).
+func ackOAuth(ctx context.Context, log *slog.Logger, b *oauthbroker.Broker, a oauthbroker.Alert) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
+	defer cancel()
+	if _, err := b.Ack(ctx, a); err != nil {
+		log.Warn("brokertoken: cannot acknowledge an OAuth2 alert; it will be sent again", "user", a.User, "kind", string(a.Kind), "err", oneLine(err.Error()))
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/brokertoken/brokertoken/internal/secretfile"
 	"github.com/brokertoken/brokertoken/oauthbroker"
 	"github.com/brokertoken/brokertoken/oauthbroker/schwab"
 	"github.com/brokertoken/brokertoken/tokencache"
@@ -140,7 +141,7 @@ func parseOAuthEntry(entry json.RawMessage, broker string) (oauthEntry, error) {
 	d := json.NewDecoder(bytes.NewReader(entry))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&o); err != nil {
-		return o, errors.New(jsonProblem(err))
+		return o, errors.New(secretfile.JSONProblem(err))
 	}
 	o.Broker = broker
 	what := "OAuth2 app"

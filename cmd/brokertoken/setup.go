@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/brokertoken/brokertoken/oauthbroker"
 	"github.com/brokertoken/brokertoken/tokencache"
 	"github.com/brokertoken/brokertoken/tradovate"
 )
@@ -34,11 +35,56 @@ func (d *deps) close() {
 	if d.cache != nil {
 		_ = d.cache.Close()
 	}
+	d.closeOAuth(nil) // the daemon closed them already, and logged; again does nothing
 	if d.broker != nil {
 		d.broker.CloseIdleConnections()
 	}
 	if d.rdb != nil {
 		_ = d.rdb.Close()
+	}
+}
+
+// oauthCloseWait bounds closeOAuth: each Broker.Close gives a held rotation its
+// CommitGrace (4 s) and waits for a refresh in flight, which the closed cache canceled.
+const oauthCloseWait = 10 * time.Second
+
+// closeOAuth closes the OAuth2 users' brokers, all at once, after the cache (which
+// cancels the refreshes in flight): a rotated refresh token Redis has not taken yet is
+// stored first (oauthbroker.Broker.Close). One that could not be is lost, which log
+// (when not nil) says: the next refresh of that user is likely refused, and a human
+// must authorize the app again. It returns after oauthCloseWait at most.
+func (d *deps) closeOAuth(log *slog.Logger) {
+	if len(d.oauth) == 0 {
+		return
+	}
+	errs := make(chan error, len(d.oauth))
+	for _, o := range d.oauth {
+		go func() {
+			err := o.b.Close()
+			if err != nil {
+				err = fmt.Errorf("%s: %w", o.name(), err)
+			}
+			errs <- err
+		}()
+	}
+	timeout := time.NewTimer(oauthCloseWait)
+	defer timeout.Stop()
+	for range d.oauth {
+		select {
+		case err := <-errs:
+			if err != nil && log != nil {
+				msg := "brokertoken: an OAuth2 broker did not close cleanly"
+				if errors.Is(err, oauthbroker.ErrRotationLost) {
+					msg = "brokertoken: a rotated refresh token could not be stored before stopping and is lost; the next refresh is likely refused and a human must authorize the app again"
+				}
+				log.Error(msg, "err", oneLine(err.Error()))
+			}
+		case <-timeout.C:
+			if log != nil {
+				log.Error("brokertoken: OAuth2 brokers still closing; stopping without waiting", "waited", oauthCloseWait.String())
+			}
+			return
+		}
 	}
 }
 
