@@ -243,6 +243,13 @@ func (d *loginDesk) start(w http.ResponseWriter, r *http.Request) {
 		d.render(w, http.StatusForbidden, messagePage{Title: "Refused", Message: "A login must be started from the login page itself.", Back: d.pagePathOrRoot()})
 		return
 	}
+	if o, ok := u.(*oauthUser); ok && o.bindsBrowser(d.cfg.pageURL) {
+		// The state is bound to this browser by a cookie: a leaked provider URL cannot
+		// be completed in another browser.
+		d.log.Info("brokertoken: login started from the login page", "user", name, "broker", u.broker(), "remote", r.RemoteAddr, "bound", true)
+		o.startBound(w, r)
+		return
+	}
 	link, err := u.loginURL(r.Context())
 	if err != nil {
 		msg := d.scrub.scrub(oneLine(err.Error()))

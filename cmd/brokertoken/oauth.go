@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,9 +23,10 @@ import (
 // login page as the Kite apps; from then on the daemon refreshes it until the refresh
 // token lapses (Schwab: 7 days), warning before (--oauth-expiry-alerts).
 type oauthUser struct {
-	entry oauthEntry
-	b     *oauthbroker.Broker
-	peers []*oauthbroker.Broker // every OAuth user's broker: the redirect finds its user by the state
+	entry    oauthEntry
+	b        *oauthbroker.Broker
+	callback string                // the redirect URL the broker sends to the provider ("": none)
+	peers    []*oauthbroker.Broker // every OAuth user's broker: the redirect finds its user by the state
 }
 
 // oauthHooks are what the daemon hears from its OAuth users' brokers.
@@ -68,7 +71,7 @@ func newOAuthUsers(entries []oauthEntry, rdb redis.UniversalClient, cfg *config,
 			return nil, fmt.Errorf("credentials file %s: entry %d: %w", cfg.credentials, e.index, err)
 		}
 		all = append(all, b)
-		out = append(out, &oauthUser{entry: e, b: b})
+		out = append(out, &oauthUser{entry: e, b: b, callback: callback})
 	}
 	for _, u := range out {
 		u.peers = all
@@ -84,6 +87,36 @@ func (o *oauthUser) kind() string   { return o.entry.Broker }
 func (o *oauthUser) daily() bool    { return false }
 
 func (o *oauthUser) loginURL(ctx context.Context) (string, error) { return o.b.LoginURL(ctx) }
+
+// bindsBrowser reports whether the page's start binds the authorization to the browser
+// (oauthbroker's LoginHandler cookie): when the redirect URL is on the page's host, so
+// that the browser brings the cookie back to it. A callback_url elsewhere (routed to
+// the page by a proxy under another name) gets an unbound state, as LoginURL makes.
+func (o *oauthUser) bindsBrowser(pageURL string) bool {
+	cb, err1 := url.Parse(o.callback)
+	pg, err2 := url.Parse(pageURL)
+	return err1 == nil && err2 == nil && cb.Host != "" && strings.EqualFold(cb.Host, pg.Host) && cb.Scheme == pg.Scheme
+}
+
+// startBound answers the page's POST start with oauthbroker's LoginHandler: a new
+// state bound to this browser by an HttpOnly SameSite=Lax cookie, and 303 to the
+// provider (LoginHandler's 302 is for a GET).
+func (o *oauthUser) startBound(w http.ResponseWriter, r *http.Request) {
+	get := r.Clone(r.Context())
+	get.Method, get.Body, get.ContentLength = http.MethodGet, http.NoBody, 0
+	o.b.LoginHandler().ServeHTTP(seeOther{w}, get)
+}
+
+// seeOther turns a 302 answer into 303 See Other, the answer to a POST that sends the
+// browser on with a GET.
+type seeOther struct{ http.ResponseWriter }
+
+func (s seeOther) WriteHeader(code int) {
+	if code == http.StatusFound {
+		code = http.StatusSeeOther
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
 
 // redirect answers the provider's redirect for any OAuth user of the daemon: the state
 // names the user (users of one app may share its callback URL).

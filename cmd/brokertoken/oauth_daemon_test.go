@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -85,11 +86,20 @@ func (d *oauthDaemon) health() (int, healthAnswer, userHealth) {
 }
 
 // authorize goes through the page's button, the fake's authorization (the fake's
-// human allows at once) and its redirect to the daemon, by HTTP as a browser would,
-// and returns the page the redirect answered.
+// human allows at once) and its redirect to the daemon, by HTTP as a browser would
+// (keeping cookies: the page binds the authorization to the browser), and returns the
+// page the redirect answered.
 func (d *oauthDaemon) authorize() string {
 	d.t.Helper()
-	c := noRedirects(d.t)
+	code, body := d.authorizeVia(browserClient(d.t), nil)
+	require.Equal(d.t, http.StatusOK, code, body)
+	return body
+}
+
+// authorizeVia starts the authorization with c and completes it with other (nil: c),
+// returning the redirect's answer.
+func (d *oauthDaemon) authorizeVia(c, other *http.Client) (int, string) {
+	d.t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, d.pageURL+"/"+schwabName+"/start", nil)
 	code, loc, body := fetch(d.t, c, req)
 	require.Equal(d.t, http.StatusSeeOther, code, body)
@@ -98,10 +108,21 @@ func (d *oauthDaemon) authorize() string {
 	code, loc, body = fetch(d.t, c, req)
 	require.Equal(d.t, http.StatusFound, code, body)
 	require.True(d.t, strings.HasPrefix(loc, d.pageURL+"/"+schwabName+"/redirect?"), loc)
+	if other == nil {
+		other = c
+	}
 	req, _ = http.NewRequest(http.MethodGet, loc, nil)
-	code, _, body = fetch(d.t, c, req)
-	require.Equal(d.t, http.StatusOK, code, body)
-	return body
+	code, _, body = fetch(d.t, other, req)
+	return code, body
+}
+
+// browserClient is noRedirects with a cookie jar, as a browser keeps cookies.
+func browserClient(t *testing.T) *http.Client {
+	c := noRedirects(t)
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	c.Jar = jar
+	return c
 }
 
 // apiAccepts reports whether the fake's API accepts token.
@@ -159,6 +180,14 @@ func TestSchwabInTheDaemon(t *testing.T) {
 	}, 30*time.Second, 50*time.Millisecond)
 	_, text := get(t, d.base+"/metrics")
 	assert.Contains(t, text, `brokertoken_human_login{user="`+schwabName+`"} 0`, "no daily lapse: NoValidToken covers it")
+
+	// The page binds the authorization to the browser that started it: the provider's
+	// redirect opened in another browser (a leaked link) completes nothing.
+	code, body := d.authorizeVia(browserClient(t), browserClient(t))
+	assert.Equal(t, http.StatusBadRequest, code, body)
+	assert.Contains(t, body, "started in another browser")
+	_, _, h = d.health()
+	assert.Equal(t, "missing", h.Grant)
 
 	// The human authorizes through the page.
 	assert.Contains(t, d.authorize(), "is authorized for schwab")
