@@ -7,3 +7,6 @@ func SetTestHook(b *Broker, f func(point string)) { b.testHook = f }
 
 // Owner returns b's id in rotation markers.
 func Owner(b *Broker) string { return b.owner }
+
+// SteadyExpiry is steadyExpiry; ExpiryTolerance is expiryTolerance.
+var SteadyExpiry, ExpiryTolerance = steadyExpiry, expiryTolerance

@@ -328,6 +328,27 @@ func (b *Broker) release(ctx context.Context) {
 	}
 }
 
+// expiryTolerance is how far a refresh's refresh_token_expires_in may put the refresh
+// token's expiry from the stored one and still be taken as the same expiry. A provider
+// that reports the remaining lifetime on every refresh without extending it (Schwab's
+// 7 days count from the authorization) gives whole seconds counted when it answered,
+// so now+expires_in moves by up to a second plus the request's time at each refresh;
+// storing each would move the expiry by milliseconds every time, and make each expiry
+// alert (keyed by the expiry) fall due again. A minute absorbs that noise and is
+// nothing next to the alert leads (hours); a provider that really extends the lifetime
+// moves it by the time between refreshes, which is stored once it exceeds a minute.
+const expiryTolerance = time.Minute
+
+// steadyExpiry returns the refresh-token expiry (Unix ms) to store after a refresh
+// that computed computed, when stored was stored: stored if they are within
+// expiryTolerance, else computed.
+func steadyExpiry(stored, computed int64) int64 {
+	if stored > 0 && computed > 0 && max(stored-computed, computed-stored) <= expiryTolerance.Milliseconds() {
+		return stored
+	}
+	return computed
+}
+
 // successor builds the records of the rotation of generation h by g, at now.
 func (b *Broker) successor(h header, sec *secret, g *grant, now time.Time) *pendingCommit {
 	p := b.opts.Provider
@@ -335,7 +356,7 @@ func (b *Broker) successor(h header, sec *secret, g *grant, now time.Time) *pend
 	next.RefreshToken = g.refresh
 	switch {
 	case !g.refreshExpiry.IsZero():
-		next.RefreshExpiryMS = timeMS(g.refreshExpiry)
+		next.RefreshExpiryMS = steadyExpiry(sec.RefreshExpiryMS, timeMS(g.refreshExpiry))
 	case g.refresh != sec.RefreshToken && p.RotationRenewsLifetime && p.RefreshTokenLifetime > 0:
 		next.RefreshExpiryMS = now.Add(p.RefreshTokenLifetime).UnixMilli()
 	}

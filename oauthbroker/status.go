@@ -52,7 +52,9 @@ type Status struct {
 	// RotatedAt is when the last refresh was stored (zero: none yet).
 	RotatedAt time.Time
 	// RefreshExpiry is when the refresh token is known or assumed to expire (zero:
-	// unknown). Past it, only a human can help.
+	// unknown). Past it, only a human can help. A refresh whose answer puts it within a
+	// minute of the stored value keeps the stored value (providers report the time left
+	// in whole seconds), so the expiry, and its alerts, do not move at every refresh.
 	RefreshExpiry time.Time
 	// RevokedAt is when the provider refused the refresh token (StateRevoked), or when
 	// the loss was noticed (StateLost).
