@@ -337,8 +337,19 @@ func (d *oauthDaemon) authorizePaste(ctx context.Context) (pasted, out string) {
 // seconds from the authorization (the provider's lifetime, given in the entry): the
 // alert of each lead time fires once, with the page's URL; when the refresh token
 // lapses, the refused refresh is alerted once.
+//
+// Run twice: with the entry's refresh_token_lifetime, and with a provider that reports
+// refresh_token_expires_in (whole seconds left) on every refresh without extending
+// the lifetime, as Schwab's answers do: the expiry must not move with each refresh, or
+// a lead would be alerted again.
 func TestOAuthRefreshTokenExpiryAlerts(t *testing.T) {
-	d := newOAuthDaemon(t, oauthfake.Options{AccessTokenLifetime: 2 * time.Second, RefreshTokenLifetime: 8 * time.Second},
+	for _, reported := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reported=%v", reported), func(t *testing.T) { testOAuthExpiryAlerts(t, reported) })
+	}
+}
+
+func testOAuthExpiryAlerts(t *testing.T, reported bool) {
+	d := newOAuthDaemon(t, oauthfake.Options{AccessTokenLifetime: 2 * time.Second, RefreshTokenLifetime: 8 * time.Second, ReportRefreshExpiry: reported},
 		func(fake string) string {
 			return fmt.Sprintf(`{"broker":"oauth2","name":%q,"provider":"fakeoauth","app_key":"schwabkey","app_secret":%q,"authorize_url":%q,"token_url":%q,"refresh_token_lifetime":"8s"}`,
 				schwabName, schwabSecret, fake+oauthfake.AuthorizePath, fake+oauthfake.TokenPath)
@@ -367,6 +378,9 @@ func TestOAuthRefreshTokenExpiryAlerts(t *testing.T) {
 	}
 	for lead, n := range leads {
 		assert.Equal(t, 1, n, "lead %s alerted %d times", lead, n)
+	}
+	if reported {
+		assert.GreaterOrEqual(t, d.fake.Stats().Refreshes, 2, "refreshes that reported the expiry again: %+v", d.fake.Stats())
 	}
 	// The 7s lead was due a second after the authorization: the polls until the
 	// refresh token lapsed (8 s) found it due again and sent nothing more.
