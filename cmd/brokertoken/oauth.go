@@ -264,7 +264,7 @@ func (d *loginDesk) handleRevoked(u browserUser, ev loginEvent) {
 // this daemon (oauthbroker.Options.AlertLease): longer than the alerter takes to send
 // it (three tries of at most 10 s each, and the queue), so that no other daemon sends
 // it again meanwhile; a daemon that dies holding it delays it by that much.
-const oauthAlertLease = 5 * time.Minute
+var oauthAlertLease = 5 * time.Minute // a variable for tests only
 
 // pollGrants reads the grant of each OAuth2 user (for the page, /metrics and
 // loginDue), and every alertEvery asks each broker for its alerts (Broker.Alerts:
