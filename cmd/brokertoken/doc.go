@@ -191,7 +191,9 @@
 // and lockout, orange for warnings, green for recovery; any other URL gets a JSON
 // object with source, event (failure, captcha, locked_out, recovered, redis_down,
 // redis_up, foreign_writer, for Kite users login_needed, token_rejected,
-// token_unchecked, for OAuth2 users refresh_token_revoked, refresh_token_expiring), severity, title, message, user, accounts, kind, error, version,
+// token_unchecked, for OAuth2 users refresh_token_revoked, refresh_token_lost,
+// invalid_client, refresh_token_expiring), severity, title, message, user, accounts,
+// kind, error, version,
 // expires_at, until, url, broker, host and time.
 //
 // Daemons sharing a Redis send each alert once: the first failure opens the user's
@@ -259,11 +261,16 @@
 // browser was sent back to and completes the authorization itself. The daemon then
 // refreshes the token with the refresh token (one process at a time, rotation kept
 // linear by oauthbroker) until the refresh token lapses (Schwab: 7 days after the
-// authorization): --oauth-expiry-alerts (default 24h,2h) sends one
-// refresh_token_expiring alert per lead time for the fleet, polled every minute. A
-// refresh token the provider refuses (invalid_grant: revoked, expired, reused) stops
-// every refresh of the user without retries and sends one refresh_token_revoked alert
-// with the page's URL; the next authorization is reported as a recovery. status,
+// authorization). Its alerts are polled every minute from oauthbroker (Broker.Alerts)
+// and acknowledged once delivered, so each reaches the webhook at least once and one
+// daemon of the fleet sends it: --oauth-expiry-alerts (default 24h,2h) sends one
+// refresh_token_expiring alert per lead time. A refresh token the provider refuses
+// (invalid_grant: revoked, expired, reused) or that Redis lost stops every refresh of
+// the user without retries and sends refresh_token_revoked or refresh_token_lost with
+// the page's URL; the next authorization is reported as a recovery. invalid_client
+// says the provider refuses the app key or secret: fix the credentials file. On
+// SIGTERM run closes each OAuth2 broker after the cache, storing a rotated refresh
+// token Redis has not taken yet (and logging one it could not). status,
 // /healthz and the registry show the grant (from oauthbroker.ReadStatus, reader
 // rights); /metrics has brokertoken_refresh_token_expiry_seconds and
 // brokertoken_login_needed for them.
