@@ -156,7 +156,7 @@ func oauthPollEvery(checkInterval time.Duration) time.Duration {
 // grantView is an OAuth2 user's grant as status and /healthz show it: what
 // oauthbroker.ReadStatus tells anyone with reader rights, never a token.
 type grantView struct {
-	State            string     `json:"state"` // active, revoked or missing
+	State            string     `json:"state"` // active, revoked, lost or missing
 	Provider         string     `json:"provider,omitempty"`
 	AuthorizedAt     *time.Time `json:"authorized_at,omitempty"`
 	Rotations        int64      `json:"rotations"`
@@ -214,6 +214,12 @@ func (g *grantView) note(now time.Time) string {
 			n += " (" + g.Detail + ")"
 		}
 		return n
+	case g.State == string(oauthbroker.StateLost):
+		n := "refresh token lost by Redis"
+		if g.RevokedAt != nil {
+			n += " at " + g.RevokedAt.Local().Format("2006-01-02 15:04:05")
+		}
+		return n + ": authorize again"
 	case g.RefreshExpiresAt == nil:
 		return "refresh token expiry unknown"
 	case !now.Before(*g.RefreshExpiresAt):

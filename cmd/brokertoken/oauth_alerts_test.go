@@ -197,3 +197,22 @@ func TestOAuthLostAndInvalidClientTexts(t *testing.T) {
 		assert.NotContains(t, string(body), schwabSecret)
 	}
 }
+
+// status's note for each grant state: a lost grant says so (not "expiry unknown").
+func TestGrantViewNote(t *testing.T) {
+	now := time.Now()
+	for _, tt := range []struct {
+		st   oauthbroker.Status
+		want string
+	}{
+		{oauthbroker.Status{State: oauthbroker.StateMissing}, "not authorized yet"},
+		{oauthbroker.Status{State: oauthbroker.StateRevoked, Detail: "invalid_grant"}, "refresh token refused (invalid_grant)"},
+		{oauthbroker.Status{State: oauthbroker.StateLost, RevokedAt: now}, "refresh token lost by Redis at "},
+		{oauthbroker.Status{State: oauthbroker.StateActive}, "refresh token expiry unknown"},
+		{oauthbroker.Status{State: oauthbroker.StateActive, RefreshExpiry: now.Add(-time.Hour)}, "refresh token expired 1h"},
+	} {
+		g := newGrantView(&tt.st, now)
+		assert.Contains(t, g.note(now), tt.want, tt.st.State)
+		assert.Equal(t, tt.st.State != oauthbroker.StateActive || !tt.st.RefreshExpiry.IsZero(), g.needsHuman(now), tt.st.State)
+	}
+}
