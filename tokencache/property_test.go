@@ -260,7 +260,12 @@ func (r *propertyRun) forgeAnnouncement(ctx context.Context, user string) {
 func (r *propertyRun) forgeReport(ctx context.Context, user string) {
 	v := strconv.FormatInt(time.Now().UnixMicro()-r.rng.Int64N(1e9), 10)
 	if st, err := r.caches[1].Status(ctx, user); err == nil && st.Token != nil && r.rng.IntN(2) == 0 {
-		v = strconv.FormatInt(st.Token.Version, 10) // the stored version, still valid at the broker
+		v = strconv.FormatInt(st.Token.Version, 10) // the stored version
+		if r.broker.Check(ctx, user, st.Token) != nil {
+			// The broker refuses the stored token (a Set stored one it never issued):
+			// the report is true, and the writer's check rightly leads to a refresh.
+			r.need(user)
+		}
 	}
 	r.step("forged report %s:%s", v, user)
 	_ = r.e.client().Publish(ctx, r.srv.Prefix+":reports", v+":"+user).Err()
