@@ -478,6 +478,9 @@ func cmdStatus(ctx context.Context, cfg *config, log *slog.Logger, s *scrubber, 
 		if err := d.browserStatus(ctx, cfg.prefix, &row, entry); err != nil {
 			return fmt.Errorf("status of %s: %w", u, err)
 		}
+		if row.Grant != nil {
+			row.Grant.Detail = s.scrub(oneLine(row.Grant.Detail)) // the provider's words
+		}
 		if row.Broker == "" {
 			ucfg := cfg.forUser(entry)
 			opts := tradovate.Options{Redis: d.rdb, Environment: ucfg.environment, RESTURL: ucfg.restURL}

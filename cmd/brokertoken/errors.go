@@ -53,8 +53,8 @@ func oneLine(s string) string {
 // failureKind classifies a refresh failure for metrics and alerts. The kinds are stable
 // label values: redis, unknown_login_answer, captcha, locked_out, bad_credentials, login_budget, penalty,
 // inactive_user, unavailable, malformed_response, unexpected_status, unknown_user,
-// token_rejected, login_required, renewal_not_due (Kite), no_token, timeout, canceled,
-// other; for OAuth2 users (oauthbroker): refresh_token_revoked, grant_lost,
+// token_rejected, login_required, renewal_not_due (Kite), no_token, closed, timeout,
+// canceled, other; for OAuth2 users (oauthbroker): refresh_token_revoked, grant_lost,
 // not_authorized, invalid_client, rotation_pending (a rotated refresh token held until
 // Redis takes it), rotation_lost, rotation_in_flight.
 func failureKind(err error) string {
@@ -115,6 +115,8 @@ func failureKind(err error) string {
 		return "token_rejected"
 	case errors.Is(err, tokencache.ErrNoToken):
 		return "no_token"
+	case errors.Is(err, tokencache.ErrClosed):
+		return "closed"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
 	case errors.Is(err, context.Canceled):

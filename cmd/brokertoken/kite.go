@@ -255,7 +255,9 @@ func (d *deps) browserStatus(ctx context.Context, prefix string, row *userStatus
 	if kind != brokerKite {
 		st, err := oauthbroker.ReadStatus(ctx, d.rdb, prefix, row.User)
 		if err != nil {
-			return err
+			// One unreadable grant must not hide every other user's row.
+			row.Grant = &grantView{State: "unreadable", Detail: oneLine(err.Error())}
+			return nil
 		}
 		row.Grant = newGrantView(st, time.Now())
 		grantOK = st.State == oauthbroker.StateActive && (st.RefreshExpiry.IsZero() || time.Now().Before(st.RefreshExpiry))

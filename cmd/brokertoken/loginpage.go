@@ -376,9 +376,16 @@ func (d *loginDesk) grantRow(ctx context.Context, u browserUser, rw *row, valid 
 		rw.State, rw.Class = "revoked", "bad"
 		text := fmt.Sprintf("%s refused the refresh token at %s", u.broker(), when(g.RevokedAt))
 		if g.Detail != "" {
-			text += " (" + g.Detail + ")"
+			text += " (" + d.scrub.scrub(oneLine(g.Detail)) + ")"
 		}
 		text += ". Nothing refreshes the token until the app is authorized again."
+		if valid && rw.Text != "" {
+			text += " " + rw.Text
+		}
+		rw.Text = text
+	case oauthbroker.StateLost:
+		rw.State, rw.Class = "lost", "bad"
+		text := "Redis lost the refresh token: nothing refreshes the token until the app is authorized again."
 		if valid && rw.Text != "" {
 			text += " " + rw.Text
 		}

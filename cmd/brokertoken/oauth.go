@@ -156,7 +156,7 @@ func oauthPollEvery(checkInterval time.Duration) time.Duration {
 // grantView is an OAuth2 user's grant as status and /healthz show it: what
 // oauthbroker.ReadStatus tells anyone with reader rights, never a token.
 type grantView struct {
-	State            string     `json:"state"` // active, revoked, lost or missing
+	State            string     `json:"state"` // active, revoked, lost, missing, or unreadable (Detail says why)
 	Provider         string     `json:"provider,omitempty"`
 	AuthorizedAt     *time.Time `json:"authorized_at,omitempty"`
 	Rotations        int64      `json:"rotations"`
@@ -317,10 +317,10 @@ func (d *loginDesk) pollGrants(ctx context.Context) {
 // sendOAuthAlert logs a and hands it to the alerter as the daemon's event, with an ack
 // that acknowledges it to oauthbroker once delivered.
 func (d *loginDesk) sendOAuthAlert(ctx context.Context, o *oauthUser, a oauthbroker.Alert) {
+	// Only the page's address: a.URL, minted by oauthbroker when no page is served,
+	// carries a live login state that no browser is bound to, and an alert channel is
+	// no place for it (authorizeHint then points to `brokertoken authorize --paste`).
 	url := d.cfg.pageURL
-	if url == "" {
-		url = a.URL
-	}
 	detail := d.scrub.scrub(oneLine(a.Detail))
 	ev := alertEvent{User: a.User, Broker: o.broker(), URL: url, Error: detail, Since: a.At, Time: time.Now()}
 	switch a.Kind {

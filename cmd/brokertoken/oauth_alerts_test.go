@@ -117,6 +117,12 @@ func TestOAuthAlertAckedOnlyWhenDelivered(t *testing.T) {
 	last := u.hook.last(eventRefreshExpiring)
 	assert.Equal(t, schwabName, last["user"])
 	assert.Equal(t, "192h0m0s", last["lead"])
+	// This daemon serves no page: the alert says how to authorize without handing the
+	// channel a live login state that no browser is bound to.
+	require.Empty(t, u.desk.cfg.pageURL)
+	assert.Nil(t, last["url"])
+	assert.NotContains(t, u.hook.all(), "state=")
+	assert.Contains(t, fmt.Sprint(last["message"]), "brokertoken authorize "+schwabName+" --paste")
 }
 
 // Without a webhook, the log line is the alert: it is acknowledged at once. With one,

@@ -288,6 +288,18 @@ func TestSchwabInTheDaemon(t *testing.T) {
 	assert.Equal(t, map[string]int{eventGrantRevoked: 1, eventRecovered: 1}, d.hook.events())
 	assert.Contains(t, pasted, "code=")
 	d.assertNoSecrets(out)
+
+	// Redis loses the refresh token (eviction, a restart without persistence): one
+	// alert, and the page says a human must authorize again.
+	require.NoError(t, d.rdb.Del(ctx, d.prefix+":secret:{"+schwabName+"}:oauth").Err())
+	d.waitAlert(eventGrantLost, 1)
+	require.Eventually(t, func() bool {
+		_, page = get(t, d.pageURL)
+		return strings.Contains(page, `data-grant="lost"`)
+	}, 30*time.Second, 50*time.Millisecond, "the page shows the lost grant: %s", page)
+	assert.Contains(t, page, "Redis lost the refresh token")
+	assert.Equal(t, 1, d.hook.events()[eventGrantLost])
+	d.assertNoSecrets(d.hook.all() + page)
 	code, _ = d.proc.stop(20 * time.Second)
 	assert.Equal(t, 0, code)
 }

@@ -81,7 +81,8 @@ func (d *deps) closeOAuth(log *slog.Logger) {
 			}
 		case <-timeout.C:
 			if log != nil {
-				log.Error("brokertoken: OAuth2 brokers still closing; stopping without waiting", "waited", oauthCloseWait.String())
+				log.Error("brokertoken: OAuth2 brokers still closing; stopping without waiting (a rotated refresh token still being written is lost: the next refresh is likely refused and a human must authorize again)",
+					"waited", oauthCloseWait.String())
 			}
 			return
 		}
