@@ -247,6 +247,7 @@ func TestSchwabInTheDaemon(t *testing.T) {
 
 	// The user withdraws the app's access at Schwab: the next refresh is refused. One
 	// alert with the page; no more requests; login needed.
+	refusedBefore := d.fake.Stats().Refused
 	d.fake.RevokeAll()
 	d.waitAlert(eventGrantRevoked, 1)
 	alert := d.hook.last(eventGrantRevoked)
@@ -265,6 +266,7 @@ func TestSchwabInTheDaemon(t *testing.T) {
 	}, 30*time.Second, 50*time.Millisecond, "the token lapses, nothing refreshes it")
 	time.Sleep(time.Second) // many checks and --retry-max periods
 	assert.Equal(t, refused, d.fake.Stats().Refused, "no retry storm: the revoked grant is not sent again")
+	assert.Equal(t, refusedBefore+1, refused, "the refused refresh token was sent once, by one process, and never again")
 	_, page = get(t, d.pageURL)
 	assert.Contains(t, page, `data-state="revoked" data-grant="revoked"`)
 	code, out, _ = inProcess(t, ctx, d.env, "", "status", schwabName)
