@@ -73,6 +73,16 @@ type alertEvent struct {
 	// called once the alert is delivered (or, without a webhook, logged), never when
 	// it was dropped or failed, so that the source returns it again.
 	ack func(context.Context)
+	// unsent, when set, is told that the alert was dropped or its delivery failed
+	// (the source returns it after its lease, and it may be queued again).
+	unsent func()
+}
+
+// dropped tells ev's source, if it listens, that ev was not delivered.
+func (ev alertEvent) dropped() {
+	if ev.unsent != nil {
+		ev.unsent()
+	}
 }
 
 // alerter delivers alerts to the webhook, one at a time, in the background.
@@ -157,6 +167,7 @@ func (a *alerter) enqueue(ev alertEvent) {
 	case a.queue <- ev:
 	default:
 		a.log.Error("brokertoken: alert queue full; alert dropped", "event", ev.Event, "user", ev.User)
+		ev.dropped()
 	}
 }
 
@@ -184,6 +195,7 @@ func (a *alerter) handle(ctx context.Context, ev alertEvent) {
 	}
 	send, err := a.claim(ctx, ev)
 	if ctx.Err() != nil {
+		ev.dropped()
 		return
 	}
 	if err != nil {
@@ -208,6 +220,7 @@ func (a *alerter) handle(ctx context.Context, ev alertEvent) {
 		return
 	}
 	if err := a.post(ctx, ev); err != nil {
+		ev.dropped()
 		if ctx.Err() != nil {
 			return
 		}

@@ -93,9 +93,13 @@ type loginDesk struct {
 	alertEvery time.Duration
 	lastAlerts time.Time
 
-	mu     sync.Mutex              // guards state and checks
+	mu     sync.Mutex              // guards state, checks and queued
 	state  map[string]*loginState  // by user name
 	checks map[string]checkOutcome // by user name: the broker's answer to the last check of a reported token
+	// queued holds the OAuth2 alerts this daemon handed to its alerter and has not
+	// acknowledged yet, with when: one that comes back while still in the alerter's
+	// queue (a slow webhook outlasting the lease) is not queued twice.
+	queued map[string]time.Time
 }
 
 // checkOutcome is what the broker answered when the cache checked a token a service
@@ -149,7 +153,7 @@ const opRevoked = "revoked"
 func newLoginDesk(cfg loginConfig, prefix string, log *slog.Logger, s *scrubber, now func() time.Time) *loginDesk {
 	return &loginDesk{cfg: cfg, prefix: prefix, log: log, scrub: s, now: now,
 		events: make(chan loginEvent, 256), byName: map[string]browserUser{}, state: map[string]*loginState{},
-		checks:  map[string]checkOutcome{},
+		checks:  map[string]checkOutcome{}, queued: map[string]time.Time{},
 		failure: func(string) (bool, string, string) { return false, "", "" },
 		changed: func(string, *loginRecord) {}}
 }

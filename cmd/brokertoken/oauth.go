@@ -358,9 +358,34 @@ func (d *loginDesk) sendOAuthAlert(ctx context.Context, o *oauthUser, a oauthbro
 		}
 		d.mu.Unlock()
 	}
-	ev.ack = func(ctx context.Context) { ackOAuth(ctx, d.log, o.b, a) }
+	key := fmt.Sprint(a.User, "|", a.Kind, "|", a.At.UnixNano(), "|", a.Lead)
+	d.mu.Lock()
+	at, waiting := d.queued[key]
+	if waiting && time.Since(at) < oauthQueuedFor {
+		d.mu.Unlock()
+		d.log.Info("brokertoken: an OAuth2 alert came back while this daemon still delivers it; not queued twice",
+			"user", a.User, "kind", string(a.Kind), "deliveries", a.Deliveries)
+		return
+	}
+	d.queued[key] = time.Now()
+	d.mu.Unlock()
+	if a.Deliveries > 1 {
+		d.log.Info("brokertoken: an OAuth2 alert is sent again: an earlier delivery was not acknowledged in time (it may have arrived)",
+			"user", a.User, "kind", string(a.Kind), "deliveries", a.Deliveries)
+	}
+	settled := func() {
+		d.mu.Lock()
+		delete(d.queued, key)
+		d.mu.Unlock()
+	}
+	ev.ack = func(ctx context.Context) { ackOAuth(ctx, d.log, o.b, a); settled() }
+	ev.unsent = settled
 	d.alerts.enqueue(ev)
 }
+
+// oauthQueuedFor bounds how long an OAuth2 alert this daemon queued counts as still
+// being delivered (a delivery settles it either way; this is the backstop).
+const oauthQueuedFor = 30 * time.Minute
 
 // ackOAuth acknowledges a to its broker (bounded by readTimeout); a failure is logged,
 // and the alert comes back after its lease (delivered twice rather than never).

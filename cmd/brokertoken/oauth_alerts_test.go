@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -123,6 +124,37 @@ func TestOAuthAlertAckedOnlyWhenDelivered(t *testing.T) {
 	assert.Nil(t, last["url"])
 	assert.NotContains(t, u.hook.all(), "state=")
 	assert.Contains(t, fmt.Sprint(last["message"]), "brokertoken authorize "+schwabName+" --paste")
+}
+
+// A slow webhook outlasts the alert's lease: the alert comes back while this daemon
+// still delivers it, and is not queued a second time.
+func TestOAuthAlertNotQueuedTwiceWhileDelivering(t *testing.T) {
+	defer func(l time.Duration) { oauthAlertLease = l }(oauthAlertLease)
+	oauthAlertLease = 200 * time.Millisecond
+	u := newOAuthUnit(t, []time.Duration{8 * 24 * time.Hour})
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(free) // before the webhook server closes, even when the test fails early
+	u.hook.mu.Lock()
+	u.hook.status = func() int { <-release; return http.StatusNoContent }
+	u.hook.mu.Unlock()
+	ctx := context.Background()
+
+	u.desk.pollGrants(ctx) // queued; the webhook holds the delivery
+	require.Eventually(t, func() bool {
+		u.desk.pollGrants(ctx) // returned after the lease, still being delivered
+		return strings.Contains(u.logs.String(), "not queued twice")
+	}, 10*time.Second, 50*time.Millisecond, "the alert never came back during the delivery")
+	free()
+	require.Eventually(t, func() bool { return u.hook.events()[eventRefreshExpiring] >= 1 }, 30*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		left, err := u.o.b.Alerts(ctx)
+		require.NoError(t, err)
+		return len(left) == 0
+	}, 30*time.Second, 50*time.Millisecond, "acknowledged once delivered")
+	time.Sleep(200 * time.Millisecond) // any second copy would have been posted by now
+	assert.Equal(t, 1, u.hook.events()[eventRefreshExpiring], "%v", u.hook.events())
 }
 
 // Without a webhook, the log line is the alert: it is acknowledged at once. With one,
