@@ -153,7 +153,7 @@ const opRevoked = "revoked"
 func newLoginDesk(cfg loginConfig, prefix string, log *slog.Logger, s *scrubber, now func() time.Time) *loginDesk {
 	return &loginDesk{cfg: cfg, prefix: prefix, log: log, scrub: s, now: now,
 		events: make(chan loginEvent, 256), byName: map[string]browserUser{}, state: map[string]*loginState{},
-		checks:  map[string]checkOutcome{}, queued: map[string]time.Time{},
+		checks: map[string]checkOutcome{}, queued: map[string]time.Time{},
 		failure: func(string) (bool, string, string) { return false, "", "" },
 		changed: func(string, *loginRecord) {}}
 }
