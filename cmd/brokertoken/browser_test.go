@@ -169,15 +169,7 @@ func TestHumanLogsInWithARealBrowser(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	p := b.NewPage(t)
-	t.Cleanup(func() {
-		if t.Failed() {
-			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer scancel()
-			u, _ := p.URL(sctx)
-			text, _ := p.Text(sctx)
-			t.Logf("the browser shows %s:\n%s", u, text)
-		}
-	})
+	p.ShowOnFailure(t)
 	require.NoError(t, p.SetViewport(ctx, browser.Phone))
 	require.NoError(t, p.Navigate(ctx, d.pageURL))
 	require.NoError(t, p.Type(ctx, "#secret", pageSecret))

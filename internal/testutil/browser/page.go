@@ -221,3 +221,18 @@ func (p *Page) Attr(ctx context.Context, selector, name string) (string, error) 
 	}
 	return *v, nil
 }
+
+// ShowOnFailure logs, when t has failed by the end of the test, the address and text
+// the page shows then: what a human would have seen.
+func (p *Page) ShowOnFailure(t *testing.T) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		u, _ := p.URL(ctx)
+		text, _ := p.Text(ctx)
+		t.Logf("the browser shows %s:\n%s", u, text)
+	})
+}
