@@ -121,7 +121,7 @@ func parseRedisURL(raw, password, caFile string) (*redisTarget, error) {
 	case "single":
 		t.single, err = redis.ParseURL(urls[0].String())
 		if err != nil {
-			return nil, errors.New(strings.TrimPrefix(err.Error(), "redis: "))
+			return nil, goRedisURLError(err)
 		}
 		if t.single.Password == "" {
 			t.single.Password = password
@@ -269,7 +269,7 @@ func clusterOptions(urls []*url.URL) (*redis.ClusterOptions, error) {
 	seed := url.URL{Scheme: urls[0].Scheme, User: user, Host: addrs[0], RawQuery: query.Encode()}
 	o, err := redis.ParseClusterURL(seed.String())
 	if err != nil {
-		return nil, errors.New(strings.TrimPrefix(err.Error(), "redis: "))
+		return nil, goRedisURLError(err)
 	}
 	// ParseClusterURL lists the seed host, then the addr options.
 	for _, a := range o.Addrs[1:] {
@@ -326,6 +326,16 @@ func sentinelOptions(urls []*url.URL) (*redis.FailoverOptions, error) {
 	return failoverURLOptions(u)
 }
 
+// goRedisURLError is an error of go-redis's URL parsers without the URL it may quote
+// (which may hold a password: a url.Error names the whole URL).
+func goRedisURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("not a valid URL: %v", ue.Err)
+	}
+	return errors.New(strings.TrimPrefix(err.Error(), "redis: "))
+}
+
 // failoverURLOptions parses go-redis's failover URL form (see redis.ParseFailoverURL).
 func failoverURLOptions(u *url.URL) (*redis.FailoverOptions, error) {
 	q := u.Query()
@@ -337,7 +347,7 @@ func failoverURLOptions(u *url.URL) (*redis.FailoverOptions, error) {
 	c.RawQuery = q.Encode()
 	o, err := redis.ParseFailoverURL(c.String())
 	if err != nil {
-		return nil, errors.New(strings.TrimPrefix(err.Error(), "redis: "))
+		return nil, goRedisURLError(err)
 	}
 	if o.MasterName == "" {
 		return nil, errors.New("option master_name is empty")
