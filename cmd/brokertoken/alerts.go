@@ -412,6 +412,10 @@ func (a *alerter) alertText(ev alertEvent) (title, text, severity string) {
 	} else if ev.User != "" {
 		left = " No valid token is stored: consumers have none."
 	}
+	why := "" // the source's words, for the OAuth2 grant alerts
+	if ev.Error != "" {
+		why = " (" + ev.Error + ")"
+	}
 	until := ""
 	if !ev.Until.IsZero() {
 		until = " until " + ev.Until.UTC().Format(time.RFC3339)
@@ -459,26 +463,14 @@ func (a *alerter) alertText(ev alertEvent) (title, text, severity string) {
 			fmt.Sprintf("A service reported that %s refused the token of %s (version %d), but the daemon could not ask %s whether it still accepts it (%s), and cannot renew it without a human. The token stays in Redis and is checked again while services report it. If services keep failing, log in: %s.",
 				ev.Broker, ev.User, ev.Version, ev.Broker, ev.Error, loginHint(ev)), "warning"
 	case eventGrantRevoked:
-		why := ""
-		if ev.Error != "" {
-			why = " (" + ev.Error + ")"
-		}
 		return ev.Broker + " refresh token refused: " + ev.User,
 			fmt.Sprintf("%s refused the refresh token of %s%s at %s. No process refreshes it any more (no retries).%s A human must authorize the app again: %s.",
 				ev.Broker, ev.User, why, ev.Since.UTC().Format(time.RFC3339), left, authorizeHint(ev)), "critical"
 	case eventGrantLost:
-		why := ""
-		if ev.Error != "" {
-			why = " (" + ev.Error + ")"
-		}
 		return ev.Broker + " refresh token lost: " + ev.User,
 			fmt.Sprintf("Redis no longer holds the %s refresh token of %s%s, noticed at %s: it lost its data or evicted the key (run it with persistence and maxmemory-policy noeviction). No process refreshes the user any more.%s A human must authorize the app again: %s.",
 				ev.Broker, ev.User, why, ev.Since.UTC().Format(time.RFC3339), left, authorizeHint(ev)), "critical"
 	case eventInvalidClient:
-		why := ""
-		if ev.Error != "" {
-			why = " (" + ev.Error + ")"
-		}
 		file := "the credentials file"
 		if a.cfg != nil && a.cfg.credentials != "" {
 			file += " (" + a.cfg.credentials + ")"
