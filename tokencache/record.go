@@ -110,8 +110,7 @@ func parseRecord(raw string, now time.Time) parsedRecord {
 		p.err = fmt.Errorf("%w: missing token or expiry", errCorrupt)
 		return p
 	}
-	if r.Expiry > now.Add(maxLifetime+maxVersionAhead).UnixMilli() || r.ObtainedAt < -maxUnixMilli || r.ObtainedAt > maxUnixMilli ||
-		r.RenewAt < 0 || r.RenewAt > maxUnixMilli {
+	if r.Expiry > now.Add(maxLifetime+maxVersionAhead).UnixMilli() || r.ObtainedAt < -maxUnixMilli || r.ObtainedAt > maxUnixMilli {
 		p.err = fmt.Errorf("%w: expiry or obtained time out of range", errCorrupt)
 		return p
 	}
@@ -122,7 +121,9 @@ func parseRecord(raw string, now time.Time) parsedRecord {
 		ObtainedAt:    time.UnixMilli(r.ObtainedAt),
 		Version:       version,
 	}
-	if r.RenewAt != 0 {
+	if r.RenewAt > 0 && r.RenewAt < r.Expiry {
+		// Only a hint: one out of range (another writer's units?) is ignored, never a
+		// reason to call the record corrupt.
 		p.tok.RenewAt = time.UnixMilli(r.RenewAt)
 	}
 	p.by = r.ObtainedBy

@@ -2,6 +2,7 @@ package tokencache_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -74,4 +75,34 @@ func TestRenewAtAsksForAnEarlyRenewal(t *testing.T) {
 	}
 	assert.EqualValues(t, 1, b.renews.Load())
 	assert.EqualValues(t, 1, b.logins.Load())
+}
+
+// A Set that changes only RenewAt is written (the fleet must hear of it); a stored "r"
+// out of range is ignored as a hint, never a reason to call the record corrupt.
+func TestRenewAtIsSetAndReadAsAHint(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	user := e.user("U")
+	w, reader := e.cache(nil), e.cache(nil)
+	tok := &tokencache.Token{AccessToken: "same", Expiry: time.Now().Add(time.Hour).Truncate(time.Millisecond)}
+	_, err := w.Set(ctx, user, tok)
+	require.NoError(t, err)
+	again := *tok
+	again.RenewAt = time.Now().Add(time.Minute).Truncate(time.Millisecond)
+	_, err = w.Set(ctx, user, &again)
+	require.NoError(t, err)
+	st, err := reader.Status(ctx, user)
+	require.NoError(t, err)
+	require.NotNil(t, st.Token)
+	assert.Equal(t, again.RenewAt.UnixMilli(), st.Token.RenewAt.UnixMilli(), "a Set of RenewAt alone is written")
+
+	for _, r := range []int64{-5, 1 << 60, tok.Expiry.Add(time.Hour).UnixMilli()} {
+		other := e.user(fmt.Sprint("R", r))
+		raw := fmt.Sprintf(`v1:%d:{"a":"x","e":%d,"o":1,"r":%d}`, time.Now().UnixMicro(), tok.Expiry.UnixMilli(), r)
+		require.NoError(t, e.client().Set(ctx, recordKey(e, other), raw, time.Hour).Err())
+		got, err := e.cache(nil).Token(ctx, other)
+		require.NoError(t, err, "r=%d", r)
+		assert.Equal(t, "x", got.AccessToken)
+		assert.True(t, got.RenewAt.IsZero(), "r=%d is ignored", r)
+	}
 }

@@ -146,7 +146,7 @@ func (s *store) set(ctx context.Context, user string, t *Token, by string) (outc
 		return o, err
 	}
 	if st := o.stored; st != nil && st.AccessToken == t.AccessToken && st.MDAccessToken == t.MDAccessToken &&
-		st.Expiry.UnixMilli() == t.Expiry.UnixMilli() {
+		st.Expiry.UnixMilli() == t.Expiry.UnixMilli() && renewAtMilli(st.RenewAt) == renewAtMilli(t.RenewAt) {
 		return o, nil
 	}
 	if errors.Is(o.storedErr, ErrRecordFormat) {
