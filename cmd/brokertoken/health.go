@@ -80,6 +80,7 @@ func (dm *daemon) handleHealth(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	for _, u := range dm.users {
 		h := userHealth{User: u}
+		listed := false // in ans.Unhealthy already
 		if ans.Error == "" {
 			st, err := dm.deps.cache.Status(ctx, u)
 			switch {
@@ -109,6 +110,7 @@ func (dm *daemon) handleHealth(w http.ResponseWriter, r *http.Request) {
 					h.State, unhealthy, h.LoginURL = dm.desk.judge(u, st, g)
 					if unhealthy {
 						ans.Unhealthy = append(ans.Unhealthy, u)
+						listed = true
 					}
 				}
 			}
@@ -120,7 +122,7 @@ func (dm *daemon) handleHealth(w http.ResponseWriter, r *http.Request) {
 		if v.failing {
 			h.Failing, h.Kind, h.Error = true, v.lastKind, v.lastErr
 		}
-		if h.State != string(tokencache.StateFresh) && h.State != string(tokencache.StateStale) && (h.Broker == "" || h.State == "unknown") {
+		if !listed && h.State != string(tokencache.StateFresh) && h.State != string(tokencache.StateStale) && (h.Broker == "" || h.State == "unknown") {
 			ans.Unhealthy = append(ans.Unhealthy, u)
 		}
 		ans.Users = append(ans.Users, h)
