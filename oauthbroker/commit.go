@@ -169,7 +169,7 @@ func (b *Broker) store(ctx context.Context, pc *pendingCommit, timeout time.Dura
 		res, err = commitScript.Run(ctx, b.opts.Redis, keys, args...).StringSlice()
 	}
 	if err != nil {
-		if strings.HasPrefix(err.Error(), "NOPERM") {
+		if strings.HasPrefix(err.Error(), "NOPERM") && attempt == 1 { // once per held rotation, not each retry
 			b.opts.Logger.Error("oauthbroker: the rotated refresh token cannot be stored (missing ACL right); retrying until it can",
 				"user", b.opts.User, "err", err)
 		}

@@ -10,7 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/brokertoken/brokertoken/internal/secretfile"
 )
 
 // The two records of a user, written together by the scripts in scripts/ and read as
@@ -46,17 +47,7 @@ func newGrantID() string {
 }
 
 // validGrantID reports whether s is a grant id as newGrantID makes them.
-func validGrantID(s string) bool {
-	if len(s) != 2*grantBytes {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
+func validGrantID(s string) bool { return validHex(s, 2*grantBytes) }
 
 // errRecord says a record cannot be read.
 var errRecord = errors.New("oauthbroker: unreadable record")
@@ -137,7 +128,7 @@ func decodeStrict(js []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: %v", errRecord, err)
+		return fmt.Errorf("%w: %s", errRecord, secretfile.JSONProblem(err)) // quotes no stored byte
 	}
 	if dec.More() {
 		return fmt.Errorf("%w: trailing data", errRecord)
@@ -185,10 +176,11 @@ func decodeStatus(raw string) (header, *statusBody, error) {
 	return h, &s, nil
 }
 
-// usableToken reports whether s can be stored and sent: non-empty printable ASCII of at
-// most maxTokenBytes (RFC 6749 appendix A: tokens are VSCHAR, %x20-7E).
+// usableToken reports whether s can be stored and sent: non-empty printable ASCII
+// without spaces (%x21-7E: RFC 6749's VSCHAR less the space, safe in a header) of at
+// most maxTokenBytes.
 func usableToken(s string) bool {
-	if s == "" || len(s) > maxTokenBytes || !utf8.ValidString(s) {
+	if s == "" || len(s) > maxTokenBytes {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

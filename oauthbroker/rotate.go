@@ -301,7 +301,7 @@ func (b *Broker) refreshOnce(ctx context.Context) (t *tokencache.Token, again bo
 // Redis's clock), 0 when too little is left, -1 when the claim is not the caller's
 // any more.
 func (b *Broker) check(ctx context.Context, h header) (time.Duration, error) {
-	hold := b.opts.RequestTimeout + b.opts.RequestTimeout/4
+	hold, _, _, _ := b.timing()
 	margin := hold - b.opts.RequestTimeout // the request must end this long before the deadline
 	ms, err := checkScript.Run(ctx, b.opts.Redis, []string{b.rotationKey()},
 		h.gen, h.grant, b.owner, margin.Milliseconds()).Int64()
