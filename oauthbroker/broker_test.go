@@ -291,3 +291,28 @@ func TestPKCE(t *testing.T) {
 	f.mustAuthorize(t)
 	assert.Equal(t, 1, f.fake.Stats().Exchanges)
 }
+
+// A grant stored by a newer oauthbroker ("o2:...") is neither used nor replaced: a
+// refresh fails with ErrRecordFormat (no login link to invite an overwrite), and a
+// human's authorization through this version leaves it as it was.
+func TestGrantOfANewerFormatIsNeitherUsedNorReplaced(t *testing.T) {
+	f := newFixture(t, fixtureConfig{})
+	ctx := context.Background()
+	rdb := f.redis.Client(t)
+	keys := []string{f.redis.Prefix + ":secret:{" + f.opts.User + "}:oauth", f.redis.Prefix + ":{" + f.opts.User + "}:oauth"}
+	const newer = `o2:7:0123456789abcdef0123456789abcdef:{"future":true}`
+	for _, k := range keys {
+		require.NoError(t, rdb.Set(ctx, k, newer, 0).Err())
+	}
+	_, err := f.broker(t, nil).Authenticator().Login(ctx, f.opts.User)
+	require.ErrorIs(t, err, oauthbroker.ErrRecordFormat)
+	var lre *oauthbroker.LoginRequiredError
+	assert.False(t, errors.As(err, &lre), "no login link: authorizing would replace what a newer version wrote")
+
+	code, body := f.authorize(t)
+	assert.NotEqual(t, http.StatusOK, code, body)
+	for _, k := range keys {
+		assert.Equal(t, newer, rdb.Get(ctx, k).Val(), "%s left as the newer version wrote it", k)
+	}
+	assert.Zero(t, f.fake.Stats().Refreshes)
+}

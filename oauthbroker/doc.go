@@ -78,7 +78,8 @@
 //
 // The hash tag {U} puts a user's keys in the slot of its token record, so the scripts
 // work on Redis Cluster. Records are "o1:<generation>:<grant>:<JSON>", written only by
-// the scripts in scripts/. The README's writer and reader ACLs cover them: the scripts
+// the scripts in scripts/; a record of another format ("o2:...", a newer oauthbroker)
+// is neither used nor replaced ([ErrRecordFormat]). The README's writer and reader ACLs cover them: the scripts
 // use GET, SET, DEL, TIME, HGET, HSET, HDEL and HGETALL; readers read "P:{*" but not
 // "P:secret:*" nor "P:oauth:state:*". Redis must keep the refresh token: run it with
 // maxmemory-policy noeviction and persistence (append-only file); a loss turns the

@@ -21,6 +21,10 @@ var (
 	// ErrNotAuthorized is the reason of a [*LoginRequiredError] when no refresh token
 	// is stored: the app was never authorized for the user (or Redis lost its data).
 	ErrNotAuthorized = errors.New("oauthbroker: no refresh token stored")
+	// ErrRecordFormat means the user's stored grant was written in a format this
+	// version does not know (by a newer oauthbroker): it is neither used nor replaced,
+	// so an older process never destroys what a newer one wrote. Not temporary.
+	ErrRecordFormat = errors.New("oauthbroker: the stored grant was written by a newer version of oauthbroker")
 	// ErrRevoked is the reason of a [*LoginRequiredError] once the provider refused the
 	// refresh token (invalid_grant: expired, revoked, or reused after a rotation).
 	// Every process then stops refreshing the user until a human authorizes again.

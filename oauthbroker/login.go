@@ -299,6 +299,9 @@ func (b *Broker) authorize(ctx context.Context, g *grant, now time.Time) (int64,
 			b.rot.remember(h, &sec)
 			return gen, nil
 		}
+		if res == -2 {
+			return 0, fmt.Errorf("oauthbroker: user %q: %w", b.opts.User, ErrRecordFormat)
+		}
 	}
 	return 0, errors.New("oauthbroker: the grant kept changing while the authorization was stored")
 }

@@ -102,10 +102,23 @@ func encodeRecord(h header, body any) (string, error) {
 	return recordPrefix + strconv.FormatInt(h.gen, 10) + ":" + h.grant + ":" + string(js), nil
 }
 
+// newerFormat reports whether raw starts "o<digits>:" for another format than ours
+// (authorize.lua applies the same rule).
+func newerFormat(raw string) bool {
+	n := 1
+	for n < len(raw) && raw[n] >= '0' && raw[n] <= '9' {
+		n++
+	}
+	return len(raw) > 0 && raw[0] == 'o' && n > 1 && n < len(raw) && raw[n] == ':' && raw[:n+1] != recordPrefix
+}
+
 // splitRecord returns the header and JSON of a record.
 func splitRecord(raw string) (header, []byte, error) {
 	rest, ok := strings.CutPrefix(raw, recordPrefix)
 	if !ok {
+		if newerFormat(raw) {
+			return header{}, nil, ErrRecordFormat
+		}
 		return header{}, nil, fmt.Errorf("%w: does not start with %q", errRecord, recordPrefix)
 	}
 	num, rest, ok := strings.Cut(rest, ":")

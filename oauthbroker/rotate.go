@@ -249,6 +249,10 @@ func (b *Broker) refreshOnce(ctx context.Context) (t *tokencache.Token, again bo
 		return nil, false, b.missing(ctx, c.status)
 	}
 	h, sec, err := decodeSecret(c.secret)
+	if errors.Is(err, ErrRecordFormat) {
+		b.release(ctx)
+		return nil, false, fmt.Errorf("oauthbroker: user %q: %w", b.opts.User, err)
+	}
 	if err != nil {
 		b.release(ctx)
 		lre := &LoginRequiredError{User: b.opts.User, Reason: ErrNotAuthorized, Detail: "the stored refresh token record cannot be read: " + err.Error()}

@@ -10,12 +10,20 @@
 -- ARGV[2]  the new secret record, of generation ARGV[1] + 1 and a new grant
 -- ARGV[3]  the new status record, of generation ARGV[1] + 1 and that grant
 --
--- Returns -1 when stored, else the newest generation now (the caller reads again).
+-- Returns -1 when stored, -2 when a record of a newer format is stored (left alone),
+-- else the newest generation now (the caller reads again).
+local function newer(v)
+  return v and string.match(v, '^o%d+:') and not string.match(v, '^o1:')
+end
 local function gen(v)
   if not v then return 0 end
   return tonumber(string.match(v, '^o1:(%d+):') or '0')
 end
-local newest = math.max(gen(redis.call('GET', KEYS[1])), gen(redis.call('GET', KEYS[2])))
+local sec, st = redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])
+if newer(sec) or newer(st) then
+  return -2
+end
+local newest = math.max(gen(sec), gen(st))
 if newest ~= tonumber(ARGV[1]) then
   return newest
 end
