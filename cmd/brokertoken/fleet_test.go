@@ -17,6 +17,7 @@ import (
 
 	"github.com/brokertoken/brokertoken/internal/testutil"
 	"github.com/brokertoken/brokertoken/internal/testutil/tradovatefake"
+	"github.com/brokertoken/brokertoken/tradovate"
 )
 
 // Two daemons and ten `token` processes start at once on an empty Redis: each user is
@@ -182,4 +183,34 @@ func TestRegisterLeavesOneViewWhole(t *testing.T) {
 		require.Equal(t, other, got[srv.Name("o1")], "another user's account is left alone")
 		require.Equal(t, u, got[u], "a login user is an account of its own")
 	}
+}
+
+// A stored account answer from another version (names that are no JSON list) or from a
+// clock far ahead does not pin the fleet's view: the next answer replaces it. A later
+// genuine answer still wins over an earlier one.
+func TestSharedAccountAnswersCannotBePinned(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	s := accountStore{fleet: fleet{rdb: rdb, prefix: srv.Prefix}, daemon: "d1"}
+	now := time.Now()
+	for i, stored := range []map[string]any{
+		{"at_us": now.Add(24 * time.Hour).UnixMicro(), "names": `["PA1"]`},   // a clock far ahead
+		{"at_us": now.Add(time.Minute).UnixMicro(), "names": `{"v2":"PA1"}`}, // no list
+		{"at_us": now.Add(time.Minute).UnixMicro(), "names": `garbage`},
+	} {
+		user := srv.Name(fmt.Sprint("U", i))
+		require.NoError(t, rdb.HSet(ctx, s.fleet.sharedAccountsKey(user), stored).Err())
+		mine := tradovate.AccountList{At: now, Names: []string{"PA2"}}
+		got, err := s.StoreAccounts(ctx, user, mine)
+		require.NoError(t, err, "%v", stored)
+		assert.Equal(t, []string{"PA2"}, got.Names, "%v", stored)
+	}
+	user := srv.Name("later")
+	later := tradovate.AccountList{At: now.Add(time.Second), Names: []string{"PA3"}}
+	_, err := s.StoreAccounts(ctx, user, later)
+	require.NoError(t, err)
+	got, err := s.StoreAccounts(ctx, user, tradovate.AccountList{At: now, Names: []string{"PA4"}})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"PA3"}, got.Names, "a later answer still wins")
 }
